@@ -1,0 +1,49 @@
+"""vaerepair: repair damaged images with autoencoders.
+
+Compose encoders and decoders (:mod:`vaerepair.nets`), posteriors and
+likelihoods (:mod:`vaerepair.distributions`) into a model
+(:mod:`vaerepair.models`), pick an objective (:mod:`vaerepair.objectives`) and a
+corruption (:mod:`vaerepair.corruptions`), and train with :class:`Trainer`.
+"""
+
+__version__ = "0.1.0"
+
+from vaerepair import corruptions, data, distributions, metrics, models, nets, objectives, plots, training
+from vaerepair.corruptions import BlockErasure, GaussianNoise, PixelInversion, RandomMask, SaltAndPepper
+from vaerepair.data import ImageDataset, load, train_val_split
+from vaerepair.metrics import psnr, ssim
+from vaerepair.models import LatentVariableModel, autoencoder
+from vaerepair.objectives import ObjectiveResult, Reconstruction
+from vaerepair.training import EarlyStopping, History, Trainer, load_checkpoint, load_model
+
+__all__ = [
+    "__version__",
+    "corruptions",
+    "data",
+    "distributions",
+    "metrics",
+    "models",
+    "nets",
+    "objectives",
+    "plots",
+    "training",
+    "Trainer",
+    "EarlyStopping",
+    "History",
+    "load_checkpoint",
+    "load_model",
+    "LatentVariableModel",
+    "autoencoder",
+    "ObjectiveResult",
+    "Reconstruction",
+    "ImageDataset",
+    "load",
+    "train_val_split",
+    "psnr",
+    "ssim",
+    "GaussianNoise",
+    "SaltAndPepper",
+    "BlockErasure",
+    "RandomMask",
+    "PixelInversion",
+]

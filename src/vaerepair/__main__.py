@@ -1,0 +1,3 @@
+from vaerepair.cli import main
+
+raise SystemExit(main())

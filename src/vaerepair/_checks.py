@@ -1,0 +1,130 @@
+"""Argument and input checks shared by the package.
+
+Every check raises ``ValueError``/``TypeError`` that names the argument, the
+constraint, the value received and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_images",
+    "check_probability",
+    "check_positive",
+    "check_in_unit_interval",
+    "shape_str",
+]
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    """Format a shape as ``(B, C, H, W)``-style text: ``(128, 1, 28, 28)``."""
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def check_images(
+    x: object,
+    name: str = "images",
+    *,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    unit_range: bool = False,
+) -> Tensor:
+    """Check that ``x`` is a float image batch ``(B, C, H, W)``.
+
+    Args:
+        x: the object to check.
+        name: the argument name used in messages.
+        channels: required ``C`` (``None``: any).
+        size: required ``(H, W)`` (``None``: any).
+        unit_range: also require every value in ``[0, 1]`` (costs one pass
+            over the data; used at API boundaries, not in the training step).
+
+    Returns:
+        ``x`` unchanged.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        hint = ""
+        if x.dim() == 3:
+            hint = " (a single image? add the batch dimension with x.unsqueeze(0); "
+            hint += "a batch of grey images? add the channel with x.unsqueeze(1))"
+        raise ValueError(
+            f"expected {name} of shape (B, C, H, W), got {shape_str(x.shape)}{hint}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"expected floating-point {name} in [0, 1], got dtype {x.dtype}; "
+            "convert uint8 images with x.float() / 255"
+        )
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"expected {name} with {channels} channel(s), shape (B, {channels}, H, W), "
+            f"got {shape_str(x.shape)}"
+        )
+    if size is not None and tuple(x.shape[-2:]) != tuple(size):
+        raise ValueError(
+            f"expected {name} of size {size[0]}x{size[1]}, shape (B, C, {size[0]}, {size[1]}), "
+            f"got {shape_str(x.shape)}"
+        )
+    if unit_range and x.numel() > 0:
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"expected {name} with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+                "scale uint8 images with x / 255, or clip with x.clamp(0, 1)"
+            )
+    return x
+
+
+def check_probability(value: float, name: str, *, allow_one: bool = True) -> float:
+    """Check ``0 <= value <= 1`` (or ``< 1``) and return it as ``float``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
+    value = float(value)
+    upper_ok = value <= 1.0 if allow_one else value < 1.0
+    if not (value >= 0.0 and upper_ok):
+        bound = "1]" if allow_one else "1)"
+        raise ValueError(f"{name} must be in [0, {bound}, got {value!r}")
+    return value
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """Check ``value > 0`` (or ``>= 0``) and finite; return it as ``float``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    ok = value >= 0.0 if allow_zero else value > 0.0
+    if not ok or value != value or value == float("inf"):
+        sign = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {sign}, got {value!r}")
+    return value
+
+
+def check_in_unit_interval(x: Tensor, name: str) -> None:
+    """Raise if any value of ``x`` lies outside ``[0, 1]``."""
+    if x.numel() == 0:
+        return
+    if bool(((x < 0) | (x > 1)).any()):
+        lo, hi = float(x.min()), float(x.max())
+        raise ValueError(
+            f"{name} must have values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+            "use pixel values scaled to [0, 1] (x / 255) or a Gaussian likelihood for "
+            "unbounded targets"
+        )
+
+
+def as_device(device: str | torch.device) -> torch.device:
+    """Resolve ``"auto"`` to CUDA when available, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err

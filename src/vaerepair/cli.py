@@ -1,0 +1,282 @@
+"""Command line: ``vaerepair train | evaluate | denoise | demo | fetch``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaerepair import corruptions as corr
+from vaerepair.data import DATASETS, DatasetNotFoundError, fetch, load, locate, train_val_split
+from vaerepair.models import ModelSpec, build
+from vaerepair.models.factory import ACTIVATIONS
+from vaerepair.objectives import Reconstruction
+from vaerepair.plots import plot_history, save_repair_grid
+from vaerepair.training import CheckpointError, Trainer, load_checkpoint, load_model
+from vaerepair.training.history import write_json
+
+__all__ = ["main", "build_parser"]
+
+DEMO = {
+    "dataset": "fashion-mnist",
+    "corruption": "gaussian:0.5",
+    "arch": "conv",
+    "latent_dim": 64,
+    "hidden": "32,64",
+    "likelihood": "gaussian",
+    "sigma": 0.1,
+    "link": "sigmoid",
+    "epochs": 5,
+    "batch_size": 128,
+    "lr": 2e-3,
+}
+
+
+class CLIError(Exception):
+    """An error the CLI reports as one line, without a traceback."""
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 400 or 32,64, got {text!r}") from None
+
+
+def _corruption(text: str) -> str:
+    try:
+        corr.from_spec(text)
+    except (ValueError, TypeError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _dataset(text: str) -> str:
+    key = text.strip().lower()
+    if key not in DATASETS:
+        raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; known: {', '.join(DATASETS)}")
+    return key
+
+
+def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    p.add_argument("--dataset", type=_dataset, default=defaults.get("dataset", "fashion-mnist"))
+    p.add_argument("--root", default=None, help="dataset root in torchvision's layout (default: search)")
+    p.add_argument("--download", action="store_true", help="fetch the dataset with torchvision if missing")
+    p.add_argument("--model", choices=("dae", "ae"), default="dae",
+                   help="dae: trained on corrupted inputs; ae: plain autoencoder (no corruption)")
+    p.add_argument("--arch", choices=("mlp", "conv"), default=defaults.get("arch", "mlp"))
+    p.add_argument("--latent-dim", type=int, default=defaults.get("latent_dim", 20))
+    p.add_argument("--hidden", type=_widths, default=_widths(defaults.get("hidden", "400")),
+                   help="MLP hidden widths or the two conv stages' widths, comma-separated")
+    p.add_argument("--features", type=int, default=defaults.get("features", 256), help="conv encoder feature size")
+    p.add_argument("--activation", choices=tuple(ACTIVATIONS), default=defaults.get("activation", "relu"))
+    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=defaults.get("likelihood", "bernoulli"))
+    p.add_argument("--sigma", type=float, default=defaults.get("sigma", 1.0), help="Gaussian likelihood scale")
+    p.add_argument("--link", choices=("identity", "sigmoid"), default=defaults.get("link", "identity"))
+    p.add_argument("--corruption", type=_corruption, default=defaults.get("corruption", "gaussian:0.5"),
+                   help=f"e.g. gaussian:0.5, block:12, mask:0.5; known: {', '.join(corr.SPEC_NAMES)}")
+    p.add_argument("--epochs", type=int, default=defaults.get("epochs", 10))
+    p.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 128))
+    p.add_argument("--lr", type=float, default=defaults.get("lr", 1e-3))
+    p.add_argument("--patience", type=int, default=None, help="early stopping on val_loss after N epochs")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
+    p.add_argument("--eval-n", type=int, default=1000, help="evaluate on the first N test images")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("runs/train"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vaerepair", description="Repair damaged images with autoencoders.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model; writes checkpoints, metrics.json, grid.png, loss.png")
+    _add_training_args(p, {})
+
+    p = sub.add_parser("demo", help="a short denoising run on Fashion-MNIST with a before/after table")
+    _add_training_args(p, DEMO)
+
+    p = sub.add_parser("evaluate", help="PSNR/SSIM and loss of a checkpoint on test images")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--dataset", type=_dataset, default=None, help="default: the one it was trained on")
+    p.add_argument("--root", default=None)
+    p.add_argument("--corruption", type=_corruption, default=None, help="default: the one it was trained with")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--n", type=int, default=1000, help="the first N images of the split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
+    p.add_argument("--grid", type=Path, default=None, help="write a clean/corrupted/repaired grid PNG here")
+
+    p = sub.add_parser("denoise", help="repair your own image files with a trained checkpoint")
+    p.add_argument("inputs", nargs="+", type=Path, help="PNG or JPEG files")
+    p.add_argument("--checkpoint", "-c", type=Path, required=True)
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output file (one input) or folder (several inputs)")
+    p.add_argument("--resize", action="store_true",
+                   help="resize inputs to the model's size and the result back to the input's size")
+
+    p = sub.add_parser("fetch", help="make a dataset available (Debian files or torchvision's download)")
+    p.add_argument("dataset", type=_dataset)
+    p.add_argument("--root", default=None)
+    p.add_argument("--check", action="store_true", help="only check; exit 1 when missing")
+    return parser
+
+
+# ----------------------------------------------------------------- commands
+
+
+def _train(args: argparse.Namespace, demo: bool = False) -> dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t_start = time.perf_counter()
+    full = load(args.dataset, "train", root=args.root, download=args.download)
+    test = load(args.dataset, "test", root=args.root, download=False)[: args.eval_n]
+    if args.limit:
+        full = full[: args.limit]
+    train, val = train_val_split(full, args.val_fraction, seed=args.seed)
+    spec = ModelSpec(
+        kind=args.model, image_shape=full.image_shape, latent_dim=args.latent_dim, arch=args.arch,
+        hidden=args.hidden, features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
+        activation=args.activation,
+    )
+    model = build(spec)
+    corruption = corr.from_spec(args.corruption) if args.model == "dae" else None
+    from vaerepair.training import EarlyStopping
+
+    trainer = Trainer(
+        model, Reconstruction(), corruption, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs),
+        device=args.device, seed=args.seed, checkpoint_dir=args.out, progress=not args.no_progress,
+        early_stopping=EarlyStopping("val_loss", patience=args.patience) if args.patience else None,
+        metadata={"dataset": args.dataset, "corruption": args.corruption if corruption else None},
+    )
+    print(f"training {args.arch} {args.model} (latent {args.latent_dim}) on {args.dataset} "
+          f"({len(train)} train / {len(val)} val), corruption {args.corruption if corruption else 'none'}, "
+          f"{args.epochs} epochs on {trainer.device}", flush=True)
+    history = trainer.fit(train, val)
+    # Report on the best epoch's weights, which best.pt holds.
+    model.load_state_dict(load_checkpoint(args.out / "best.pt", map_location=trainer.device)["model"])
+    test_corruption = corruption or corr.from_spec(args.corruption)
+    result = trainer.evaluate(test, corruption=test_corruption, seed=args.seed + 100)
+    clean = test.float_images()[:8].to(trainer.device)
+    noisy = test_corruption.to(trainer.device)(clean, generator=torch.Generator(trainer.device).manual_seed(args.seed))
+    save_repair_grid(args.out / "grid.png", clean, noisy, model.repair(noisy))
+    plot_history(history, args.out / "loss.png", title=f"{args.model} on {args.dataset}, {args.corruption}")
+    metrics = {
+        "config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                   for k, v in vars(args).items() if k != "func"},
+        "test": {"n": int(result.pop("n")), "corruption": args.corruption, **result},
+        "best_epoch": history.best_epoch,
+        "seconds": time.perf_counter() - t_start,
+        "history": history.to_dict(),
+    }
+    write_json(args.out / "metrics.json", metrics)
+    _print_table(args.dataset, len(test), args.corruption, result)
+    print(f"wrote {args.out}/best.pt, last.pt, metrics.json, grid.png, loss.png "
+          f"({metrics['seconds']:.0f} s)")
+    return metrics
+
+
+def _print_table(dataset: str, n: int, corruption: str, r: dict[str, float]) -> None:
+    print(f"\n{dataset} test images (first {n}), corruption {corruption}")
+    print(f"{'':12}{'PSNR (dB)':>12}{'SSIM':>10}")
+    print(f"{'corrupted':12}{r['psnr_input']:12.2f}{r['ssim_input']:10.3f}")
+    print(f"{'repaired':12}{r['psnr']:12.2f}{r['ssim']:10.3f}")
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    ckpt = load_checkpoint(args.checkpoint)
+    meta = ckpt.get("metadata") or {}
+    dataset = args.dataset or meta.get("dataset")
+    spec_text = args.corruption or meta.get("corruption")
+    if dataset is None:
+        raise CLIError("the checkpoint does not record its dataset; pass --dataset")
+    if spec_text is None:
+        raise CLIError("the checkpoint does not record a corruption; pass --corruption (e.g. gaussian:0.5)")
+    model = load_model(args.checkpoint)
+    test = load(dataset, args.split, root=args.root)[: args.n]
+    trainer = Trainer(model, Reconstruction(), corr.from_spec(spec_text), device=args.device, progress=False,
+                      seed=args.seed)
+    result = trainer.evaluate(test, seed=args.seed + 100)
+    _print_table(dataset, len(test), spec_text, result)
+    if args.grid:
+        clean, noisy = trainer._fixed_corruption(test.images[:8].to(trainer.device), seed=args.seed)
+        save_repair_grid(args.grid, clean, noisy, model.repair(noisy))
+    if args.out:
+        write_json(args.out, {"checkpoint": str(args.checkpoint), "dataset": dataset, "corruption": spec_text,
+                              **result})
+    return result
+
+
+def _denoise(args: argparse.Namespace) -> None:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.v2 import functional as TF
+    from torchvision.utils import save_image
+
+    model = load_model(args.checkpoint)
+    c, h, w = model.image_shape
+    if len(args.inputs) > 1:
+        args.output.mkdir(parents=True, exist_ok=True)
+    for path in args.inputs:
+        if not path.is_file():
+            raise CLIError(f"input image {str(path)!r} does not exist")
+        try:
+            with Image.open(path) as pil:
+                img = TF.pil_to_tensor(pil.convert("L" if c == 1 else "RGB"))  # (C, H, W) uint8
+        except (UnidentifiedImageError, OSError) as err:
+            raise CLIError(f"cannot read {str(path)!r} as an image (PNG, JPEG, ... expected): {err}") from err
+        size = tuple(img.shape[-2:])
+        if size != (h, w):
+            if not args.resize:
+                raise CLIError(
+                    f"{str(path)!r} is {size[0]}x{size[1]} pixels but the model takes {h}x{w} "
+                    f"({'grey' if c == 1 else 'RGB'}) images; pass --resize to scale it, or crop it to {h}x{w}"
+                )
+            img = TF.resize(img, [h, w], antialias=True)
+        repaired = model.repair(img.unsqueeze(0).float() / 255.0)[0].clamp(0, 1)
+        if size != (h, w):
+            repaired = TF.resize(repaired, list(size), antialias=True).clamp(0, 1)
+        out = args.output if len(args.inputs) == 1 else args.output / f"{path.stem}_repaired.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(repaired, out)
+        print(f"{path} -> {out}")
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    if args.check:
+        try:
+            print(locate(args.dataset, args.root))
+            return 0
+        except DatasetNotFoundError as err:
+            print(err, file=sys.stderr)
+            return 1
+    print(fetch(args.dataset, args.root))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vaerepair`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("train", "demo"):
+            _train(args, demo=args.command == "demo")
+        elif args.command == "evaluate":
+            _evaluate(args)
+        elif args.command == "denoise":
+            _denoise(args)
+        elif args.command == "fetch":
+            return _fetch(args)
+    except (CLIError, DatasetNotFoundError, CheckpointError, ValueError, TypeError) as err:
+        print(f"vaerepair {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,103 @@
+"""Batched, on-device image corruptions with per-image randomness and masks.
+
+Every corruption takes clean images ``(B, C, H, W)`` in ``[0, 1]`` and returns
+corrupted images of the same shape, optionally with the boolean mask of the
+pixels it touched (``return_mask=True``). Pass a ``torch.Generator`` for
+reproducible corruption (the Trainer does so for validation).
+
+:func:`from_spec` builds corruptions from short strings, as the CLI does:
+``"gaussian:0.5"``, ``"saltpepper:0.1"``, ``"block:12"`` (side in pixels),
+``"block:0.25"`` (area fraction), ``"mask:0.5"`` or ``"mask:0.5:4"`` (p, patch
+size), ``"invert"`` or ``"invert:0.3"``, and ``"+"`` to compose:
+``"gaussian:0.25+block:10"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vaerepair.corruptions._base import Corrupted, Corruption
+from vaerepair.corruptions.compose import Compose, OneOf
+from vaerepair.corruptions.erasure import BlockErasure, RandomMask
+from vaerepair.corruptions.noise import GaussianNoise, PixelInversion, SaltAndPepper
+
+__all__ = [
+    "Corruption",
+    "Corrupted",
+    "GaussianNoise",
+    "SaltAndPepper",
+    "PixelInversion",
+    "BlockErasure",
+    "RandomMask",
+    "Compose",
+    "OneOf",
+    "from_spec",
+    "SPEC_NAMES",
+]
+
+
+def _number(text: str, spec: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"corruption {spec!r}: {text!r} is not a number") from None
+
+
+def _block(args: list[str], spec: str) -> Corruption:
+    if len(args) != 1:
+        raise ValueError(f"corruption {spec!r}: use block:SIZE (pixels, integer) or block:AREA (0 < AREA <= 1)")
+    value = _number(args[0], spec)
+    if "." in args[0] or value < 1:
+        return BlockErasure(area=value)
+    return BlockErasure(size=int(value))
+
+
+def _mask(args: list[str], spec: str) -> Corruption:
+    if len(args) not in (1, 2):
+        raise ValueError(f"corruption {spec!r}: use mask:P or mask:P:PATCH_SIZE")
+    patch = int(_number(args[1], spec)) if len(args) == 2 else 1
+    return RandomMask(p=_number(args[0], spec), patch_size=patch)
+
+
+def _one_number(make: Callable[[float], Corruption], usage: str, default: float | None = None):  # noqa: ANN202
+    def build(args: list[str], spec: str) -> Corruption:
+        if not args and default is not None:
+            return make(default)
+        if len(args) != 1:
+            raise ValueError(f"corruption {spec!r}: use {usage}")
+        return make(_number(args[0], spec))
+
+    return build
+
+
+_BUILDERS: dict[str, Callable[[list[str], str], Corruption]] = {
+    "gaussian": _one_number(GaussianNoise, "gaussian:SIGMA"),
+    "saltpepper": _one_number(SaltAndPepper, "saltpepper:AMOUNT"),
+    "invert": _one_number(PixelInversion, "invert or invert:AMOUNT", default=1.0),
+    "block": _block,
+    "mask": _mask,
+}
+SPEC_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def from_spec(spec: str) -> Corruption:
+    """Build a corruption from a short string (see the module docstring).
+
+    Raises:
+        ValueError: for an unknown name or malformed arguments, naming the known
+            corruptions.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"corruption spec must be a non-empty string like 'gaussian:0.5', got {spec!r}")
+    parts = [p.strip() for p in spec.split("+")]
+    built: list[Corruption] = []
+    for part in parts:
+        name, *args = part.split(":")
+        name = name.strip().lower().replace("-", "").replace("_", "")
+        if name not in _BUILDERS:
+            raise ValueError(
+                f"unknown corruption {part.split(':')[0]!r} in {spec!r}; "
+                f"known: {', '.join(SPEC_NAMES)} (e.g. 'gaussian:0.5', 'block:12', 'mask:0.5')"
+            )
+        built.append(_BUILDERS[name](args, spec))
+    return built[0] if len(built) == 1 else Compose(built)

@@ -1,0 +1,96 @@
+"""The corruption contract: draw the randomness once, then apply it.
+
+A corruption is an ``nn.Module`` called on a batch of clean images ``(B, C, H,
+W)`` with values in ``[0, 1]``. It works on the input's device, draws a separate
+random setting per image in one vectorised call (no per-image Python loop), and
+is reproducible when given a ``torch.Generator`` on the same device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, overload
+
+import torch
+from torch import Tensor, nn
+
+from vaerepair._checks import check_images
+
+__all__ = ["Corruption", "Corrupted"]
+
+
+class Corrupted(NamedTuple):
+    """A corrupted batch and the mask of what the corruption touched.
+
+    Attributes:
+        images: the corrupted images ``(B, C, H, W)``.
+        mask: boolean ``(B, C, H, W)``, ``True`` where a pixel value was replaced
+            or perturbed (for inpainting metrics: the missing region).
+    """
+
+    images: Tensor
+    mask: Tensor
+
+
+class Corruption(nn.Module):
+    """Base class of the batched corruptions.
+
+    Subclasses implement :meth:`make_params` (all the randomness, drawn with
+    ``generator``) and :meth:`apply` (deterministic given the parameters).
+    """
+
+    def make_params(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+        """Draw the per-image random parameters for batch ``x`` ``(B, C, H, W)``."""
+        raise NotImplementedError
+
+    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+        """Corrupt ``x`` ``(B, C, H, W)`` with the drawn parameters."""
+        raise NotImplementedError
+
+    @overload
+    def forward(
+        self, x: Tensor, *, generator: torch.Generator | None = ..., return_mask: bool = False
+    ) -> Tensor: ...
+
+    @overload
+    def forward(
+        self, x: Tensor, *, generator: torch.Generator | None = ..., return_mask: bool = True
+    ) -> Corrupted: ...
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        return_mask: bool = False,
+    ) -> Tensor | Corrupted:
+        """Corrupt a batch.
+
+        Args:
+            x: clean images ``(B, C, H, W)``, floating point, values in ``[0, 1]``.
+            generator: a ``torch.Generator`` on ``x.device`` for reproducible
+                corruption (``None``: the global RNG).
+            return_mask: also return the boolean mask ``(B, C, H, W)`` of the
+                pixels the corruption touched.
+
+        Returns:
+            The corrupted images ``(B, C, H, W)``, or a :class:`Corrupted`
+            ``(images, mask)`` when ``return_mask`` is true.
+        """
+        check_images(x, "x")
+        if generator is not None and generator.device.type != x.device.type:
+            raise ValueError(
+                f"generator is on {generator.device} but the images are on {x.device}; "
+                f"create it with torch.Generator(device={str(x.device)!r})"
+            )
+        result = self.apply(x, self.make_params(x, generator))
+        return result if return_mask else result.images
+
+
+def uniform(shape: tuple[int, ...], x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``U[0, 1)`` samples of ``shape`` with the dtype and device of ``x``."""
+    return torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def full_mask(x: Tensor) -> Tensor:
+    """A ``True`` mask shaped like ``x`` (a corruption that touches every pixel)."""
+    return torch.ones_like(x, dtype=torch.bool)

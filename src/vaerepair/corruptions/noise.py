@@ -1,0 +1,125 @@
+"""Pixel-level corruptions: Gaussian noise, salt and pepper, pixel inversion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vaerepair._checks import check_positive, check_probability
+from vaerepair.corruptions._base import Corrupted, Corruption, full_mask, uniform
+
+__all__ = ["GaussianNoise", "SaltAndPepper", "PixelInversion"]
+
+
+class GaussianNoise(Corruption):
+    r"""Additive Gaussian noise: :math:`\tilde x = x + \sigma \varepsilon`, :math:`\varepsilon \sim N(0, I)`.
+
+    Args:
+        sigma: the noise standard deviation, or a range ``(low, high)`` from
+            which each image draws its own ``sigma`` uniformly (blind denoising).
+        clip: clamp the result to ``[0, 1]``. Off by default, as in the reports:
+            unclipped noise keeps the corruption exactly Gaussian.
+
+    Example:
+        >>> noisy = GaussianNoise(0.5)(torch.rand(8, 1, 28, 28))
+        >>> noisy.shape
+        torch.Size([8, 1, 28, 28])
+    """
+
+    def __init__(self, sigma: float | tuple[float, float], clip: bool = False) -> None:
+        super().__init__()
+        if isinstance(sigma, (tuple, list)):
+            if len(sigma) != 2:
+                raise ValueError(f"sigma range must be (low, high), got {sigma!r}")
+            low = check_positive(sigma[0], "sigma low", allow_zero=True)
+            high = check_positive(sigma[1], "sigma high", allow_zero=True)
+            if low > high:
+                raise ValueError(f"sigma range must have low <= high, got {sigma!r}")
+            self.sigma: tuple[float, float] = (low, high)
+        else:
+            s = check_positive(sigma, "sigma", allow_zero=True)
+            self.sigma = (s, s)
+        self.clip = bool(clip)
+
+    def make_params(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+        low, high = self.sigma
+        b = x.shape[0]
+        if low == high:
+            sigma = torch.full((b, 1, 1, 1), low, device=x.device, dtype=x.dtype)
+        else:
+            sigma = low + (high - low) * uniform((b, 1, 1, 1), x, generator)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return {"sigma": sigma, "noise": noise}
+
+    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+        y = torch.addcmul(x, params["sigma"], params["noise"])
+        if self.clip:
+            y = y.clamp_(0.0, 1.0)
+        return Corrupted(y, full_mask(x))
+
+    def extra_repr(self) -> str:
+        low, high = self.sigma
+        sigma = f"{low}" if low == high else f"({low}, {high})"
+        return f"sigma={sigma}, clip={self.clip}"
+
+
+class SaltAndPepper(Corruption):
+    """Impulse noise: a fraction ``amount`` of pixel locations set to 1 (salt) or 0 (pepper).
+
+    A location is corrupted in all channels at once. Each image draws its own
+    locations.
+
+    Args:
+        amount: probability that a pixel location is corrupted, in ``[0, 1]``.
+        salt_ratio: probability that a corrupted pixel is salt (1) rather than
+            pepper (0), in ``[0, 1]``.
+    """
+
+    def __init__(self, amount: float, salt_ratio: float = 0.5) -> None:
+        super().__init__()
+        self.amount = check_probability(amount, "amount")
+        self.salt_ratio = check_probability(salt_ratio, "salt_ratio")
+
+    def make_params(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+        b, _, h, w = x.shape
+        hit = uniform((b, 1, h, w), x, generator) < self.amount
+        salt = uniform((b, 1, h, w), x, generator) < self.salt_ratio
+        return {"hit": hit, "salt": salt}
+
+    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+        mask = params["hit"].expand_as(x)
+        value = params["salt"].to(x.dtype).expand_as(x)
+        return Corrupted(torch.where(mask, value, x), mask)
+
+    def extra_repr(self) -> str:
+        return f"amount={self.amount}, salt_ratio={self.salt_ratio}"
+
+
+class PixelInversion(Corruption):
+    r"""Invert pixels, :math:`\tilde x = 1 - x`, at a fraction ``amount`` of locations.
+
+    ``amount=1`` inverts the whole image (a photographic negative); smaller
+    values invert random pixel locations (all channels of a location together).
+
+    Args:
+        amount: probability that a pixel location is inverted, in ``[0, 1]``.
+    """
+
+    def __init__(self, amount: float = 1.0) -> None:
+        super().__init__()
+        self.amount = check_probability(amount, "amount")
+
+    def make_params(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+        b, _, h, w = x.shape
+        if self.amount == 1.0:
+            return {"hit": torch.ones((b, 1, h, w), dtype=torch.bool, device=x.device)}
+        return {"hit": uniform((b, 1, h, w), x, generator) < self.amount}
+
+    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+        mask = params["hit"].expand_as(x)
+        return Corrupted(torch.where(mask, 1.0 - x, x), mask)
+
+    def extra_repr(self) -> str:
+        return f"amount={self.amount}"

@@ -1,0 +1,89 @@
+"""An image dataset held as one uint8 tensor, and a deterministic train/validation split."""
+
+from __future__ import annotations
+
+from typing import overload
+
+import torch
+from torch import Tensor
+
+__all__ = ["ImageDataset", "train_val_split"]
+
+
+class ImageDataset:
+    """A whole split in memory: ``images`` uint8 ``(N, C, H, W)``, ``labels`` int64 ``(N,)``.
+
+    Indexing with an int gives ``(image, label)``; with a slice, an index tensor
+    or a list it gives another :class:`ImageDataset`.
+
+    Example:
+        >>> ds = ImageDataset(torch.zeros(10, 1, 28, 28, dtype=torch.uint8), torch.arange(10))
+        >>> len(ds[2:5]), ds.image_shape
+        (3, (1, 28, 28))
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor | None = None, name: str = "custom", split: str = "") -> None:
+        if not isinstance(images, Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images must be a tensor of shape (N, C, H, W), got {shape}")
+        if images.dtype != torch.uint8:
+            raise TypeError(
+                f"images must be uint8 (0..255), got {images.dtype}; convert with (x * 255).round().to(torch.uint8)"
+            )
+        if labels is None:
+            labels = torch.full((len(images),), -1, dtype=torch.long)
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if labels.shape != (len(images),):
+            raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
+        self.images = images
+        self.labels = labels
+        self.name = name
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    def __getitem__(self, index: slice | Tensor | list[int]) -> ImageDataset: ...
+
+    def __getitem__(self, index: int | slice | Tensor | list[int]) -> tuple[Tensor, Tensor] | ImageDataset:
+        if isinstance(index, int):
+            return self.images[index], self.labels[index]
+        if isinstance(index, list):
+            index = torch.as_tensor(index, dtype=torch.long)
+        return ImageDataset(self.images[index], self.labels[index], self.name, self.split)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)``."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def float_images(self) -> Tensor:
+        """The images as float32 in ``[0, 1]``, ``(N, C, H, W)``."""
+        return self.images.float().div_(255.0)
+
+    def __repr__(self) -> str:
+        split = f", split={self.split!r}" if self.split else ""
+        return f"ImageDataset(name={self.name!r}{split}, n={len(self)}, image_shape={self.image_shape})"
+
+
+def train_val_split(
+    dataset: ImageDataset, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[ImageDataset, ImageDataset]:
+    """Split into train and validation parts by a seeded permutation.
+
+    The same ``seed`` gives the same split on every machine (a CPU
+    ``torch.Generator``). Default: 20 % validation, as in the reports.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    n = len(dataset)
+    n_val = int(round(n * val_fraction))
+    if n_val < 1 or n_val >= n:
+        raise ValueError(f"val_fraction={val_fraction} leaves an empty part of a dataset of {n} images")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return dataset[perm[n_val:]], dataset[perm[:n_val]]

@@ -1,0 +1,16 @@
+"""Posteriors q(z | x) and likelihoods p(x | z)."""
+
+from vaerepair.distributions._validation import validation, validation_enabled
+from vaerepair.distributions.likelihoods import Bernoulli, BernoulliImage, Gaussian, GaussianImage
+from vaerepair.distributions.posteriors import PointMass, PointMassPosterior
+
+__all__ = [
+    "PointMass",
+    "PointMassPosterior",
+    "Bernoulli",
+    "BernoulliImage",
+    "Gaussian",
+    "GaussianImage",
+    "validation",
+    "validation_enabled",
+]

@@ -1,0 +1,116 @@
+"""Likelihoods p(x | z): turn decoder outputs into distributions over images.
+
+A likelihood is an ``nn.Module`` called on decoder outputs ``(B, C * P, H, W)``
+(``P = params_per_pixel``); it returns an image distribution with
+``log_prob(x)`` summed over pixels ``(B,)`` (nats) and ``mean`` ``(B, C, H, W)``.
+Leading sample dimensions ``(S, B, ...)`` are carried through.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vaerepair._checks import check_in_unit_interval, check_positive
+from vaerepair.distributions._validation import validation_enabled
+
+__all__ = ["Bernoulli", "BernoulliImage", "Gaussian", "GaussianImage"]
+
+
+def _check_target(x: Tensor, like: Tensor, who: str) -> None:
+    if x.shape[-3:] != like.shape[-3:]:
+        raise ValueError(
+            f"{who}.log_prob: target images have shape {tuple(x.shape)} but the decoder produced "
+            f"{tuple(like.shape)}; the last three dimensions (C, H, W) must match"
+        )
+
+
+class BernoulliImage:
+    r"""Independent Bernoulli pixels with logits ``l``: the binary cross-entropy likelihood.
+
+    :math:`\log p(x|z) = \sum_i x_i l_i - \log(1 + e^{l_i})`, computed stably from
+    the logits. For grey-level targets in ``[0, 1]`` this is the (unnormalised)
+    BCE that the reports train with.
+    """
+
+    def __init__(self, logits: Tensor) -> None:
+        self.logits = logits
+
+    @property
+    def mean(self) -> Tensor:
+        """Pixel probabilities ``sigmoid(l)``, shaped like the logits."""
+        return torch.sigmoid(self.logits)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Log-likelihood of targets ``x`` in ``[0, 1]``, summed over ``(C, H, W)``: ``(..., B)``."""
+        _check_target(x, self.logits, "Bernoulli")
+        if validation_enabled():
+            check_in_unit_interval(x, "targets of a Bernoulli likelihood")
+        bce = F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none")
+        return -bce.sum(dim=(-3, -2, -1))
+
+
+class Bernoulli(nn.Module):
+    """Bernoulli (binary cross-entropy) likelihood over pixels; decoder outputs are logits."""
+
+    params_per_pixel = 1
+
+    def forward(self, params: Tensor) -> BernoulliImage:
+        """The image distribution for logits ``(..., B, C, H, W)``."""
+        return BernoulliImage(params)
+
+
+class GaussianImage:
+    r"""Independent Gaussian pixels :math:`N(\mu_i, \sigma^2)`.
+
+    :math:`\log p(x|z) = -\sum_i \left[\tfrac{(x_i - \mu_i)^2}{2\sigma^2} + \log\sigma + \tfrac12\log 2\pi\right]`.
+    With a fixed ``sigma`` this is the mean-squared error up to scale and an
+    additive constant: MSE training is the fixed-scale Gaussian case.
+    """
+
+    def __init__(self, loc: Tensor, scale: float) -> None:
+        self.loc = loc
+        self.scale = scale
+
+    @property
+    def mean(self) -> Tensor:
+        """The pixel means ``mu``."""
+        return self.loc
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Log-density of targets ``x``, summed over ``(C, H, W)``: ``(..., B)``."""
+        _check_target(x, self.loc, "Gaussian")
+        d = math.prod(self.loc.shape[-3:])
+        sq = (x - self.loc).square().sum(dim=(-3, -2, -1))
+        const = d * (math.log(self.scale) + 0.5 * math.log(2 * math.pi))
+        return -0.5 * sq / self.scale**2 - const
+
+
+class Gaussian(nn.Module):
+    """Gaussian likelihood with a fixed scale ``sigma`` (MSE is its special case).
+
+    Args:
+        sigma: the pixel standard deviation, ``> 0``.
+        link: ``"identity"`` (decoder outputs are the means) or ``"sigmoid"``
+            (means are ``sigmoid(output)``, kept inside ``(0, 1)``).
+    """
+
+    params_per_pixel = 1
+
+    def __init__(self, sigma: float = 1.0, link: str = "identity") -> None:
+        super().__init__()
+        self.sigma = check_positive(sigma, "sigma")
+        if link not in ("identity", "sigmoid"):
+            raise ValueError(f"link must be 'identity' or 'sigmoid', got {link!r}")
+        self.link = link
+
+    def forward(self, params: Tensor) -> GaussianImage:
+        """The image distribution for decoder outputs ``(..., B, C, H, W)``."""
+        loc = torch.sigmoid(params) if self.link == "sigmoid" else params
+        return GaussianImage(loc, self.sigma)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, link={self.link!r}"

@@ -1,0 +1,14 @@
+"""Models: one latent-variable class, and the built-in configurations."""
+
+from vaerepair.models.factory import MODEL_KINDS, ModelSpec, autoencoder, build
+from vaerepair.models.latent import ImageDistribution, LatentVariableModel, PosteriorLike
+
+__all__ = [
+    "LatentVariableModel",
+    "PosteriorLike",
+    "ImageDistribution",
+    "ModelSpec",
+    "build",
+    "autoencoder",
+    "MODEL_KINDS",
+]

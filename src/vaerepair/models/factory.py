@@ -1,0 +1,130 @@
+"""Built-in model configurations, rebuildable from a plain-value spec (for checkpoints and the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import nn
+
+from vaerepair.distributions import Bernoulli, Gaussian, PointMassPosterior
+from vaerepair.models.latent import LatentVariableModel
+from vaerepair.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+
+__all__ = ["ModelSpec", "build", "autoencoder", "MODEL_KINDS"]
+
+MODEL_KINDS = ("ae", "dae")
+_ARCHS = ("mlp", "conv")
+_LIKELIHOODS = ("bernoulli", "gaussian")
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Plain-value description of a built-in model.
+
+    Attributes:
+        kind: ``"ae"`` or ``"dae"`` (the same network; ``"dae"`` records that it
+            is trained on corrupted inputs).
+        image_shape: ``(C, H, W)``.
+        latent_dim: ``D``.
+        arch: ``"mlp"`` or ``"conv"``.
+        hidden: MLP hidden widths, or the conv stages' widths.
+        features: conv encoder feature size (ignored by the MLP).
+        likelihood: ``"bernoulli"`` or ``"gaussian"``.
+        sigma: the Gaussian likelihood's scale.
+        link: the Gaussian likelihood's link (``"identity"`` or ``"sigmoid"``).
+        norm: ``"group"`` or ``None`` (conv only).
+        activation: ``"relu"``, ``"silu"``, ``"gelu"`` or ``"tanh"``.
+    """
+
+    kind: str = "dae"
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    latent_dim: int = 20
+    arch: str = "mlp"
+    hidden: tuple[int, ...] = (400,)
+    features: int = 256
+    likelihood: str = "bernoulli"
+    sigma: float = 1.0
+    link: str = "identity"
+    norm: str | None = None
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; known: {', '.join(MODEL_KINDS)}")
+        if self.arch not in _ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(_ARCHS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
+        if self.likelihood not in _LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
+        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        object.__setattr__(self, "hidden", tuple(int(s) for s in self.hidden))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (lists, numbers, strings): safe in a ``weights_only`` checkpoint."""
+        d = asdict(self)
+        d["image_shape"] = list(self.image_shape)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"model spec has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
+    """Build the model a spec describes."""
+    if isinstance(spec, dict):
+        spec = ModelSpec.from_dict(spec)
+    likelihood: nn.Module
+    if spec.likelihood == "bernoulli":
+        likelihood = Bernoulli()
+    else:
+        likelihood = Gaussian(sigma=spec.sigma, link=spec.link)
+    encoder: nn.Module
+    decoder: nn.Module
+    act = ACTIVATIONS[spec.activation]
+    if spec.arch == "mlp":
+        encoder = MLPEncoder(spec.image_shape, hidden=spec.hidden, activation=act)
+        decoder = MLPDecoder(spec.latent_dim, spec.image_shape, hidden=tuple(reversed(spec.hidden)), activation=act)
+        features = encoder.out_features
+    else:
+        if len(spec.hidden) != 2:
+            raise ValueError(f"the conv arch needs hidden=(C1, C2), got {spec.hidden!r}")
+        encoder = ConvEncoder(spec.image_shape, channels=spec.hidden, out_features=spec.features, norm=spec.norm,
+                              activation=act)
+        decoder = ConvDecoder(spec.latent_dim, spec.image_shape, channels=tuple(reversed(spec.hidden)),
+                              norm=spec.norm, activation=act)
+        features = spec.features
+    posterior = PointMassPosterior(features, spec.latent_dim)
+    return LatentVariableModel(encoder, posterior, decoder, likelihood, spec=spec.to_dict())
+
+
+def autoencoder(
+    image_shape: tuple[int, int, int] = (1, 28, 28),
+    latent_dim: int = 20,
+    arch: str = "mlp",
+    likelihood: str = "bernoulli",
+    **options: Any,
+) -> LatentVariableModel:
+    """A (denoising) autoencoder: point-mass posterior, no prior.
+
+    ``arch="mlp"`` defaults to the reports' 784-400-20 network; ``options`` are
+    further :class:`ModelSpec` fields (``hidden``, ``features``, ``sigma``,
+    ``link``, ``norm``, ``activation``).
+
+    Example:
+        >>> autoencoder(arch="conv", latent_dim=32, hidden=(32, 64)).latent_dim
+        32
+    """
+    if arch == "conv" and "hidden" not in options:
+        options["hidden"] = (32, 64)
+    return build(ModelSpec(kind="dae", image_shape=image_shape, latent_dim=latent_dim, arch=arch,
+                           likelihood=likelihood, **options))

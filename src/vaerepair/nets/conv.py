@@ -1,0 +1,136 @@
+"""Convolutional encoder and decoder for 1- or 3-channel images with sides divisible by 4."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from vaerepair._checks import check_images
+from vaerepair.nets.mlp import _check_shape, _check_widths
+
+__all__ = ["ConvEncoder", "ConvDecoder"]
+
+
+def _check_divisible(image_shape: tuple[int, int, int]) -> None:
+    _, h, w = image_shape
+    if h % 4 or w % 4:
+        raise ValueError(
+            f"convolutional nets need image sides divisible by 4, got {h}x{w}; "
+            "pad or resize the images (28x28 and 32x32 work), or use the MLP nets"
+        )
+
+
+def _norm(kind: str | None, channels: int) -> nn.Module:
+    # Per-sample normalisation only: BatchNorm would couple the images of a
+    # batch and break per-sample score computations (see DESIGN.md).
+    if kind is None or kind == "none":
+        return nn.Identity()
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    raise ValueError(f"norm must be 'group' or None, got {kind!r}")
+
+
+class ConvEncoder(nn.Module):
+    """Two stride-2 convolution stages (``H -> H/4``) then a linear layer to features.
+
+    Maps images ``(B, C, H, W)`` to features ``(B, F)``.
+
+    Args:
+        image_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by 4.
+        channels: the two stages' widths.
+        out_features: ``F``.
+        norm: ``"group"`` (GroupNorm, per sample) or ``None``.
+        activation: the nonlinearity class.
+
+    Example:
+        >>> ConvEncoder((3, 32, 32))(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 256])
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (1, 28, 28),
+        channels: Sequence[int] = (32, 64),
+        out_features: int = 256,
+        norm: str | None = None,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        self.image_shape = _check_shape(image_shape)
+        _check_divisible(self.image_shape)
+        if len(channels) != 2:
+            raise ValueError(f"channels must give the two stages' widths, got {tuple(channels)!r}")
+        c1, c2 = _check_widths(channels, "channels")
+        c, h, w = self.image_shape
+        self.out_features = int(out_features)
+        self.net = nn.Sequential(
+            nn.Conv2d(c, c1, 3, padding=1),
+            _norm(norm, c1),
+            activation(),
+            nn.Conv2d(c1, c1, 4, stride=2, padding=1),
+            _norm(norm, c1),
+            activation(),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1),
+            _norm(norm, c2),
+            activation(),
+            nn.Flatten(),
+            nn.Linear(c2 * (h // 4) * (w // 4), self.out_features),
+            activation(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Features ``(B, F)`` of images ``(B, C, H, W)``."""
+        check_images(x, "x", channels=self.image_shape[0], size=self.image_shape[1:])  # type: ignore[arg-type]
+        return self.net(x)
+
+
+class ConvDecoder(nn.Module):
+    """A linear layer to a ``H/4 x W/4`` map, then two stride-2 transposed convolutions.
+
+    Maps latents ``(B, D)`` to likelihood parameters ``(B, C * P, H, W)``.
+
+    Args:
+        latent_dim: ``D``.
+        image_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by 4.
+        channels: the two stages' widths (coarse to fine).
+        norm: ``"group"`` or ``None``.
+        activation: the nonlinearity class.
+        params_per_pixel: likelihood parameters per pixel ``P``.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 32,
+        image_shape: Sequence[int] = (1, 28, 28),
+        channels: Sequence[int] = (64, 32),
+        norm: str | None = None,
+        activation: type[nn.Module] = nn.ReLU,
+        params_per_pixel: int = 1,
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim!r}")
+        self.latent_dim = int(latent_dim)
+        self.image_shape = _check_shape(image_shape)
+        _check_divisible(self.image_shape)
+        if len(channels) != 2:
+            raise ValueError(f"channels must give the two stages' widths, got {tuple(channels)!r}")
+        c1, c2 = _check_widths(channels, "channels")
+        c, h, w = self.image_shape
+        self.net = nn.Sequential(
+            nn.Linear(self.latent_dim, c1 * (h // 4) * (w // 4)),
+            activation(),
+            nn.Unflatten(1, (c1, h // 4, w // 4)),
+            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1),
+            _norm(norm, c2),
+            activation(),
+            nn.ConvTranspose2d(c2, c2, 4, stride=2, padding=1),
+            _norm(norm, c2),
+            activation(),
+            nn.Conv2d(c2, c * params_per_pixel, 3, padding=1),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Likelihood parameters ``(B, C * P, H, W)`` of latents ``(B, D)``."""
+        return self.net(z)

@@ -1,0 +1,6 @@
+"""Objectives: objects holding only their settings, called with a model and a batch."""
+
+from vaerepair.objectives.base import Objective, ObjectiveResult
+from vaerepair.objectives.reconstruction import Reconstruction
+
+__all__ = ["Objective", "ObjectiveResult", "Reconstruction"]

@@ -1,0 +1,85 @@
+"""Checkpoints: plain values and tensors only, written atomically, loaded with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaerepair.models import LatentVariableModel, build
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT"]
+
+FORMAT = "vaerepair-checkpoint"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not fit; the message says why."""
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically.
+
+    The data goes to a temporary file in the same folder, is flushed to disk,
+    then renamed over ``path``: a crash mid-write leaves the previous file whole.
+    """
+    from vaerepair import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": __version__, **state}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (``torch.load(weights_only=True)``).
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a vaerepair
+            checkpoint, or carries pickled code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refused to load {str(path)!r}: it holds objects other than tensors and plain values "
+            f"(possibly code), which weights_only loading does not run ({err.__class__.__name__})"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupted: {err}") from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a vaerepair checkpoint (no format={FORMAT!r} field)")
+    return data
+
+
+def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LatentVariableModel:
+    """Rebuild a built-in model from a checkpoint's spec and load its weights (eval mode)."""
+    data = load_checkpoint(path, map_location)
+    spec = data.get("model_spec")
+    if spec is None:
+        raise CheckpointError(
+            f"{str(path)!r} holds no model spec (the model was not built with vaerepair.models.build); "
+            "build the same model yourself and call model.load_state_dict(load_checkpoint(path)['model'])"
+        )
+    model = build(spec)
+    try:
+        model.load_state_dict(data["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"the weights in {str(path)!r} do not fit its model spec: {err}") from err
+    return model.eval()

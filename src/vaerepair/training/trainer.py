@@ -1,0 +1,404 @@
+"""A small Trainer: batches by index from a device tensor, corrupts on the device, validates
+on a fixed corruption, records history, keeps best/last checkpoints, shows progress."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from vaerepair._checks import as_device, check_positive, shape_str
+from vaerepair.corruptions import Corruption
+from vaerepair.data import ImageDataset
+from vaerepair.distributions import validation
+from vaerepair.metrics import psnr, ssim
+from vaerepair.objectives import ObjectiveResult
+from vaerepair.training.checkpoint import save_checkpoint
+from vaerepair.training.history import History
+
+__all__ = ["Trainer", "EarlyStopping", "NonFiniteLossError"]
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the step and the bad terms."""
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    ``monitor`` is a History key (``"val_loss"``, ``"val_psnr"``, ...);
+    ``mode`` is ``"min"`` or ``"max"``.
+    """
+
+    monitor: str = "val_loss"
+    patience: int = 5
+    mode: str = "min"
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience!r}")
+
+    def improved(self, value: float, best: float | None) -> bool:
+        if not math.isfinite(value):
+            return False
+        if best is None:
+            return True
+        return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+
+
+def _as_images(data: ImageDataset | Tensor, name: str) -> Tensor:
+    """The images of ``data`` as ``(N, C, H, W)``, uint8 or float in [0, 1]."""
+    if isinstance(data, ImageDataset):
+        return data.images
+    if not isinstance(data, Tensor):
+        raise TypeError(f"{name} must be an ImageDataset or a tensor (N, C, H, W), got {type(data).__name__}")
+    if data.dim() != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got {shape_str(data.shape)}")
+    if data.dtype != torch.uint8:
+        if not data.is_floating_point():
+            raise TypeError(f"{name} must be uint8 (0..255) or float in [0, 1], got {data.dtype}")
+        lo, hi = float(data.min()), float(data.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(
+                f"{name} must hold values in [0, 1], got [{lo:.4g}, {hi:.4g}]; scale uint8 images with x / 255"
+            )
+    return data
+
+
+def _to_unit_float(x: Tensor) -> Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+class Trainer:
+    """Train a model with an objective on (corrupted) images.
+
+    The training data is moved to the device once and batched by index; each
+    batch is corrupted on the device (the input) and the clean batch is the
+    target. Validation uses one fixed corruption of the validation images (the
+    same noise every epoch) and records the loss, its terms, and PSNR/SSIM of
+    the repairs ``model.reconstruct(x_corrupted)`` against the clean images.
+
+    Args:
+        model: a model with ``encode``/``decode``/``reconstruct`` (see
+            :class:`vaerepair.models.LatentVariableModel`).
+        objective: ``objective(model, x_input, x_target) -> ObjectiveResult``.
+        corruption: applied to each training batch; ``None`` trains a plain
+            autoencoder.
+        optimizer: an optimizer over ``model``'s parameters, or a factory
+            ``params -> optimizer``; default ``Adam(lr=lr)``.
+        epochs: the maximum number of epochs.
+        batch_size: images per step.
+        lr: the default optimizer's learning rate.
+        scheduler: a factory ``optimizer -> LR scheduler``, stepped once per epoch.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
+        seed: seeds the batch order and the corruption (training and validation).
+        early_stopping: an :class:`EarlyStopping`; ``None`` trains all epochs.
+        monitor: the metric that picks the best checkpoint (default:
+            ``early_stopping.monitor``, else ``"val_loss"`` with validation data,
+            else ``"train_loss"``).
+        checkpoint_dir: where ``best.pt`` and ``last.pt`` go (``None``: none written).
+        progress: show a tqdm progress bar.
+        eval_batch_size: batch size for validation and evaluation.
+        check_every: check the loss for NaN/Inf every N steps (default: every
+            step on CPU, every 50 on CUDA, where a check costs a synchronisation).
+        metadata: plain values stored in every checkpoint (the CLI records the
+            dataset and corruption there).
+
+    Example:
+        >>> trainer = Trainer(model, Reconstruction(), GaussianNoise(0.5), epochs=5)  # doctest: +SKIP
+        >>> history = trainer.fit(train, val)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Callable[..., ObjectiveResult],
+        corruption: Corruption | None = None,
+        optimizer: torch.optim.Optimizer | OptimizerFactory | None = None,
+        *,
+        epochs: int = 10,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        early_stopping: EarlyStopping | None = None,
+        monitor: str | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        eval_batch_size: int = 1000,
+        check_every: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(objective):
+            raise TypeError(f"objective must be callable as objective(model, x_input, x_target), got {objective!r}")
+        if corruption is not None and not callable(corruption):
+            raise TypeError(f"corruption must be a vaerepair Corruption or None, got {corruption!r}")
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_positive(lr, "lr")
+        self.device = as_device(device)
+        self.model = model.to(self.device)
+        self.objective = objective
+        self.corruption = corruption.to(self.device) if isinstance(corruption, nn.Module) else corruption
+        if optimizer is None:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        elif isinstance(optimizer, torch.optim.Optimizer):
+            self.optimizer = optimizer
+        else:
+            self.optimizer = optimizer(self.model.parameters())
+        self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.early_stopping = early_stopping
+        self.monitor = monitor
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.progress = progress
+        self.eval_batch_size = eval_batch_size
+        self.check_every = check_every or (1 if self.device.type == "cpu" else 50)
+        self.metadata = dict(metadata or {})
+        self.history = History()
+        self._checked = False
+
+    # ------------------------------------------------------------------ data
+
+    def _prepare(self, data: ImageDataset | Tensor, name: str) -> Tensor:
+        images = _as_images(data, name)
+        expected = getattr(self.model, "image_shape", None)
+        if expected is not None and tuple(images.shape[1:]) != tuple(expected):
+            c, h, w = expected
+            raise ValueError(
+                f"{name} has images of shape {shape_str(images.shape[1:])} but the model takes ({c}, {h}, {w}); "
+                f"build the model with image_shape={tuple(images.shape[1:])}"
+            )
+        if len(images) == 0:
+            raise ValueError(f"{name} is empty")
+        return images.to(self.device)
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _corrupt(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        return self.corruption(x, generator=generator) if self.corruption is not None else x
+
+    def _fixed_corruption(self, images: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+        """Clean float images and one fixed corruption of them (same for the same seed)."""
+        generator = self._generator(seed)
+        clean = _to_unit_float(images)
+        step = self.eval_batch_size
+        corrupted = torch.cat([self._corrupt(clean[i : i + step], generator) for i in range(0, len(clean), step)])
+        return clean, corrupted
+
+    # --------------------------------------------------------------- training
+
+    def fit(self, train: ImageDataset | Tensor, val: ImageDataset | Tensor | None = None) -> History:
+        """Train for up to ``epochs`` epochs; returns (and keeps in ``self.history``) the history."""
+        train_images = self._prepare(train, "train")
+        val_pair = self._fixed_corruption(self._prepare(val, "val"), seed=self.seed + 1) if val is not None else None
+        val_input = self._input_quality(*val_pair) if val_pair is not None else {}
+        monitor = self.monitor or (
+            self.early_stopping.monitor if self.early_stopping else ("val_loss" if val is not None else "train_loss")
+        )
+        higher_is_better = "psnr" in monitor or "ssim" in monitor
+        mode = self.early_stopping.mode if self.early_stopping else ("max" if higher_is_better else "min")
+        stopper = self.early_stopping or EarlyStopping(monitor=monitor, mode=mode, patience=self.epochs + 1)
+        batch_gen, corrupt_gen = self._generator(self.seed + 2), self._generator(self.seed + 3)
+        if not self._checked:
+            self._sanity_check(train_images[: min(len(train_images), self.batch_size)])
+            self._checked = True
+
+        best: float | None = None
+        since_best = 0
+        start_epoch = len(self.history)
+        for epoch in range(start_epoch + 1, start_epoch + self.epochs + 1):
+            t0 = time.perf_counter()
+            record: dict[str, float] = {"epoch": epoch}
+            record.update(self._train_epoch(train_images, batch_gen, corrupt_gen, epoch))
+            if val_pair is not None:
+                measured = {**self._evaluate_pair(*val_pair), **val_input}
+                record.update({f"val_{k}": v for k, v in measured.items() if k != "n"})
+            record["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            if self.scheduler is not None:
+                self.scheduler.step()
+            record["seconds"] = time.perf_counter() - t0
+            self.history.append(record)
+            if monitor not in record:
+                raise KeyError(f"monitor {monitor!r} is not a recorded metric; known: {', '.join(record)}")
+            if stopper.improved(record[monitor], best):
+                best, since_best = record[monitor], 0
+                self.history.best_epoch = epoch
+                self._save("best.pt", epoch)
+            else:
+                since_best += 1
+            self._save("last.pt", epoch)
+            if self.early_stopping is not None and since_best >= self.early_stopping.patience:
+                self.history.stopped_early = True
+                break
+        return self.history
+
+    def _sanity_check(self, x_clean: Tensor) -> None:
+        """Run the objective once on the first batch and explain what goes wrong."""
+        x = _to_unit_float(x_clean)
+        x_in = self._corrupt(x, self._generator(self.seed + 4))
+        try:
+            result = self.objective(self.model, x_in, x)
+        except Exception as err:
+            raise RuntimeError(
+                f"the objective failed on a first batch of shape {shape_str(x.shape)} "
+                f"({type(err).__name__}: {err})"
+            ) from err
+        if not isinstance(result, ObjectiveResult) and not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f"the objective must return an ObjectiveResult(loss, terms), got {type(result).__name__}")
+        loss, terms = result
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise ValueError(f"the objective's loss must be a scalar tensor, got {getattr(loss, 'shape', loss)!r}")
+        for name, term in terms.items():
+            if not isinstance(term, Tensor) or term.shape != (len(x),):
+                raise ValueError(
+                    f"the objective's term {name!r} must have shape ({len(x)},) (one value per image), "
+                    f"got {getattr(term, 'shape', term)!r}"
+                )
+        if not bool(torch.isfinite(loss)):
+            bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
+            raise NonFiniteLossError(
+                f"the loss is {loss.item()} on the first batch, before any update; bad terms: {bad}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _train_epoch(
+        self, images: Tensor, batch_gen: torch.Generator, corrupt_gen: torch.Generator, epoch: int
+    ) -> dict[str, float]:
+        self.model.train()
+        n = len(images)
+        order = torch.randperm(n, generator=batch_gen, device=self.device)
+        n_steps = math.ceil(n / self.batch_size)
+        loss_sum = torch.zeros((), device=self.device)
+        term_sums: dict[str, Tensor] = {}
+        bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not self.progress, leave=False, dynamic_ncols=True)
+        with validation(False), bar:
+            for step in range(n_steps):
+                x = _to_unit_float(images[order[step * self.batch_size : (step + 1) * self.batch_size]])
+                result = self.objective(self.model, self._corrupt(x, corrupt_gen), x)
+                self.optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                self.optimizer.step()
+                b = len(x)
+                loss_sum += result.loss.detach() * b
+                for k, v in result.terms.items():
+                    term_sums[k] = term_sums.get(k, 0.0) + v.detach().sum()
+                if (step + 1) % self.check_every == 0 or step + 1 == n_steps:
+                    self._check_finite(loss_sum, term_sums, epoch, step + 1)
+                    if self.progress:
+                        seen = min((step + 1) * self.batch_size, n)
+                        bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", refresh=False)
+                bar.update(1)
+        record = {"train_loss": loss_sum.item() / n}
+        record.update({f"train_{k}": float(v) / n for k, v in term_sums.items()})
+        return record
+
+    @staticmethod
+    def _check_finite(loss_sum: Tensor, term_sums: dict[str, Tensor], epoch: int, step: int) -> None:
+        if bool(torch.isfinite(loss_sum)):
+            return
+        bad = [k for k, v in term_sums.items() if not bool(torch.isfinite(v))]
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch}, step {step} (or up to check_every steps before); "
+            f"terms that went bad: {bad or 'none of the logged terms'}. Training stopped; the last "
+            "good checkpoint (if any) is kept. Try a lower learning rate or check the inputs."
+        )
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(
+        self, data: ImageDataset | Tensor, corruption: Corruption | None = None, seed: int | None = None
+    ) -> dict[str, float]:
+        """Loss, terms and PSNR/SSIM (repaired and corrupted input vs clean) on ``data``.
+
+        The corruption (default: the Trainer's) is drawn once with ``seed``
+        (default: the Trainer's seed + 5), so the result is reproducible. Returns ``loss``, one key per term,
+        ``psnr``, ``ssim``, ``psnr_input``, ``ssim_input`` and ``n``.
+        """
+        images = self._prepare(data, "data")
+        saved = self.corruption
+        if corruption is not None:
+            self.corruption = corruption.to(self.device)
+        try:
+            fixed = self._fixed_corruption(images, seed=self.seed + 5 if seed is None else seed)
+            return {**self._evaluate_pair(*fixed), **self._input_quality(*fixed)}
+        finally:
+            self.corruption = saved
+
+    def _evaluate_pair(self, clean: Tensor, corrupted: Tensor) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        needs_grad = bool(getattr(self.objective, "needs_grad", False))
+        sums: dict[str, Tensor] = {}
+        try:
+            with validation(False):
+                for i in range(0, len(clean), self.eval_batch_size):
+                    x, x_in = clean[i : i + self.eval_batch_size], corrupted[i : i + self.eval_batch_size]
+                    with torch.set_grad_enabled(needs_grad):
+                        loss, terms = self.objective(self.model, x_in, x)
+                    with torch.no_grad():
+                        repaired = self.model.reconstruct(x_in)
+                        batch = {
+                            "loss": loss.detach() * len(x),
+                            **{k: v.detach().sum() for k, v in terms.items()},
+                            "psnr": psnr(repaired, x, reduction="none").sum(),
+                            "ssim": ssim(repaired, x, reduction="none").sum(),
+                        }
+                    for k, v in batch.items():
+                        sums[k] = sums.get(k, 0.0) + v
+        finally:
+            self.model.train(was_training)
+        out = {k: float(v) / len(clean) for k, v in sums.items()}
+        out["n"] = float(len(clean))
+        return out
+
+    def _input_quality(self, clean: Tensor, corrupted: Tensor) -> dict[str, float]:
+        """PSNR/SSIM of the corrupted inputs themselves (the "before repair" numbers)."""
+        sums = {"psnr_input": 0.0, "ssim_input": 0.0}
+        for i in range(0, len(clean), self.eval_batch_size):
+            x, x_in = clean[i : i + self.eval_batch_size], corrupted[i : i + self.eval_batch_size]
+            sums["psnr_input"] += float(psnr(x_in, x, reduction="none").sum())
+            sums["ssim_input"] += float(ssim(x_in, x, reduction="none").sum())
+        return {k: v / len(clean) for k, v in sums.items()}
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        """Everything a checkpoint holds, as tensors and plain values."""
+        spec = getattr(self.model, "spec", None)
+        return {
+            "model_spec": spec,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "epoch": epoch,
+            "history": self.history.to_dict(),
+            "trainer": {"epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
+                        "corruption": repr(self.corruption)},
+            "metadata": self.metadata,
+        }
+
+    def _save(self, name: str, epoch: int) -> None:
+        if self.checkpoint_dir is not None:
+            save_checkpoint(self.checkpoint_dir / name, self.state_dict(epoch))

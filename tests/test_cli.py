@@ -1,0 +1,89 @@
+"""The command line on a small fake MNIST: train, evaluate, denoise, fetch, and its error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.utils import save_image
+
+from vaerepair.cli import main
+
+
+def _read(path: str) -> torch.Tensor:
+    with Image.open(path) as img:
+        return pil_to_tensor(img)
+
+
+TRAIN = ["train", "--dataset", "mnist", "--epochs", "2", "--latent-dim", "4", "--hidden", "32",
+         "--corruption", "gaussian:0.3", "--eval-n", "16", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture
+def trained(mnist_root: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--root", str(mnist_root), "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_everything(trained: Path, capsys):
+    for name in ["best.pt", "last.pt", "metrics.json", "grid.png", "loss.png"]:
+        assert (trained / name).is_file(), name
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 16 and metrics["test"]["corruption"] == "gaussian:0.3"
+    assert len(metrics["history"]["records"]) == 2
+    grid = _read(str(trained / "grid.png"))
+    assert grid.shape[-2] == 3 * 28 + 4 * 2  # three rows: clean / corrupted / repaired
+    ckpt = torch.load(trained / "best.pt", weights_only=True)
+    assert ckpt["metadata"] == {"dataset": "mnist", "corruption": "gaussian:0.3"}
+
+
+def test_evaluate_uses_recorded_dataset_and_corruption(trained: Path, mnist_root: Path, tmp_path: Path, capsys):
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", "--checkpoint", str(trained / "best.pt"), "--root", str(mnist_root), "--n", "10",
+                 "--out", str(out), "--grid", str(tmp_path / "g.png"), "--device", "cpu"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 10 and result["corruption"] == "gaussian:0.3" and "psnr" in result
+    assert "repaired" in capsys.readouterr().out and (tmp_path / "g.png").is_file()
+
+
+def test_denoise_own_image_and_errors(trained: Path, tmp_path: Path, capsys):
+    img = tmp_path / "mine.png"
+    save_image(torch.rand(3, 28, 28), img)  # RGB: read as grey for a 1-channel model
+    out = tmp_path / "fixed.png"
+    assert main(["denoise", "--checkpoint", str(trained / "best.pt"), str(img), "-o", str(out)]) == 0
+    assert _read(str(out)).shape[-2:] == (28, 28)
+
+    big = tmp_path / "big.png"
+    save_image(torch.rand(1, 40, 50), big)
+    assert main(["denoise", "-c", str(trained / "best.pt"), str(big), "-o", str(tmp_path / "x.png")]) == 2
+    assert "is 40x50 pixels but the model takes 28x28" in capsys.readouterr().err
+    assert main(["denoise", "-c", str(trained / "best.pt"), str(big), "-o", str(tmp_path / "y.png"), "--resize"]) == 0
+    assert _read(str(tmp_path / "y.png")).shape[-2:] == (40, 50)
+
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    assert main(["denoise", "-c", str(trained / "best.pt"), str(text), "-o", str(tmp_path / "z.png")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_bad_names_are_refused_clearly(mnist_root: Path, tmp_path: Path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--corruption", "blur:2"])
+    assert "unknown corruption 'blur'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "svhn"])
+    assert "unknown dataset 'svhn'" in capsys.readouterr().err
+    code = main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_fetch_check(mnist_root: Path, tmp_path: Path, capsys):
+    assert main(["fetch", "mnist", "--root", str(mnist_root), "--check"]) == 0
+    assert main(["fetch", "kmnist", "--root", str(tmp_path / "empty"), "--check"]) == 1
+    assert "vaerepair fetch kmnist" in capsys.readouterr().err

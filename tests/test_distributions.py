@@ -1,0 +1,92 @@
+"""Likelihoods and the point-mass posterior against torch.distributions and closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import distributions as td
+
+from vaerepair import distributions as D
+
+
+def test_bernoulli_matches_torch_distributions_on_binary_targets():
+    logits = torch.randn(4, 1, 6, 6, dtype=torch.float64) * 3
+    x = torch.bernoulli(torch.full_like(logits, 0.5))
+    ours = D.Bernoulli()(logits).log_prob(x)
+    ref = td.Bernoulli(logits=logits).log_prob(x).sum(dim=(1, 2, 3))
+    assert ours.shape == (4,)
+    torch.testing.assert_close(ours, ref)
+
+
+def test_bernoulli_grey_targets_closed_form_and_stable():
+    logits = torch.tensor([[-200.0, -3.0, 0.0, 5.0, 300.0]], dtype=torch.float64).view(1, 1, 1, 5)
+    x = torch.tensor([0.0, 0.2, 0.5, 0.9, 1.0], dtype=torch.float64).view(1, 1, 1, 5)
+    ours = D.Bernoulli()(logits).log_prob(x)
+    p = torch.sigmoid(logits)
+    # x log p + (1 - x) log(1 - p) with logs from the logits (log1p-exp form, no overflow).
+    ref = (x * -torch.nn.functional.softplus(-logits) + (1 - x) * -torch.nn.functional.softplus(logits)).sum()
+    torch.testing.assert_close(ours.sum(), ref)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(D.Bernoulli()(logits).mean, p)
+
+
+def test_bernoulli_refuses_targets_outside_unit_interval_unless_validation_off():
+    lik = D.Bernoulli()(torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"\[0, 1\].*got values in \[-0.5, 1\]"):
+        lik.log_prob(torch.tensor([[[[-0.5, 1.0], [0.0, 0.5]]]]))
+    with D.validation(False):
+        lik.log_prob(torch.tensor([[[[-0.5, 1.0], [0.0, 0.5]]]]))
+    assert D.validation_enabled()
+
+
+@pytest.mark.parametrize("sigma", [0.1, 1.0, 2.5])
+@pytest.mark.parametrize("link", ["identity", "sigmoid"])
+def test_gaussian_matches_torch_normal(sigma, link):
+    params = torch.randn(3, 2, 5, 4, dtype=torch.float64)
+    x = torch.rand_like(params)
+    lik = D.Gaussian(sigma=sigma, link=link)(params)
+    loc = torch.sigmoid(params) if link == "sigmoid" else params
+    ref = td.Normal(loc, sigma).log_prob(x).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(lik.log_prob(x), ref)
+    torch.testing.assert_close(lik.mean, loc)
+
+
+def test_gaussian_fixed_scale_is_scaled_mse_plus_constant():
+    params, x = torch.randn(2, 1, 4, 4, dtype=torch.float64), torch.rand(2, 1, 4, 4, dtype=torch.float64)
+    nll = -D.Gaussian(sigma=0.5)(params).log_prob(x)
+    sse = (x - params).square().sum(dim=(1, 2, 3))
+    const = 16 * (math.log(0.5) + 0.5 * math.log(2 * math.pi))
+    torch.testing.assert_close(nll, sse / (2 * 0.25) + const)
+
+
+def test_sample_dimension_is_carried():
+    logits = torch.randn(7, 3, 1, 4, 4)  # (S, B, C, H, W)
+    x = torch.rand(3, 1, 4, 4)
+    lp = D.Bernoulli()(logits).log_prob(x)
+    assert lp.shape == (7, 3)
+    torch.testing.assert_close(lp[2], D.Bernoulli()(logits[2]).log_prob(x))
+
+
+def test_mismatched_target_shape_is_refused():
+    with pytest.raises(ValueError, match="last three dimensions"):
+        D.Gaussian()(torch.zeros(2, 1, 4, 4)).log_prob(torch.zeros(2, 1, 5, 5))
+
+
+def test_point_mass_posterior():
+    head = D.PointMassPosterior(10, 3)
+    q = head(torch.randn(4, 10))
+    assert q.rsample().shape == (4, 3) and q.rsample(5).shape == (5, 4, 3)
+    assert torch.equal(q.rsample(), q.mean)
+    with pytest.raises(NotImplementedError, match="no density"):
+        q.log_prob(q.mean)
+    with pytest.raises(ValueError, match=r"\(B, 10\)"):
+        head(torch.randn(4, 11))
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="sigma must be finite and > 0"):
+        D.Gaussian(sigma=0.0)
+    with pytest.raises(ValueError, match="link must be"):
+        D.Gaussian(link="exp")

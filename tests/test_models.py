@@ -1,0 +1,55 @@
+"""The latent-variable model: composition checks, encode/decode/reconstruct, specs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaerepair import distributions as D
+from vaerepair import models, nets
+
+
+def test_reconstruct_shapes_and_range():
+    model = models.autoencoder(arch="conv", latent_dim=8, hidden=(8, 16), features=32)
+    x = torch.rand(3, 1, 28, 28)
+    r = model.reconstruct(x)
+    assert r.shape == x.shape and (r >= 0).all() and (r <= 1).all()  # Bernoulli mean
+
+
+def test_decode_handles_sample_dimension():
+    model = models.autoencoder(latent_dim=5, hidden=(32,))
+    z = torch.randn(4, 3, 5)
+    lik = model.decode(z)
+    assert lik.mean.shape == (4, 3, 1, 28, 28)
+    torch.testing.assert_close(lik.mean[1], model.decode(z[1]).mean)
+
+
+def test_repair_restores_training_mode_and_uses_no_grad():
+    model = models.autoencoder(latent_dim=4, hidden=(16,)).train()
+    out = model.repair(torch.rand(5, 1, 28, 28), batch_size=2)
+    assert out.shape == (5, 1, 28, 28) and not out.requires_grad and model.training
+
+
+def test_composition_errors_name_the_mismatch():
+    with pytest.raises(ValueError, match="gives 400 features but the posterior expects in_features=300"):
+        models.LatentVariableModel(nets.MLPEncoder(), D.PointMassPosterior(300, 20), nets.MLPDecoder(20), D.Bernoulli())
+    with pytest.raises(ValueError, match="latent_dim=20 but the decoder takes latent_dim=8"):
+        models.LatentVariableModel(nets.MLPEncoder(), D.PointMassPosterior(400, 20), nets.MLPDecoder(8), D.Bernoulli())
+    model = models.autoencoder()
+    with pytest.raises(ValueError, match="not conditional"):
+        model.encode(torch.rand(1, 1, 28, 28), condition=torch.zeros(1, 10))
+    with pytest.raises(ValueError, match=r"1 channel\(s\)"):
+        model.reconstruct(torch.rand(1, 3, 28, 28))
+
+
+def test_spec_round_trip_rebuilds_the_same_architecture():
+    model = models.autoencoder(image_shape=(3, 32, 32), arch="conv", latent_dim=12, likelihood="gaussian",
+                               sigma=0.2, link="sigmoid", hidden=(8, 16), features=24)
+    rebuilt = models.build(model.spec)
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(rebuilt.reconstruct(x), model.reconstruct(x))
+    with pytest.raises(ValueError, match="unknown fields"):
+        models.ModelSpec.from_dict({**model.spec, "depth": 3})
+    with pytest.raises(ValueError, match="unknown arch 'resnet'"):
+        models.ModelSpec(arch="resnet")

@@ -1,0 +1,59 @@
+"""Encoders and decoders: shapes for 28x28 / 32x32 and 1 / 3 channels, gradients, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaerepair import nets
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 16, 12)])
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_encoder_decoder_shapes_and_gradients(shape, kind):
+    if kind == "mlp":
+        enc, dec = nets.MLPEncoder(shape, hidden=(64, 32)), nets.MLPDecoder(8, shape, hidden=(32, 64))
+    else:
+        enc = nets.ConvEncoder(shape, channels=(8, 16), out_features=32)
+        dec = nets.ConvDecoder(8, shape, channels=(16, 8))
+    x = torch.rand(5, *shape)
+    h = enc(x)
+    assert h.shape == (5, enc.out_features)
+    out = dec(torch.randn(5, 8))
+    assert out.shape == (5, *shape)
+    (h.square().sum() + out.square().sum()).backward()
+    for name, p in [*enc.named_parameters(), *dec.named_parameters()]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_mlp_default_is_the_reports_784_400_shape():
+    enc, dec = nets.MLPEncoder(), nets.MLPDecoder()
+    assert [m.weight.shape for m in enc.modules() if isinstance(m, torch.nn.Linear)] == [(400, 784)]
+    assert [m.weight.shape for m in dec.modules() if isinstance(m, torch.nn.Linear)] == [(400, 20), (784, 400)]
+
+
+def test_params_per_pixel_multiplies_channels():
+    assert nets.ConvDecoder(4, (3, 32, 32), params_per_pixel=2)(torch.randn(2, 4)).shape == (2, 6, 32, 32)
+    assert nets.MLPDecoder(4, (1, 28, 28), params_per_pixel=2)(torch.randn(2, 4)).shape == (2, 2, 28, 28)
+
+
+def test_group_norm_is_per_sample():
+    enc = nets.ConvEncoder((1, 28, 28), channels=(8, 16), out_features=16, norm="group").train()
+    x = torch.rand(4, 1, 28, 28)
+    together = enc(x)
+    alone = torch.cat([enc(x[i : i + 1]) for i in range(4)])
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in enc.modules())
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ValueError, match="divisible by 4, got 30x30"):
+        nets.ConvEncoder((1, 30, 30))
+    with pytest.raises(ValueError, match=r"1 channel\(s\).*got \(2, 3, 28, 28\)"):
+        nets.MLPEncoder((1, 28, 28))(torch.rand(2, 3, 28, 28))
+    with pytest.raises(ValueError, match="size 28x28"):
+        nets.ConvEncoder((1, 28, 28))(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="image_shape must be"):
+        nets.MLPEncoder((28, 28))
+    with pytest.raises(ValueError, match="norm must be"):
+        nets.ConvEncoder(norm="batch")

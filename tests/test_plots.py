@@ -1,0 +1,37 @@
+"""Pictures: the repair grid's layout and the loss-curve PNG."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from vaerepair.plots import plot_history, save_repair_grid
+from vaerepair.training import History
+
+
+def _read(path: str) -> torch.Tensor:
+    with Image.open(path) as img:
+        return pil_to_tensor(img)
+
+
+def test_repair_grid_rows_are_clean_corrupted_repaired(tmp_path):
+    clean = torch.zeros(5, 1, 28, 28)
+    corrupted = torch.full((5, 1, 28, 28), 0.5)
+    repaired = torch.ones(5, 1, 28, 28)
+    path = save_repair_grid(tmp_path / "g.png", clean, corrupted, repaired, n=4)
+    grid = _read(str(path)).float() / 255
+    assert grid.shape[-2:] == (3 * 28 + 4 * 2, 4 * 28 + 5 * 2)
+    rows = [grid[0, 2 + r * 30 + 14, 2 + 14].item() for r in range(3)]
+    assert rows == pytest.approx([0.0, 0.5, 1.0], abs=1 / 255)
+
+
+def test_plot_history_writes_png(tmp_path):
+    h = History([{"epoch": 1, "train_loss": 3.0, "val_loss": 3.5, "val_psnr": 15.0, "val_psnr_input": 6.0},
+                 {"epoch": 2, "train_loss": 2.0, "val_loss": 2.5, "val_psnr": 17.0, "val_psnr_input": 6.0}])
+    path = plot_history(h, tmp_path / "loss.png")
+    img = _read(str(path))
+    assert img.shape[-1] > img.shape[-2] > 100
+    with pytest.raises(ValueError, match="none of"):
+        plot_history(h, tmp_path / "x.png", metrics=("nope",))
