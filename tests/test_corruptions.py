@@ -210,3 +210,11 @@ def test_any_shape(b, c, h, w, which):
     out = c_(x, return_mask=True)
     assert out.images.shape == x.shape and out.mask.shape == x.shape
     assert math.isfinite(out.images.sum().item())
+
+
+def test_module_apply_still_works_on_models_holding_corruptions():
+    """``nn.Module.apply`` (recursive init) must not be shadowed by the corruption API."""
+    holder = torch.nn.Sequential(torch.nn.Linear(2, 2), C.Compose([C.GaussianNoise(0.1)]))
+    seen = []
+    holder.apply(lambda m: seen.append(type(m).__name__))
+    assert "GaussianNoise" in seen and "Linear" in seen

@@ -205,12 +205,13 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError("the checkpoint does not record a corruption; pass --corruption (e.g. gaussian:0.5)")
     model = load_model(args.checkpoint)
     test = load(dataset, args.split, root=args.root)[: args.n]
-    trainer = Trainer(model, Reconstruction(), corr.from_spec(spec_text), device=args.device, progress=False,
-                      seed=args.seed)
+    corruption = corr.from_spec(spec_text)
+    trainer = Trainer(model, Reconstruction(), corruption, device=args.device, progress=False, seed=args.seed)
     result = trainer.evaluate(test, seed=args.seed + 100)
     _print_table(dataset, len(test), spec_text, result)
     if args.grid:
-        clean, noisy = trainer._fixed_corruption(test.images[:8].to(trainer.device), seed=args.seed)
+        clean = test.float_images()[:8].to(trainer.device)
+        noisy = corruption(clean, generator=torch.Generator(trainer.device).manual_seed(args.seed))
         save_repair_grid(args.grid, clean, noisy, model.repair(noisy))
     if args.out:
         write_json(args.out, {"checkpoint": str(args.checkpoint), "dataset": dataset, "corruption": spec_text,

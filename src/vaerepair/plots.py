@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -47,7 +47,7 @@ def save_repair_grid(
     return path
 
 
-def _pyplot():  # noqa: ANN202
+def _pyplot() -> Any:
     try:
         import matplotlib
 

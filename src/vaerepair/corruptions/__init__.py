@@ -59,7 +59,9 @@ def _mask(args: list[str], spec: str) -> Corruption:
     return RandomMask(p=_number(args[0], spec), patch_size=patch)
 
 
-def _one_number(make: Callable[[float], Corruption], usage: str, default: float | None = None):  # noqa: ANN202
+def _one_number(
+    make: Callable[[float], Corruption], usage: str, default: float | None = None
+) -> Callable[[list[str], str], Corruption]:
     def build(args: list[str], spec: str) -> Corruption:
         if not args and default is not None:
             return make(default)

@@ -8,7 +8,7 @@ is reproducible when given a ``torch.Generator`` on the same device.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, overload
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 from torch import Tensor, nn
@@ -35,25 +35,25 @@ class Corruption(nn.Module):
     """Base class of the batched corruptions.
 
     Subclasses implement :meth:`make_params` (all the randomness, drawn with
-    ``generator``) and :meth:`apply` (deterministic given the parameters).
+    ``generator``) and :meth:`transform` (deterministic given the parameters).
     """
 
     def make_params(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
         """Draw the per-image random parameters for batch ``x`` ``(B, C, H, W)``."""
         raise NotImplementedError
 
-    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+    def transform(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
         """Corrupt ``x`` ``(B, C, H, W)`` with the drawn parameters."""
         raise NotImplementedError
 
     @overload
     def forward(
-        self, x: Tensor, *, generator: torch.Generator | None = ..., return_mask: bool = False
+        self, x: Tensor, *, generator: torch.Generator | None = ..., return_mask: Literal[False] = False
     ) -> Tensor: ...
 
     @overload
     def forward(
-        self, x: Tensor, *, generator: torch.Generator | None = ..., return_mask: bool = True
+        self, x: Tensor, *, generator: torch.Generator | None = ..., return_mask: Literal[True]
     ) -> Corrupted: ...
 
     def forward(
@@ -82,7 +82,7 @@ class Corruption(nn.Module):
                 f"generator is on {generator.device} but the images are on {x.device}; "
                 f"create it with torch.Generator(device={str(x.device)!r})"
             )
-        result = self.apply(x, self.make_params(x, generator))
+        result = self.transform(x, self.make_params(x, generator))
         return result if return_mask else result.images
 
 

@@ -40,10 +40,10 @@ class Compose(Corruption):
         # Corruptions keep the shape, so every step's parameters can be drawn up front.
         return {"members": [c.make_params(x, generator) for c in self._members()]}
 
-    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+    def transform(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
         mask = torch.zeros_like(x, dtype=torch.bool)
         for c, p in zip(self._members(), params["members"], strict=True):
-            x, step_mask = c.apply(x, p)
+            x, step_mask = c.transform(x, p)
             mask = mask | step_mask
         return Corrupted(x, mask)
 
@@ -84,10 +84,10 @@ class OneOf(Corruption):
         members = [c.make_params(x, generator) for c in self._members()]
         return {"choice": choice, "members": members}
 
-    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+    def transform(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
         out, mask = x, torch.zeros_like(x, dtype=torch.bool)
         for k, (c, p) in enumerate(zip(self._members(), params["members"], strict=True)):
-            y, m = c.apply(x, p)
+            y, m = c.transform(x, p)
             chosen = (params["choice"] == k).view(-1, 1, 1, 1)
             out = torch.where(chosen, y, out)
             mask = torch.where(chosen, m, mask)

@@ -75,7 +75,7 @@ class BlockErasure(Corruption):
         left = (uniform((b,), x, generator) * (w - s + 1)).long().clamp_(max=w - s)
         return {"top": top, "left": left, "side": s}
 
-    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+    def transform(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
         _, _, h, w = x.shape
         s, top, left = params["side"], params["top"], params["left"]
         rows = torch.arange(h, device=x.device)
@@ -119,7 +119,7 @@ class RandomMask(Corruption):
             cells = cells.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3)[:, :, :h, :w]
         return {"missing": cells}
 
-    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+    def transform(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
         mask = params["missing"].expand_as(x)
         return Corrupted(x.masked_fill(mask, self.value), mask)
 

@@ -53,7 +53,7 @@ class GaussianNoise(Corruption):
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return {"sigma": sigma, "noise": noise}
 
-    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+    def transform(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
         y = torch.addcmul(x, params["sigma"], params["noise"])
         if self.clip:
             y = y.clamp_(0.0, 1.0)
@@ -88,7 +88,7 @@ class SaltAndPepper(Corruption):
         salt = uniform((b, 1, h, w), x, generator) < self.salt_ratio
         return {"hit": hit, "salt": salt}
 
-    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+    def transform(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
         mask = params["hit"].expand_as(x)
         value = params["salt"].to(x.dtype).expand_as(x)
         return Corrupted(torch.where(mask, value, x), mask)
@@ -117,7 +117,7 @@ class PixelInversion(Corruption):
             return {"hit": torch.ones((b, 1, h, w), dtype=torch.bool, device=x.device)}
         return {"hit": uniform((b, 1, h, w), x, generator) < self.amount}
 
-    def apply(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+    def transform(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
         mask = params["hit"].expand_as(x)
         return Corrupted(torch.where(mask, 1.0 - x, x), mask)
 

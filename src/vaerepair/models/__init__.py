@@ -1,10 +1,11 @@
 """Models: one latent-variable class, and the built-in configurations."""
 
 from vaerepair.models.factory import MODEL_KINDS, ModelSpec, autoencoder, build
-from vaerepair.models.latent import ImageDistribution, LatentVariableModel, PosteriorLike
+from vaerepair.models.latent import ImageDistribution, LatentModel, LatentVariableModel, PosteriorLike
 
 __all__ = [
     "LatentVariableModel",
+    "LatentModel",
     "PosteriorLike",
     "ImageDistribution",
     "ModelSpec",

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from vaerepair._checks import check_images, shape_str
 
-__all__ = ["LatentVariableModel", "PosteriorLike", "ImageDistribution"]
+__all__ = ["LatentVariableModel", "LatentModel", "PosteriorLike", "ImageDistribution"]
 
 
 class PosteriorLike(Protocol):
@@ -32,6 +32,16 @@ class ImageDistribution(Protocol):
     def mean(self) -> Tensor: ...
 
     def log_prob(self, x: Tensor) -> Tensor: ...
+
+
+class LatentModel(Protocol):
+    """What objectives and the Trainer use from a model (any ``nn.Module`` with these methods)."""
+
+    def encode(self, x: Tensor, condition: Tensor | None = None) -> Any: ...
+
+    def decode(self, z: Tensor, condition: Tensor | None = None) -> Any: ...
+
+    def reconstruct(self, x: Tensor, condition: Tensor | None = None) -> Tensor: ...
 
 
 class LatentVariableModel(nn.Module):

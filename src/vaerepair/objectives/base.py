@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from torch import Tensor, nn
+from torch import Tensor
+
+from vaerepair.models.latent import LatentModel
 
 __all__ = ["ObjectiveResult", "Objective"]
 
@@ -31,5 +33,5 @@ class Objective(Protocol):
     """
 
     def __call__(
-        self, model: nn.Module, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
+        self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult: ...

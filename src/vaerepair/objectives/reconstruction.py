@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
+from vaerepair.models.latent import LatentModel
 from vaerepair.objectives.base import ObjectiveResult
 
 __all__ = ["Reconstruction"]
@@ -30,7 +31,7 @@ class Reconstruction:
     """
 
     def __call__(
-        self, model: nn.Module, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
+        self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
         z = model.encode(x_input, condition).rsample()
         recon = -model.decode(z, condition).log_prob(x_target)

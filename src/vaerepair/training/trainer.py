@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,7 @@ from vaerepair.corruptions import Corruption
 from vaerepair.data import ImageDataset
 from vaerepair.distributions import validation
 from vaerepair.metrics import psnr, ssim
+from vaerepair.models.latent import LatentModel
 from vaerepair.objectives import ObjectiveResult
 from vaerepair.training.checkpoint import save_checkpoint
 from vaerepair.training.history import History
@@ -148,7 +149,7 @@ class Trainer:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(objective):
             raise TypeError(f"objective must be callable as objective(model, x_input, x_target), got {objective!r}")
-        if corruption is not None and not callable(corruption):
+        if corruption is not None and not isinstance(corruption, Corruption):
             raise TypeError(f"corruption must be a vaerepair Corruption or None, got {corruption!r}")
         for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -157,7 +158,8 @@ class Trainer:
         self.device = as_device(device)
         self.model = model.to(self.device)
         self.objective = objective
-        self.corruption = corruption.to(self.device) if isinstance(corruption, nn.Module) else corruption
+        self.corruption: Corruption | None = corruption.to(self.device) if corruption is not None else None
+        self.optimizer: torch.optim.Optimizer
         if optimizer is None:
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         elif isinstance(optimizer, torch.optim.Optimizer):
@@ -196,15 +198,20 @@ class Trainer:
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def _corrupt(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        return self.corruption(x, generator=generator) if self.corruption is not None else x
+    def _corrupt(self, x: Tensor, generator: torch.Generator, corruption: Corruption | None = None) -> Tensor:
+        corruption = corruption or self.corruption
+        return corruption(x, generator=generator) if corruption is not None else x
 
-    def _fixed_corruption(self, images: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    def _fixed_corruption(
+        self, images: Tensor, seed: int, corruption: Corruption | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Clean float images and one fixed corruption of them (same for the same seed)."""
         generator = self._generator(seed)
         clean = _to_unit_float(images)
         step = self.eval_batch_size
-        corrupted = torch.cat([self._corrupt(clean[i : i + step], generator) for i in range(0, len(clean), step)])
+        corrupted = torch.cat(
+            [self._corrupt(clean[i : i + step], generator, corruption) for i in range(0, len(clean), step)]
+        )
         return clean, corrupted
 
     # --------------------------------------------------------------- training
@@ -291,7 +298,7 @@ class Trainer:
         order = torch.randperm(n, generator=batch_gen, device=self.device)
         n_steps = math.ceil(n / self.batch_size)
         loss_sum = torch.zeros((), device=self.device)
-        term_sums: dict[str, Tensor] = {}
+        term_sums: dict[str, Tensor | float] = {}
         bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not self.progress, leave=False, dynamic_ncols=True)
         with validation(False), bar:
             for step in range(n_steps):
@@ -315,10 +322,10 @@ class Trainer:
         return record
 
     @staticmethod
-    def _check_finite(loss_sum: Tensor, term_sums: dict[str, Tensor], epoch: int, step: int) -> None:
+    def _check_finite(loss_sum: Tensor, term_sums: dict[str, Tensor | float], epoch: int, step: int) -> None:
         if bool(torch.isfinite(loss_sum)):
             return
-        bad = [k for k, v in term_sums.items() if not bool(torch.isfinite(v))]
+        bad = [k for k, v in term_sums.items() if not math.isfinite(float(v))]
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch}, step {step} (or up to check_every steps before); "
             f"terms that went bad: {bad or 'none of the logged terms'}. Training stopped; the last "
@@ -333,24 +340,20 @@ class Trainer:
         """Loss, terms and PSNR/SSIM (repaired and corrupted input vs clean) on ``data``.
 
         The corruption (default: the Trainer's) is drawn once with ``seed``
-        (default: the Trainer's seed + 5), so the result is reproducible. Returns ``loss``, one key per term,
-        ``psnr``, ``ssim``, ``psnr_input``, ``ssim_input`` and ``n``.
+        (default: the Trainer's seed + 5), so the result is reproducible.
+        Returns ``loss``, one key per term, ``psnr``, ``ssim``, ``psnr_input``,
+        ``ssim_input`` and ``n``.
         """
         images = self._prepare(data, "data")
-        saved = self.corruption
-        if corruption is not None:
-            self.corruption = corruption.to(self.device)
-        try:
-            fixed = self._fixed_corruption(images, seed=self.seed + 5 if seed is None else seed)
-            return {**self._evaluate_pair(*fixed), **self._input_quality(*fixed)}
-        finally:
-            self.corruption = saved
+        corruption = corruption.to(self.device) if corruption is not None else None
+        fixed = self._fixed_corruption(images, self.seed + 5 if seed is None else seed, corruption)
+        return {**self._evaluate_pair(*fixed), **self._input_quality(*fixed)}
 
     def _evaluate_pair(self, clean: Tensor, corrupted: Tensor) -> dict[str, float]:
         was_training = self.model.training
         self.model.eval()
         needs_grad = bool(getattr(self.objective, "needs_grad", False))
-        sums: dict[str, Tensor] = {}
+        sums: dict[str, Tensor | float] = {}
         try:
             with validation(False):
                 for i in range(0, len(clean), self.eval_batch_size):
@@ -358,7 +361,7 @@ class Trainer:
                     with torch.set_grad_enabled(needs_grad):
                         loss, terms = self.objective(self.model, x_in, x)
                     with torch.no_grad():
-                        repaired = self.model.reconstruct(x_in)
+                        repaired = cast(LatentModel, self.model).reconstruct(x_in)
                         batch = {
                             "loss": loss.detach() * len(x),
                             **{k: v.detach().sum() for k, v in terms.items()},
