@@ -37,7 +37,7 @@ def test_train_writes_everything(trained: Path, capsys):
     assert metrics["test"]["n"] == 16 and metrics["test"]["corruption"] == "gaussian:0.3"
     assert len(metrics["history"]["records"]) == 2
     grid = _read(str(trained / "grid.png"))
-    assert grid.shape[-2] == 3 * 28 + 4 * 2  # three rows: clean / corrupted / repaired
+    assert grid.shape[-2] == 3 * 112 + 4 * 2  # three rows (clean / corrupted / repaired) of 28 px x4
     ckpt = torch.load(trained / "best.pt", weights_only=True)
     assert ckpt["metadata"] == {"dataset": "mnist", "corruption": "gaussian:0.3"}
 

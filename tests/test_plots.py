@@ -20,11 +20,13 @@ def test_repair_grid_rows_are_clean_corrupted_repaired(tmp_path):
     clean = torch.zeros(5, 1, 28, 28)
     corrupted = torch.full((5, 1, 28, 28), 0.5)
     repaired = torch.ones(5, 1, 28, 28)
-    path = save_repair_grid(tmp_path / "g.png", clean, corrupted, repaired, n=4)
+    path = save_repair_grid(tmp_path / "g.png", clean, corrupted, repaired, n=4, scale=1)
     grid = _read(str(path)).float() / 255
     assert grid.shape[-2:] == (3 * 28 + 4 * 2, 4 * 28 + 5 * 2)
     rows = [grid[0, 2 + r * 30 + 14, 2 + 14].item() for r in range(3)]
     assert rows == pytest.approx([0.0, 0.5, 1.0], abs=1 / 255)
+    big = _read(str(save_repair_grid(tmp_path / "big.png", clean, corrupted, repaired, n=4)))
+    assert big.shape[-2:] == (3 * 112 + 4 * 2, 4 * 112 + 5 * 2)  # 28 px scaled x4 to reach 96 px
 
 
 def test_plot_history_writes_png(tmp_path):

@@ -216,3 +216,12 @@ def test_user_optimizer_factory_and_scheduler():
     history = trainer.fit(images)
     assert isinstance(trainer.optimizer, torch.optim.SGD)
     assert history["lr"] == pytest.approx([0.5, 0.05])
+
+
+def test_nan_step_never_reaches_the_weights():
+    images = _data(128)
+    trainer = vr.Trainer(_model(), _NaNAfter(3), vr.GaussianNoise(0.3), epochs=1, batch_size=32,
+                         progress=False, device="cpu")
+    with pytest.raises(NonFiniteLossError, match="step 2"):
+        trainer.fit(images)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

@@ -22,18 +22,22 @@ from vaerepair.training.history import write_json
 
 __all__ = ["main", "build_parser"]
 
+# The demo's defaults: chosen by measurement on 2 CPU cores (an MLP gets through more
+# epochs in the budget than the conv net, and SiLU beat ReLU at equal time).
 DEMO = {
     "dataset": "fashion-mnist",
     "corruption": "gaussian:0.5",
-    "arch": "conv",
+    "arch": "mlp",
     "latent_dim": 64,
-    "hidden": "32,64",
+    "hidden": "1024,512",
+    "activation": "silu",
     "likelihood": "gaussian",
     "sigma": 0.1,
     "link": "sigmoid",
-    "epochs": 5,
+    "epochs": 25,
     "batch_size": 128,
     "lr": 2e-3,
+    "out": "runs/demo",
 }
 
 
@@ -91,7 +95,7 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument("--out", type=Path, default=Path(defaults.get("out", "runs/train")))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.utils import save_image
 
@@ -25,6 +26,7 @@ def save_repair_grid(
     corrupted: Tensor,
     repaired: Tensor,
     n: int = 8,
+    scale: int | None = None,
 ) -> Path:
     """Write a PNG with three rows: clean / corrupted / repaired, ``n`` images each.
 
@@ -35,15 +37,22 @@ def save_repair_grid(
             ``[0, 1]`` for display (unclipped noise goes outside it).
         repaired: the repaired images ``(B, C, H, W)``.
         n: images per row (at most ``B``).
+        scale: integer upscaling (nearest neighbour) so small images stay
+            legible; default: the smallest factor making them at least 96 pixels high.
     """
     rows = []
     for name, x in (("clean", clean), ("corrupted", corrupted), ("repaired", repaired)):
         check_images(x, name)
         rows.append(x[:n].detach().float().cpu().clamp(0, 1))
     n = min(len(r) for r in rows)
+    if scale is None:
+        scale = max(1, -(-96 // rows[0].shape[-2]))
+    images = torch.cat([r[:n] for r in rows])
+    if scale > 1:
+        images = F.interpolate(images, scale_factor=scale, mode="nearest")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat([r[:n] for r in rows]), path, nrow=n, padding=2, pad_value=1.0)
+    save_image(images, path, nrow=n, padding=2, pad_value=1.0)
     return path
 
 

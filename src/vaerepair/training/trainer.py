@@ -27,6 +27,8 @@ from vaerepair.training.history import History
 
 __all__ = ["Trainer", "EarlyStopping", "NonFiniteLossError"]
 
+_POSTFIX_EVERY = 10  # steps between progress-bar loss updates (each one reads the loss off the device)
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
@@ -179,6 +181,7 @@ class Trainer:
         self.metadata = dict(metadata or {})
         self.history = History()
         self._checked = False
+        self._best: float | None = None  # the best monitored value so far, across fit calls
 
     # ------------------------------------------------------------------ data
 
@@ -232,7 +235,6 @@ class Trainer:
             self._sanity_check(train_images[: min(len(train_images), self.batch_size)])
             self._checked = True
 
-        best: float | None = None
         since_best = 0
         start_epoch = len(self.history)
         for epoch in range(start_epoch + 1, start_epoch + self.epochs + 1):
@@ -249,8 +251,8 @@ class Trainer:
             self.history.append(record)
             if monitor not in record:
                 raise KeyError(f"monitor {monitor!r} is not a recorded metric; known: {', '.join(record)}")
-            if stopper.improved(record[monitor], best):
-                best, since_best = record[monitor], 0
+            if stopper.improved(record[monitor], self._best):
+                self._best, since_best = record[monitor], 0
                 self.history.best_epoch = epoch
                 self._save("best.pt", epoch)
             else:
@@ -304,18 +306,18 @@ class Trainer:
             for step in range(n_steps):
                 x = _to_unit_float(images[order[step * self.batch_size : (step + 1) * self.batch_size]])
                 result = self.objective(self.model, self._corrupt(x, corrupt_gen), x)
-                self.optimizer.zero_grad(set_to_none=True)
-                result.loss.backward()
-                self.optimizer.step()
-                b = len(x)
-                loss_sum += result.loss.detach() * b
+                loss_sum += result.loss.detach() * len(x)
                 for k, v in result.terms.items():
                     term_sums[k] = term_sums.get(k, 0.0) + v.detach().sum()
                 if (step + 1) % self.check_every == 0 or step + 1 == n_steps:
+                    # Before the update: a bad loss never reaches the weights when checked every step.
                     self._check_finite(loss_sum, term_sums, epoch, step + 1)
-                    if self.progress:
-                        seen = min((step + 1) * self.batch_size, n)
-                        bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", refresh=False)
+                self.optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                self.optimizer.step()
+                if self.progress and ((step + 1) % _POSTFIX_EVERY == 0 or step + 1 == n_steps):
+                    seen = min((step + 1) * self.batch_size, n)
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", refresh=False)
                 bar.update(1)
         record = {"train_loss": loss_sum.item() / n}
         record.update({f"train_{k}": float(v) / n for k, v in term_sums.items()})
