@@ -122,3 +122,9 @@ def test_real_fashion_mnist(fashion_mnist_available):
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     mean = train.images.float().mean().item() / 255
     assert 0.27 < mean < 0.30  # the published mean pixel, 0.286
+
+
+def test_indexing_with_integer_like_values():
+    ds = data.ImageDataset(torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1), torch.arange(5))
+    assert int(ds[np.int64(3)][1]) == 3 and int(ds[torch.tensor(2)][1]) == 2
+    assert ds[[0, 4]].labels.tolist() == [0, 4] and ds[torch.tensor([1, 2])].labels.tolist() == [1, 2]

@@ -53,3 +53,28 @@ def test_spec_round_trip_rebuilds_the_same_architecture():
         models.ModelSpec.from_dict({**model.spec, "depth": 3})
     with pytest.raises(ValueError, match="unknown arch 'resnet'"):
         models.ModelSpec(arch="resnet")
+
+
+def test_repair_of_an_empty_batch():
+    model = models.autoencoder(latent_dim=4, hidden=(16,))
+    assert model.repair(torch.rand(0, 1, 28, 28)).shape == (0, 1, 28, 28)
+
+
+@pytest.mark.parametrize("shape, cells", [((1, 28, 28), 49), ((3, 32, 32), 64)])
+def test_spatial_conv_autoencoder_keeps_a_latent_map(shape, cells):
+    model = models.autoencoder(image_shape=shape, arch="conv", latent_dim=4 * cells, spatial=True, hidden=(8, 16))
+    x = torch.rand(3, *shape)
+    z = model.encode(x).mean
+    assert z.shape == (3, 4 * cells)
+    assert model.reconstruct(x).shape == x.shape
+    # Locality: a code cell only moves the output near its position (fully convolutional).
+    z2 = z.clone()
+    z2.view(3, 4, *[int(cells**0.5)] * 2)[:, :, 0, 0] += 5.0
+    diff = (model.decode(z2).mean - model.decode(z).mean).abs()[:, :, -8:, -8:]
+    assert diff.max() == 0
+    rebuilt = models.build(model.spec)
+    assert rebuilt.spec["spatial"] is True
+    with pytest.raises(ValueError, match=f"multiple of {cells}"):
+        models.autoencoder(image_shape=shape, arch="conv", latent_dim=4 * cells + 1, spatial=True)
+    with pytest.raises(ValueError, match="spatial=True needs arch='conv'"):
+        models.autoencoder(arch="mlp", spatial=True)

@@ -225,3 +225,11 @@ def test_nan_step_never_reaches_the_weights():
     with pytest.raises(NonFiniteLossError, match="step 2"):
         trainer.fit(images)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_float64_model_trains_on_uint8_data():
+    images = _data(64)
+    trainer = vr.Trainer(_model().double(), vr.Reconstruction(), vr.GaussianNoise(0.3), epochs=1, batch_size=32,
+                         progress=False, device="cpu")
+    history = trainer.fit(images)
+    assert trainer.dtype == torch.float64 and len(history) == 1

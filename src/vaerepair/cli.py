@@ -17,7 +17,7 @@ from vaerepair.models import ModelSpec, build
 from vaerepair.models.factory import ACTIVATIONS
 from vaerepair.objectives import Reconstruction
 from vaerepair.plots import plot_history, save_repair_grid
-from vaerepair.training import CheckpointError, Trainer, load_checkpoint, load_model
+from vaerepair.training import CheckpointError, EarlyStopping, Trainer, load_checkpoint, load_model
 from vaerepair.training.history import write_json
 
 __all__ = ["main", "build_parser"]
@@ -78,6 +78,8 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--hidden", type=_widths, default=_widths(defaults.get("hidden", "400")),
                    help="MLP hidden widths or the two conv stages' widths, comma-separated")
     p.add_argument("--features", type=int, default=defaults.get("features", 256), help="conv encoder feature size")
+    p.add_argument("--spatial", action="store_true",
+                   help="conv only: fully convolutional, the latent is a H/4 x W/4 map (latent-dim a multiple of it)")
     p.add_argument("--activation", choices=tuple(ACTIVATIONS), default=defaults.get("activation", "relu"))
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=defaults.get("likelihood", "bernoulli"))
     p.add_argument("--sigma", type=float, default=defaults.get("sigma", 1.0), help="Gaussian likelihood scale")
@@ -138,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------- commands
 
 
-def _train(args: argparse.Namespace, demo: bool = False) -> dict[str, Any]:
+def _train(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -151,12 +153,10 @@ def _train(args: argparse.Namespace, demo: bool = False) -> dict[str, Any]:
     spec = ModelSpec(
         kind=args.model, image_shape=full.image_shape, latent_dim=args.latent_dim, arch=args.arch,
         hidden=args.hidden, features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
-        activation=args.activation,
+        activation=args.activation, spatial=args.spatial,
     )
     model = build(spec)
     corruption = corr.from_spec(args.corruption) if args.model == "dae" else None
-    from vaerepair.training import EarlyStopping
-
     trainer = Trainer(
         model, Reconstruction(), corruption, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs),
@@ -274,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("train", "demo"):
-            _train(args, demo=args.command == "demo")
+            _train(args)
         elif args.command == "evaluate":
             _evaluate(args)
         elif args.command == "denoise":

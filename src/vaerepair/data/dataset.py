@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import overload
 
 import torch
@@ -50,11 +51,12 @@ class ImageDataset:
     def __getitem__(self, index: slice | Tensor | list[int]) -> ImageDataset: ...
 
     def __getitem__(self, index: int | slice | Tensor | list[int]) -> tuple[Tensor, Tensor] | ImageDataset:
-        if isinstance(index, int):
-            return self.images[index], self.labels[index]
         if isinstance(index, list):
             index = torch.as_tensor(index, dtype=torch.long)
-        return ImageDataset(self.images[index], self.labels[index], self.name, self.split)
+        if isinstance(index, slice) or (isinstance(index, Tensor) and index.dim() == 1):
+            return ImageDataset(self.images[index], self.labels[index], self.name, self.split)
+        i = operator.index(index)  # ints, numpy integers, 0-d integer tensors
+        return self.images[i], self.labels[i]
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

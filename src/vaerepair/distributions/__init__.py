@@ -2,11 +2,12 @@
 
 from vaerepair.distributions._validation import validation, validation_enabled
 from vaerepair.distributions.likelihoods import Bernoulli, BernoulliImage, Gaussian, GaussianImage
-from vaerepair.distributions.posteriors import PointMass, PointMassPosterior
+from vaerepair.distributions.posteriors import PointMass, PointMassPosterior, spatial_head
 
 __all__ = [
     "PointMass",
     "PointMassPosterior",
+    "spatial_head",
     "Bernoulli",
     "BernoulliImage",
     "Gaussian",

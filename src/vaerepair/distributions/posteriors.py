@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["PointMass", "PointMassPosterior"]
+__all__ = ["PointMass", "PointMassPosterior", "spatial_head"]
 
 
 class PointMass:
@@ -44,12 +44,24 @@ class PointMass:
         raise NotImplementedError("a point mass has no score; use a stochastic posterior")
 
 
+def spatial_head(feature_shape: tuple[int, int, int], latent_channels: int) -> nn.Module:
+    """A 1x1-convolution head for spatial latents: features ``(B, C*h*w)`` -> latents ``(B, L*h*w)``.
+
+    Each position of the ``(C, h, w)`` feature map gets its own ``L``-channel
+    code (a fully convolutional autoencoder); pass it as ``head=`` to a posterior.
+    """
+    c, h, w = feature_shape
+    return nn.Sequential(nn.Unflatten(1, (c, h, w)), nn.Conv2d(c, latent_channels, 1), nn.Flatten())
+
+
 class PointMassPosterior(nn.Module):
-    """Deterministic bottleneck ``z = W h + b``: the plain/denoising autoencoder.
+    """Deterministic bottleneck ``z = head(h)``: the plain/denoising autoencoder.
 
     Args:
         in_features: the encoder's feature size ``F``.
         latent_dim: ``D``.
+        head: the map from features ``(B, F)`` to codes ``(B, D)``; default
+            ``nn.Linear(F, D)`` (see :func:`spatial_head` for spatial latents).
 
     Example:
         >>> q = PointMassPosterior(400, 20)(torch.randn(3, 400))
@@ -57,7 +69,7 @@ class PointMassPosterior(nn.Module):
         (torch.Size([3, 20]), torch.Size([5, 3, 20]))
     """
 
-    def __init__(self, in_features: int, latent_dim: int) -> None:
+    def __init__(self, in_features: int, latent_dim: int, head: nn.Module | None = None) -> None:
         super().__init__()
         if in_features < 1 or latent_dim < 1:
             raise ValueError(
@@ -65,7 +77,7 @@ class PointMassPosterior(nn.Module):
             )
         self.in_features = int(in_features)
         self.latent_dim = int(latent_dim)
-        self.head = nn.Linear(self.in_features, self.latent_dim)
+        self.head = head if head is not None else nn.Linear(self.in_features, self.latent_dim)
 
     def forward(self, features: Tensor) -> PointMass:
         """The point mass at ``W h + b`` for features ``(B, F)``."""
@@ -74,4 +86,7 @@ class PointMassPosterior(nn.Module):
                 f"expected encoder features of shape (B, {self.in_features}), got {tuple(features.shape)}; "
                 "make the posterior's in_features equal the encoder's out_features"
             )
-        return PointMass(self.head(features))
+        z = self.head(features)
+        if z.shape[1:] != (self.latent_dim,):
+            raise ValueError(f"the posterior head must give codes of shape (B, {self.latent_dim}), got {tuple(z.shape)}")
+        return PointMass(z)

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from vaerepair.distributions import Bernoulli, Gaussian, PointMassPosterior
+from vaerepair.distributions import Bernoulli, Gaussian, PointMassPosterior, spatial_head
 from vaerepair.models.latent import LatentVariableModel
 from vaerepair.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -36,6 +36,8 @@ class ModelSpec:
         link: the Gaussian likelihood's link (``"identity"`` or ``"sigmoid"``).
         norm: ``"group"`` or ``None`` (conv only).
         activation: ``"relu"``, ``"silu"``, ``"gelu"`` or ``"tanh"``.
+        spatial: conv only: a fully convolutional autoencoder whose latent is a
+            ``H/4 x W/4`` map with ``latent_dim / (H/4 * W/4)`` channels.
     """
 
     kind: str = "dae"
@@ -49,6 +51,7 @@ class ModelSpec:
     link: str = "identity"
     norm: str | None = None
     activation: str = "relu"
+    spatial: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -57,6 +60,8 @@ class ModelSpec:
             raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(_ARCHS)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
+        if self.spatial and self.arch != "conv":
+            raise ValueError("spatial=True needs arch='conv'")
         if self.likelihood not in _LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
         object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
@@ -91,6 +96,7 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
     encoder: nn.Module
     decoder: nn.Module
     act = ACTIVATIONS[spec.activation]
+    head: nn.Module | None = None
     if spec.arch == "mlp":
         encoder = MLPEncoder(spec.image_shape, hidden=spec.hidden, activation=act)
         decoder = MLPDecoder(spec.latent_dim, spec.image_shape, hidden=tuple(reversed(spec.hidden)), activation=act)
@@ -98,12 +104,15 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
     else:
         if len(spec.hidden) != 2:
             raise ValueError(f"the conv arch needs hidden=(C1, C2), got {spec.hidden!r}")
-        encoder = ConvEncoder(spec.image_shape, channels=spec.hidden, out_features=spec.features, norm=spec.norm,
-                              activation=act)
+        conv_encoder = ConvEncoder(spec.image_shape, channels=spec.hidden, norm=spec.norm, activation=act,
+                                   out_features=None if spec.spatial else spec.features)
         decoder = ConvDecoder(spec.latent_dim, spec.image_shape, channels=tuple(reversed(spec.hidden)),
-                              norm=spec.norm, activation=act)
-        features = spec.features
-    posterior = PointMassPosterior(features, spec.latent_dim)
+                              norm=spec.norm, activation=act, spatial=spec.spatial)
+        encoder, features = conv_encoder, conv_encoder.out_features
+        if spec.spatial:
+            _, h, w = conv_encoder.feature_shape
+            head = spatial_head(conv_encoder.feature_shape, spec.latent_dim // (h * w))
+    posterior = PointMassPosterior(features, spec.latent_dim, head=head)
     return LatentVariableModel(encoder, posterior, decoder, likelihood, spec=spec.to_dict())
 
 

@@ -131,6 +131,8 @@ class LatentVariableModel(nn.Module):
     def repair(self, x: Tensor, batch_size: int = 512) -> Tensor:
         """:meth:`reconstruct` in eval mode and batches, without gradients; restores the mode."""
         self.check_input(x)
+        if len(x) == 0:
+            return x.clone()
         was_training = self.training
         self.eval()
         try:

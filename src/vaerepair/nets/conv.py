@@ -34,12 +34,14 @@ def _norm(kind: str | None, channels: int) -> nn.Module:
 class ConvEncoder(nn.Module):
     """Two stride-2 convolution stages (``H -> H/4``) then a linear layer to features.
 
-    Maps images ``(B, C, H, W)`` to features ``(B, F)``.
+    Maps images ``(B, C, H, W)`` to features ``(B, F)``. With ``out_features=None``
+    there is no linear layer: the features are the flattened ``(C2, H/4, W/4)``
+    map (``feature_shape``), for spatial latents.
 
     Args:
         image_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by 4.
         channels: the two stages' widths.
-        out_features: ``F``.
+        out_features: ``F``, or ``None`` for the flattened feature map.
         norm: ``"group"`` (GroupNorm, per sample) or ``None``.
         activation: the nonlinearity class.
 
@@ -52,7 +54,7 @@ class ConvEncoder(nn.Module):
         self,
         image_shape: Sequence[int] = (1, 28, 28),
         channels: Sequence[int] = (32, 64),
-        out_features: int = 256,
+        out_features: int | None = 256,
         norm: str | None = None,
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
@@ -63,7 +65,10 @@ class ConvEncoder(nn.Module):
             raise ValueError(f"channels must give the two stages' widths, got {tuple(channels)!r}")
         c1, c2 = _check_widths(channels, "channels")
         c, h, w = self.image_shape
-        self.out_features = int(out_features)
+        self.feature_shape = (c2, h // 4, w // 4)
+        flat = c2 * (h // 4) * (w // 4)
+        self.out_features = flat if out_features is None else int(out_features)
+        projection: list[nn.Module] = [] if out_features is None else [nn.Linear(flat, self.out_features), activation()]
         self.net = nn.Sequential(
             nn.Conv2d(c, c1, 3, padding=1),
             _norm(norm, c1),
@@ -75,8 +80,7 @@ class ConvEncoder(nn.Module):
             _norm(norm, c2),
             activation(),
             nn.Flatten(),
-            nn.Linear(c2 * (h // 4) * (w // 4), self.out_features),
-            activation(),
+            *projection,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -88,15 +92,19 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """A linear layer to a ``H/4 x W/4`` map, then two stride-2 transposed convolutions.
 
-    Maps latents ``(B, D)`` to likelihood parameters ``(B, C * P, H, W)``.
+    Maps latents ``(B, D)`` to likelihood parameters ``(B, C * P, H, W)``. With
+    ``spatial=True`` the latent already is a map: it is read as
+    ``(D / (H/4 * W/4), H/4, W/4)`` and a 3x3 convolution replaces the linear
+    layer (a fully convolutional autoencoder, which keeps spatial detail).
 
     Args:
-        latent_dim: ``D``.
+        latent_dim: ``D`` (divisible by ``H/4 * W/4`` when ``spatial``).
         image_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by 4.
         channels: the two stages' widths (coarse to fine).
         norm: ``"group"`` or ``None``.
         activation: the nonlinearity class.
         params_per_pixel: likelihood parameters per pixel ``P``.
+        spatial: read the latent as a ``H/4 x W/4`` map.
     """
 
     def __init__(
@@ -107,6 +115,7 @@ class ConvDecoder(nn.Module):
         norm: str | None = None,
         activation: type[nn.Module] = nn.ReLU,
         params_per_pixel: int = 1,
+        spatial: bool = False,
     ) -> None:
         super().__init__()
         if latent_dim < 1:
@@ -118,10 +127,21 @@ class ConvDecoder(nn.Module):
             raise ValueError(f"channels must give the two stages' widths, got {tuple(channels)!r}")
         c1, c2 = _check_widths(channels, "channels")
         c, h, w = self.image_shape
+        cells = (h // 4) * (w // 4)
+        stem: list[nn.Module]
+        if spatial:
+            if self.latent_dim % cells:
+                raise ValueError(
+                    f"a spatial latent for {h}x{w} images is a {h // 4}x{w // 4} map, so latent_dim must be a "
+                    f"multiple of {cells}; got {self.latent_dim}"
+                )
+            stem = [nn.Unflatten(1, (self.latent_dim // cells, h // 4, w // 4)),
+                    nn.Conv2d(self.latent_dim // cells, c1, 3, padding=1)]
+        else:
+            stem = [nn.Linear(self.latent_dim, c1 * cells), nn.Unflatten(1, (c1, h // 4, w // 4))]
         self.net = nn.Sequential(
-            nn.Linear(self.latent_dim, c1 * (h // 4) * (w // 4)),
+            *stem,
             activation(),
-            nn.Unflatten(1, (c1, h // 4, w // 4)),
             nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1),
             _norm(norm, c2),
             activation(),

@@ -82,8 +82,8 @@ def _as_images(data: ImageDataset | Tensor, name: str) -> Tensor:
     return data
 
 
-def _to_unit_float(x: Tensor) -> Tensor:
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+def _to_unit_float(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    return x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)
 
 
 class Trainer:
@@ -182,6 +182,8 @@ class Trainer:
         self.history = History()
         self._checked = False
         self._best: float | None = None  # the best monitored value so far, across fit calls
+        floats = [p.dtype for p in self.model.parameters() if p.is_floating_point()]
+        self.dtype = floats[0] if floats else torch.get_default_dtype()  # images are cast to the model's dtype
 
     # ------------------------------------------------------------------ data
 
@@ -210,7 +212,7 @@ class Trainer:
     ) -> tuple[Tensor, Tensor]:
         """Clean float images and one fixed corruption of them (same for the same seed)."""
         generator = self._generator(seed)
-        clean = _to_unit_float(images)
+        clean = _to_unit_float(images, self.dtype)
         step = self.eval_batch_size
         corrupted = torch.cat(
             [self._corrupt(clean[i : i + step], generator, corruption) for i in range(0, len(clean), step)]
@@ -265,7 +267,7 @@ class Trainer:
 
     def _sanity_check(self, x_clean: Tensor) -> None:
         """Run the objective once on the first batch and explain what goes wrong."""
-        x = _to_unit_float(x_clean)
+        x = _to_unit_float(x_clean, self.dtype)
         x_in = self._corrupt(x, self._generator(self.seed + 4))
         try:
             result = self.objective(self.model, x_in, x)
@@ -304,7 +306,7 @@ class Trainer:
         bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not self.progress, leave=False, dynamic_ncols=True)
         with validation(False), bar:
             for step in range(n_steps):
-                x = _to_unit_float(images[order[step * self.batch_size : (step + 1) * self.batch_size]])
+                x = _to_unit_float(images[order[step * self.batch_size : (step + 1) * self.batch_size]], self.dtype)
                 result = self.objective(self.model, self._corrupt(x, corrupt_gen), x)
                 loss_sum += result.loss.detach() * len(x)
                 for k, v in result.terms.items():
