@@ -88,5 +88,7 @@ class PointMassPosterior(nn.Module):
             )
         z = self.head(features)
         if z.shape[1:] != (self.latent_dim,):
-            raise ValueError(f"the posterior head must give codes of shape (B, {self.latent_dim}), got {tuple(z.shape)}")
+            raise ValueError(
+                f"the posterior head must give codes of shape (B, {self.latent_dim}), got {tuple(z.shape)}"
+            )
         return PointMass(z)
