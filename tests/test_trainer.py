@@ -233,3 +233,37 @@ def test_float64_model_trains_on_uint8_data():
                          progress=False, device="cpu")
     history = trainer.fit(images)
     assert trainer.dtype == torch.float64 and len(history) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is missing")
+def test_cuda_requested_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available here"):
+        vr.Trainer(_model(), vr.Reconstruction(), device="cuda")
+
+
+class _InputGradientPenalty:
+    """Reconstruction plus the squared norm of d(recon)/d(input): needs autograd inside the loss."""
+
+    needs_grad = True
+
+    def __call__(self, model, x_input, x_target, condition=None):
+        x_input = x_input.detach().requires_grad_(True)
+        recon = vr.Reconstruction()(model, x_input, x_target).terms["recon"]
+        (grad,) = torch.autograd.grad(recon.sum(), x_input, create_graph=True)
+        penalty = grad.square().sum(dim=(1, 2, 3))
+        return ObjectiveResult((recon + 1e-3 * penalty).mean(), {"recon": recon, "penalty": penalty})
+
+
+def test_objectives_that_need_autograd_also_validate():
+    images = _data(96)
+    trainer = vr.Trainer(_model(), _InputGradientPenalty(), vr.GaussianNoise(0.3), epochs=1, batch_size=32,
+                         progress=False, device="cpu")
+    history = trainer.fit(images[:64], images[64:])
+    assert history.last["val_penalty"] > 0
+    del _InputGradientPenalty.needs_grad  # without the flag, validation runs under no_grad and cannot differentiate
+    try:
+        with pytest.raises(RuntimeError, match="does not require grad|element 0 of tensors"):
+            vr.Trainer(_model(), _InputGradientPenalty(), vr.GaussianNoise(0.3), epochs=1, batch_size=32,
+                       progress=False, device="cpu").fit(images[:64], images[64:])
+    finally:
+        _InputGradientPenalty.needs_grad = True

@@ -30,6 +30,10 @@ class Objective(Protocol):
 
     ``x_input`` is what the encoder sees (the corrupted image), ``x_target``
     what the likelihood scores (the clean image); both ``(B, C, H, W)``.
+
+    An objective that differentiates inside its loss (score terms with
+    ``torch.autograd.grad``) sets the attribute ``needs_grad = True``: the
+    Trainer then keeps autograd on when it computes validation losses.
     """
 
     def __call__(
