@@ -129,14 +129,20 @@ class LatentVariableModel(nn.Module):
 
     @torch.no_grad()
     def repair(self, x: Tensor, batch_size: int = 512) -> Tensor:
-        """:meth:`reconstruct` in eval mode and batches, without gradients; restores the mode."""
+        """Repaired images ``(B, C, H, W)``: :meth:`reconstruct` in eval mode, in batches, without gradients.
+
+        ``x`` may live on any device: batches go to the model's device and the
+        result comes back on ``x``'s. The model's train/eval mode is restored.
+        """
         self.check_input(x)
         if len(x) == 0:
             return x.clone()
+        device = next((p.device for p in self.parameters()), x.device)
         was_training = self.training
         self.eval()
         try:
-            return torch.cat([self.reconstruct(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+            parts = [self.reconstruct(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+            return torch.cat(parts).to(x.device)
         finally:
             self.train(was_training)
 

@@ -12,13 +12,19 @@ from vaerepair.nets.mlp import _check_shape, _check_widths
 __all__ = ["ConvEncoder", "ConvDecoder"]
 
 
-def _check_divisible(image_shape: tuple[int, int, int]) -> None:
-    _, h, w = image_shape
+def _check_conv_args(image_shape: Sequence[int], channels: Sequence[int]) -> tuple[tuple[int, int, int], int, int]:
+    """The checked ``(C, H, W)`` (sides divisible by 4) and the two stages' widths."""
+    shape = _check_shape(image_shape)
+    _, h, w = shape
     if h % 4 or w % 4:
         raise ValueError(
             f"convolutional nets need image sides divisible by 4, got {h}x{w}; "
             "pad or resize the images (28x28 and 32x32 work), or use the MLP nets"
         )
+    if len(channels) != 2:
+        raise ValueError(f"channels must give the two stages' widths, got {tuple(channels)!r}")
+    c1, c2 = _check_widths(channels, "channels")
+    return shape, c1, c2
 
 
 def _norm(kind: str | None, channels: int) -> nn.Module:
@@ -29,6 +35,10 @@ def _norm(kind: str | None, channels: int) -> nn.Module:
     if kind == "group":
         return nn.GroupNorm(min(8, channels), channels)
     raise ValueError(f"norm must be 'group' or None, got {kind!r}")
+
+
+def _stage(layer: nn.Module, norm: str | None, channels: int, activation: type[nn.Module]) -> list[nn.Module]:
+    return [layer, _norm(norm, channels), activation()]
 
 
 class ConvEncoder(nn.Module):
@@ -59,26 +69,16 @@ class ConvEncoder(nn.Module):
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
-        self.image_shape = _check_shape(image_shape)
-        _check_divisible(self.image_shape)
-        if len(channels) != 2:
-            raise ValueError(f"channels must give the two stages' widths, got {tuple(channels)!r}")
-        c1, c2 = _check_widths(channels, "channels")
+        self.image_shape, c1, c2 = _check_conv_args(image_shape, channels)
         c, h, w = self.image_shape
         self.feature_shape = (c2, h // 4, w // 4)
         flat = c2 * (h // 4) * (w // 4)
         self.out_features = flat if out_features is None else int(out_features)
         projection: list[nn.Module] = [] if out_features is None else [nn.Linear(flat, self.out_features), activation()]
         self.net = nn.Sequential(
-            nn.Conv2d(c, c1, 3, padding=1),
-            _norm(norm, c1),
-            activation(),
-            nn.Conv2d(c1, c1, 4, stride=2, padding=1),
-            _norm(norm, c1),
-            activation(),
-            nn.Conv2d(c1, c2, 4, stride=2, padding=1),
-            _norm(norm, c2),
-            activation(),
+            *_stage(nn.Conv2d(c, c1, 3, padding=1), norm, c1, activation),
+            *_stage(nn.Conv2d(c1, c1, 4, stride=2, padding=1), norm, c1, activation),
+            *_stage(nn.Conv2d(c1, c2, 4, stride=2, padding=1), norm, c2, activation),
             nn.Flatten(),
             *projection,
         )
@@ -121,11 +121,7 @@ class ConvDecoder(nn.Module):
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim!r}")
         self.latent_dim = int(latent_dim)
-        self.image_shape = _check_shape(image_shape)
-        _check_divisible(self.image_shape)
-        if len(channels) != 2:
-            raise ValueError(f"channels must give the two stages' widths, got {tuple(channels)!r}")
-        c1, c2 = _check_widths(channels, "channels")
+        self.image_shape, c1, c2 = _check_conv_args(image_shape, channels)
         c, h, w = self.image_shape
         cells = (h // 4) * (w // 4)
         stem: list[nn.Module]
@@ -142,12 +138,8 @@ class ConvDecoder(nn.Module):
         self.net = nn.Sequential(
             *stem,
             activation(),
-            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1),
-            _norm(norm, c2),
-            activation(),
-            nn.ConvTranspose2d(c2, c2, 4, stride=2, padding=1),
-            _norm(norm, c2),
-            activation(),
+            *_stage(nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1), norm, c2, activation),
+            *_stage(nn.ConvTranspose2d(c2, c2, 4, stride=2, padding=1), norm, c2, activation),
             nn.Conv2d(c2, c * params_per_pixel, 3, padding=1),
         )
 
