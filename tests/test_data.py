@@ -128,3 +128,29 @@ def test_indexing_with_integer_like_values():
     ds = data.ImageDataset(torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1), torch.arange(5))
     assert int(ds[np.int64(3)][1]) == 3 and int(ds[torch.tensor(2)][1]) == 2
     assert ds[[0, 4]].labels.tolist() == [0, 4] and ds[torch.tensor([1, 2])].labels.tolist() == [1, 2]
+
+
+def test_failed_download_says_where_and_what_else_to_do(tmp_path, monkeypatch):
+    import urllib.error
+
+    class Offline:
+        def __init__(self, root, train=True, download=False):
+            raise urllib.error.URLError("network unreachable")
+
+    monkeypatch.setitem(data.DATASETS, "kmnist", dataclasses.replace(data.DATASETS["kmnist"], cls=Offline))
+    with pytest.raises(data.DatasetNotFoundError, match=r"could not download 'kmnist' into .*network unreachable"):
+        data.load("kmnist", root=tmp_path, download=True)
+
+
+def test_download_lands_where_torchvision_reads(tmp_path, monkeypatch):
+    """fetch() calls torchvision's class with download=True; a stand-in writes the files it would."""
+    calls = []
+
+    class FakeDownload:
+        def __init__(self, root, train=True, download=False):
+            calls.append((root, train, download))
+            make_mnist_like(Path(root) / "MNIST" / "raw", n_train=6, n_test=3)
+
+    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(data.DATASETS["mnist"], cls=FakeDownload))
+    assert data.fetch("mnist", root=tmp_path) == tmp_path
+    assert calls[0] == (str(tmp_path), True, True)

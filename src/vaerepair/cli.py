@@ -68,8 +68,9 @@ def _dataset(text: str) -> str:
 
 
 def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
-    p.add_argument("--dataset", type=_dataset, default=defaults.get("dataset", "fashion-mnist"))
-    p.add_argument("--root", default=None, help="dataset root in torchvision's layout (default: search)")
+    p.add_argument("--dataset", type=_dataset, default=defaults.get("dataset", "fashion-mnist"),
+                   help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--root", default=None, help="dataset root in torchvision's layout (None: search $VAEREPAIR_DATA, the cache, system places)")
     p.add_argument("--download", action="store_true", help="fetch the dataset with torchvision if missing")
     p.add_argument("--model", choices=("dae", "ae"), default="dae",
                    help="dae: trained on corrupted inputs; ae: plain autoencoder (no corruption)")
@@ -103,14 +104,15 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaerepair", description="Repair damaged images with autoencoders.")
     sub = parser.add_subparsers(dest="command", required=True)
+    fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
 
-    p = sub.add_parser("train", help="train a model; writes checkpoints, metrics.json, grid.png, loss.png")
+    p = sub.add_parser("train", **fmt, help="train a model; writes checkpoints, metrics.json, grid.png, loss.png")
     _add_training_args(p, {})
 
-    p = sub.add_parser("demo", help="a short denoising run on Fashion-MNIST with a before/after table")
+    p = sub.add_parser("demo", **fmt, help="a short denoising run on Fashion-MNIST with a before/after table")
     _add_training_args(p, DEMO)
 
-    p = sub.add_parser("evaluate", help="PSNR/SSIM and loss of a checkpoint on test images")
+    p = sub.add_parser("evaluate", **fmt, help="PSNR/SSIM and loss of a checkpoint on test images")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--dataset", type=_dataset, default=None, help="default: the one it was trained on")
     p.add_argument("--root", default=None)
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     p.add_argument("--grid", type=Path, default=None, help="write a clean/corrupted/repaired grid PNG here")
 
-    p = sub.add_parser("denoise", help="repair your own image files with a trained checkpoint")
+    p = sub.add_parser("denoise", **fmt, help="repair your own image files with a trained checkpoint")
     p.add_argument("inputs", nargs="+", type=Path, help="PNG or JPEG files")
     p.add_argument("--checkpoint", "-c", type=Path, required=True)
     p.add_argument("-o", "--output", type=Path, required=True,
@@ -130,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", action="store_true",
                    help="resize inputs to the model's size and the result back to the input's size")
 
-    p = sub.add_parser("fetch", help="make a dataset available (Debian files or torchvision's download)")
+    p = sub.add_parser("fetch", **fmt, help="make a dataset available (Debian files or torchvision's download)")
     p.add_argument("dataset", type=_dataset)
     p.add_argument("--root", default=None)
     p.add_argument("--check", action="store_true", help="only check; exit 1 when missing")
