@@ -70,7 +70,8 @@ def _dataset(text: str) -> str:
 def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
     p.add_argument("--dataset", type=_dataset, default=defaults.get("dataset", "fashion-mnist"),
                    help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--root", default=None, help="dataset root in torchvision's layout (None: search $VAEREPAIR_DATA, the cache, system places)")
+    p.add_argument("--root", default=None,
+                   help="dataset root in torchvision's layout (None: search $VAEREPAIR_DATA, the cache, system places)")
     p.add_argument("--download", action="store_true", help="fetch the dataset with torchvision if missing")
     p.add_argument("--model", choices=("dae", "ae"), default="dae",
                    help="dae: trained on corrupted inputs; ae: plain autoencoder (no corruption)")
