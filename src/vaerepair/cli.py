@@ -34,7 +34,7 @@ DEMO = {
     "likelihood": "gaussian",
     "sigma": 0.1,
     "link": "sigmoid",
-    "epochs": 25,
+    "epochs": 22,
     "batch_size": 128,
     "lr": 2e-3,
     "out": "runs/demo",
