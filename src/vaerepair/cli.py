@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from vaerepair import corruptions as corr
-from vaerepair.data import DATASETS, DatasetNotFoundError, fetch, load, locate, train_val_split
-from vaerepair.models import ModelSpec, build
+from vaerepair.data import DATASETS, DatasetNotFoundError, ImageDataset, fetch, load, locate, train_val_split
+from vaerepair.models import LatentVariableModel, ModelSpec, build
 from vaerepair.models.factory import ACTIVATIONS
 from vaerepair.objectives import Reconstruction
 from vaerepair.plots import plot_history, save_repair_grid
@@ -105,15 +105,16 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaerepair", description="Repair damaged images with autoencoders.")
     sub = parser.add_subparsers(dest="command", required=True)
-    fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
-    p = sub.add_parser("train", **fmt, help="train a model; writes checkpoints, metrics.json, grid.png, loss.png")
+    p = command("train", help="train a model; writes checkpoints, metrics.json, grid.png, loss.png")
     _add_training_args(p, {})
 
-    p = sub.add_parser("demo", **fmt, help="a short denoising run on Fashion-MNIST with a before/after table")
+    p = command("demo", help="a short denoising run on Fashion-MNIST with a before/after table")
     _add_training_args(p, DEMO)
 
-    p = sub.add_parser("evaluate", **fmt, help="PSNR/SSIM and loss of a checkpoint on test images")
+    p = command("evaluate", help="PSNR/SSIM and loss of a checkpoint on test images")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--dataset", type=_dataset, default=None, help="default: the one it was trained on")
     p.add_argument("--root", default=None)
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     p.add_argument("--grid", type=Path, default=None, help="write a clean/corrupted/repaired grid PNG here")
 
-    p = sub.add_parser("denoise", **fmt, help="repair your own image files with a trained checkpoint")
+    p = command("denoise", help="repair your own image files with a trained checkpoint")
     p.add_argument("inputs", nargs="+", type=Path, help="PNG or JPEG files")
     p.add_argument("--checkpoint", "-c", type=Path, required=True)
     p.add_argument("-o", "--output", type=Path, required=True,
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", action="store_true",
                    help="resize inputs to the model's size and the result back to the input's size")
 
-    p = sub.add_parser("fetch", **fmt, help="make a dataset available (Debian files or torchvision's download)")
+    p = command("fetch", help="make a dataset available (Debian files or torchvision's download)")
     p.add_argument("dataset", type=_dataset)
     p.add_argument("--root", default=None)
     p.add_argument("--check", action="store_true", help="only check; exit 1 when missing")
@@ -175,13 +176,11 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     model.load_state_dict(load_checkpoint(args.out / "best.pt", map_location=trainer.device)["model"])
     test_corruption = corruption or corr.from_spec(args.corruption)
     result = trainer.evaluate(test, corruption=test_corruption, seed=args.seed + 100)
-    clean = test.float_images()[:8].to(trainer.device)
-    noisy = test_corruption.to(trainer.device)(clean, generator=torch.Generator(trainer.device).manual_seed(args.seed))
-    save_repair_grid(args.out / "grid.png", clean, noisy, model.repair(noisy))
+    _write_grid(args.out / "grid.png", test, test_corruption, model, trainer.device, args.seed)
     plot_history(history, args.out / "loss.png", title=f"{args.model} on {args.dataset}, {args.corruption}")
     metrics = {
         "config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
-                   for k, v in vars(args).items() if k != "func"},
+                   for k, v in vars(args).items()},
         "test": {"n": int(result.pop("n")), "corruption": args.corruption, **result},
         "best_epoch": history.best_epoch,
         "seconds": time.perf_counter() - t_start,
@@ -192,6 +191,16 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     print(f"wrote {args.out}/best.pt, last.pt, metrics.json, grid.png, loss.png "
           f"({metrics['seconds']:.0f} s)")
     return metrics
+
+
+def _write_grid(
+    path: Path, test: ImageDataset, corruption: corr.Corruption, model: LatentVariableModel,
+    device: torch.device, seed: int, n: int = 8,
+) -> None:
+    """The clean / corrupted / repaired grid of the first ``n`` test images."""
+    clean = test.float_images()[:n].to(device)
+    noisy = corruption.to(device)(clean, generator=torch.Generator(device).manual_seed(seed))
+    save_repair_grid(path, clean, noisy, model.repair(noisy))
 
 
 def _print_table(dataset: str, n: int, corruption: str, r: dict[str, float]) -> None:
@@ -217,9 +226,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     result = trainer.evaluate(test, seed=args.seed + 100)
     _print_table(dataset, len(test), spec_text, result)
     if args.grid:
-        clean = test.float_images()[:8].to(trainer.device)
-        noisy = corruption(clean, generator=torch.Generator(trainer.device).manual_seed(args.seed))
-        save_repair_grid(args.grid, clean, noisy, model.repair(noisy))
+        _write_grid(args.grid, test, corruption, model, trainer.device, args.seed)
     if args.out:
         write_json(args.out, {"checkpoint": str(args.checkpoint), "dataset": dataset, "corruption": spec_text,
                               **result})
