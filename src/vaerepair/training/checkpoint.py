@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from vaerepair._io import atomic_open
 from vaerepair.models import LatentVariableModel, build
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT"]
@@ -28,20 +29,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     """
     from vaerepair import __version__
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": __version__, **state}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with atomic_open(path, "wb") as f:
+        torch.save({"format": FORMAT, "version": __version__, **state}, f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -6,8 +6,9 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
+
+from vaerepair._io import atomic_open
 
 __all__ = ["History"]
 
@@ -86,10 +87,6 @@ class History:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON to ``path`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(data, f, indent=2, allow_nan=True)
         f.write("\n")
-    os.replace(tmp, path)
