@@ -87,3 +87,14 @@ def test_fetch_check(mnist_root: Path, tmp_path: Path, capsys):
     assert main(["fetch", "mnist", "--root", str(mnist_root), "--check"]) == 0
     assert main(["fetch", "kmnist", "--root", str(tmp_path / "empty"), "--check"]) == 1
     assert "vaerepair fetch kmnist" in capsys.readouterr().err
+
+
+def test_train_and_evaluate_a_vae(mnist_root: Path, tmp_path: Path):
+    out = tmp_path / "vae"
+    args = [a if a != "2" else "1" for a in TRAIN]  # one epoch
+    assert main([*args, "--model", "vae", "--beta", "4", "--root", str(mnist_root), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "kl" in metrics["test"] and metrics["config"]["beta"] == 4.0
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--root", str(mnist_root), "--n", "8",
+                 "--out", str(tmp_path / "e.json"), "--device", "cpu"]) == 0
+    assert "elbo" in json.loads((tmp_path / "e.json").read_text())

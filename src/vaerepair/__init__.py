@@ -12,8 +12,8 @@ from vaerepair import corruptions, data, distributions, metrics, models, nets, o
 from vaerepair.corruptions import BlockErasure, GaussianNoise, PixelInversion, RandomMask, SaltAndPepper
 from vaerepair.data import ImageDataset, load, train_val_split
 from vaerepair.metrics import psnr, ssim
-from vaerepair.models import LatentVariableModel, autoencoder
-from vaerepair.objectives import ObjectiveResult, Reconstruction
+from vaerepair.models import LatentVariableModel, autoencoder, variational_autoencoder
+from vaerepair.objectives import ELBO, ObjectiveResult, Reconstruction
 from vaerepair.training import EarlyStopping, History, Trainer, load_checkpoint, load_model
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
     "load_model",
     "LatentVariableModel",
     "autoencoder",
+    "variational_autoencoder",
+    "ELBO",
     "ObjectiveResult",
     "Reconstruction",
     "ImageDataset",

@@ -15,7 +15,7 @@ from vaerepair import corruptions as corr
 from vaerepair.data import DATASETS, DatasetNotFoundError, ImageDataset, fetch, load, locate, train_val_split
 from vaerepair.models import LatentVariableModel, ModelSpec, build
 from vaerepair.models.factory import ACTIVATIONS
-from vaerepair.objectives import Reconstruction
+from vaerepair.objectives import ELBO, Reconstruction
 from vaerepair.plots import plot_history, save_repair_grid
 from vaerepair.training import CheckpointError, EarlyStopping, Trainer, load_checkpoint, load_model
 from vaerepair.training.history import write_json
@@ -73,8 +73,10 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--root", default=None,
                    help="dataset root in torchvision's layout (None: search $VAEREPAIR_DATA, the cache, system places)")
     p.add_argument("--download", action="store_true", help="fetch the dataset with torchvision if missing")
-    p.add_argument("--model", choices=("dae", "ae"), default="dae",
-                   help="dae: trained on corrupted inputs; ae: plain autoencoder (no corruption)")
+    p.add_argument("--model", choices=("dae", "ae", "vae"), default="dae",
+                   help="dae: autoencoder trained on corrupted inputs; ae: plain autoencoder (no corruption); "
+                        "vae: variational autoencoder trained with the (beta-)ELBO on corrupted inputs")
+    p.add_argument("--beta", type=float, default=1.0, help="vae: the KL weight (beta > 1: beta-VAE)")
     p.add_argument("--arch", choices=("mlp", "conv"), default=defaults.get("arch", "mlp"))
     p.add_argument("--latent-dim", type=int, default=defaults.get("latent_dim", 20))
     p.add_argument("--hidden", type=_widths, default=_widths(defaults.get("hidden", "400")),
@@ -160,9 +162,10 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         activation=args.activation, spatial=args.spatial,
     )
     model = build(spec)
-    corruption = corr.from_spec(args.corruption) if args.model == "dae" else None
+    corruption = corr.from_spec(args.corruption) if args.model != "ae" else None
+    objective = ELBO(beta=args.beta) if args.model == "vae" else Reconstruction()
     trainer = Trainer(
-        model, Reconstruction(), corruption, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        model, objective, corruption, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs),
         device=args.device, seed=args.seed, checkpoint_dir=args.out, progress=not args.no_progress,
         early_stopping=EarlyStopping("val_loss", patience=args.patience) if args.patience else None,
@@ -222,7 +225,8 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(args.checkpoint)
     test = load(dataset, args.split, root=args.root)[: args.n]
     corruption = corr.from_spec(spec_text)
-    trainer = Trainer(model, Reconstruction(), corruption, device=args.device, progress=False, seed=args.seed)
+    objective = ELBO() if (model.spec or {}).get("kind") == "vae" else Reconstruction()
+    trainer = Trainer(model, objective, corruption, device=args.device, progress=False, seed=args.seed)
     result = trainer.evaluate(test, seed=args.seed + 100)
     _print_table(dataset, len(test), spec_text, result)
     if args.grid:

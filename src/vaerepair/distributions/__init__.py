@@ -1,10 +1,14 @@
 """Posteriors q(z | x) and likelihoods p(x | z)."""
 
 from vaerepair.distributions._validation import validation, validation_enabled
+from vaerepair.distributions.gaussian import DiagonalGaussian, GaussianPosterior, StandardNormal
 from vaerepair.distributions.likelihoods import Bernoulli, BernoulliImage, Gaussian, GaussianImage
 from vaerepair.distributions.posteriors import PointMass, PointMassPosterior, spatial_head
 
 __all__ = [
+    "DiagonalGaussian",
+    "GaussianPosterior",
+    "StandardNormal",
     "PointMass",
     "PointMassPosterior",
     "spatial_head",

@@ -1,6 +1,6 @@
 """Models: one latent-variable class, and the built-in configurations."""
 
-from vaerepair.models.factory import MODEL_KINDS, ModelSpec, autoencoder, build
+from vaerepair.models.factory import MODEL_KINDS, ModelSpec, autoencoder, build, variational_autoencoder
 from vaerepair.models.latent import ImageDistribution, LatentModel, LatentVariableModel, PosteriorLike
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "ModelSpec",
     "build",
     "autoencoder",
+    "variational_autoencoder",
     "MODEL_KINDS",
 ]

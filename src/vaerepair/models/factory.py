@@ -7,13 +7,20 @@ from typing import Any
 
 from torch import nn
 
-from vaerepair.distributions import Bernoulli, Gaussian, PointMassPosterior, spatial_head
+from vaerepair.distributions import (
+    Bernoulli,
+    Gaussian,
+    GaussianPosterior,
+    PointMassPosterior,
+    StandardNormal,
+    spatial_head,
+)
 from vaerepair.models.latent import LatentVariableModel
 from vaerepair.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
-__all__ = ["ModelSpec", "build", "autoencoder", "MODEL_KINDS"]
+__all__ = ["ModelSpec", "build", "autoencoder", "variational_autoencoder", "MODEL_KINDS"]
 
-MODEL_KINDS = ("ae", "dae")
+MODEL_KINDS = ("ae", "dae", "vae")
 _ARCHS = ("mlp", "conv")
 _LIKELIHOODS = ("bernoulli", "gaussian")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -24,8 +31,9 @@ class ModelSpec:
     """Plain-value description of a built-in model.
 
     Attributes:
-        kind: ``"ae"`` or ``"dae"`` (the same network; ``"dae"`` records that it
-            is trained on corrupted inputs).
+        kind: ``"ae"`` or ``"dae"`` (point-mass posterior, no prior; the same
+            network, ``"dae"`` records that it is trained on corrupted inputs),
+            or ``"vae"`` (diagonal Gaussian posterior, standard normal prior).
         image_shape: ``(C, H, W)``.
         latent_dim: ``D``.
         arch: ``"mlp"`` or ``"conv"``.
@@ -62,6 +70,8 @@ class ModelSpec:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
         if self.spatial and self.arch != "conv":
             raise ValueError("spatial=True needs arch='conv'")
+        if self.spatial and self.kind == "vae":
+            raise ValueError("spatial=True is available for the point-mass autoencoder (kind 'ae'/'dae') only")
         if self.likelihood not in _LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
         object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
@@ -112,6 +122,9 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
         if spec.spatial:
             _, h, w = conv_encoder.feature_shape
             head = spatial_head(conv_encoder.feature_shape, spec.latent_dim // (h * w))
+    if spec.kind == "vae":
+        return LatentVariableModel(encoder, GaussianPosterior(features, spec.latent_dim), decoder, likelihood,
+                                   prior=StandardNormal(spec.latent_dim), spec=spec.to_dict())
     posterior = PointMassPosterior(features, spec.latent_dim, head=head)
     return LatentVariableModel(encoder, posterior, decoder, likelihood, spec=spec.to_dict())
 
@@ -136,4 +149,26 @@ def autoencoder(
     if arch == "conv" and "hidden" not in options:
         options["hidden"] = (32, 64)
     return build(ModelSpec(kind="dae", image_shape=image_shape, latent_dim=latent_dim, arch=arch,
+                           likelihood=likelihood, **options))
+
+
+def variational_autoencoder(
+    image_shape: tuple[int, int, int] = (1, 28, 28),
+    latent_dim: int = 20,
+    arch: str = "mlp",
+    likelihood: str = "bernoulli",
+    **options: Any,
+) -> LatentVariableModel:
+    """A VAE: diagonal Gaussian posterior, standard normal prior (train it with :class:`ELBO`).
+
+    ``arch="mlp"`` defaults to the reports' 784-400-20 network; ``options`` are
+    further :class:`ModelSpec` fields.
+
+    Example:
+        >>> variational_autoencoder().prior
+        StandardNormal(latent_dim=20)
+    """
+    if arch == "conv" and "hidden" not in options:
+        options["hidden"] = (32, 64)
+    return build(ModelSpec(kind="vae", image_shape=image_shape, latent_dim=latent_dim, arch=arch,
                            likelihood=likelihood, **options))

@@ -1,6 +1,7 @@
 """Objectives: objects holding only their settings, called with a model and a batch."""
 
 from vaerepair.objectives.base import Objective, ObjectiveResult
+from vaerepair.objectives.elbo import ELBO
 from vaerepair.objectives.reconstruction import Reconstruction
 
-__all__ = ["Objective", "ObjectiveResult", "Reconstruction"]
+__all__ = ["Objective", "ObjectiveResult", "Reconstruction", "ELBO"]

@@ -1,0 +1,128 @@
+"""The diagonal Gaussian posterior q(z | x) = N(mu(x), diag sigma(x)^2) and the standard normal prior."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["DiagonalGaussian", "GaussianPosterior", "StandardNormal"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class DiagonalGaussian:
+    r"""A batch of diagonal Gaussians :math:`N(\mu_b, \mathrm{diag}\,\sigma_b^2)`, ``loc`` and ``scale`` ``(B, D)``.
+
+    Sampling is reparameterised, :math:`z = \mu + \sigma \odot \varepsilon`, so
+    gradients flow to ``loc`` and ``scale``.
+    """
+
+    def __init__(self, loc: Tensor, scale: Tensor) -> None:
+        if loc.shape != scale.shape:
+            raise ValueError(f"loc and scale must have the same shape, got {tuple(loc.shape)} and {tuple(scale.shape)}")
+        self.loc = loc
+        self.scale = scale
+
+    @property
+    def mean(self) -> Tensor:
+        """``mu`` ``(B, D)``."""
+        return self.loc
+
+    def rsample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised samples: ``(B, D)``, or ``(S, B, D)`` when ``n_samples=S``."""
+        shape = self.loc.shape if n_samples is None else (n_samples, *self.loc.shape)
+        eps = torch.randn(shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
+        return self.loc + self.scale * eps
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        r"""Log-density summed over ``D``, ``(..., B)``.
+
+        :math:`\log q(z) = -\sum_d [\tfrac12 ((z_d - \mu_d)/\sigma_d)^2 + \log\sigma_d + \tfrac12\log 2\pi]`.
+        """
+        u = (z - self.loc) / self.scale
+        return -(0.5 * u.square() + self.scale.log() + _HALF_LOG_2PI).sum(dim=-1)
+
+    def score(self, z: Tensor) -> Tensor:
+        r"""The score :math:`\nabla_z \log q(z) = -(z - \mu)/\sigma^2`, shaped like ``z``."""
+        return -(z - self.loc) / self.scale.square()
+
+    def kl_standard_normal(self) -> Tensor:
+        r"""Closed-form KL to the standard normal, ``(B,)``.
+
+        :math:`KL(q \,\|\, N(0, I)) = \tfrac12 \sum_d (\mu_d^2 + \sigma_d^2 - 1 - \log \sigma_d^2)`.
+        """
+        return 0.5 * (self.loc.square() + self.scale.square() - 1.0 - 2.0 * self.scale.log()).sum(dim=-1)
+
+
+class GaussianPosterior(nn.Module):
+    r"""Head giving a diagonal Gaussian posterior from encoder features.
+
+    A linear layer gives ``2 D`` numbers per image: the mean and a raw scale,
+    mapped to :math:`\sigma = \mathrm{softplus}(r) + \sigma_{min}`. Softplus
+    rather than :math:`\exp(\tfrac12 \log\sigma^2)`: it grows linearly, so a large
+    raw value never overflows, its gradient never explodes, and the floor keeps
+    :math:`\log\sigma` and :math:`1/\sigma^2` (the score) finite.
+
+    Args:
+        in_features: the encoder's feature size ``F``.
+        latent_dim: ``D``.
+        min_scale: the floor :math:`\sigma_{min} > 0`.
+    """
+
+    def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-4) -> None:
+        super().__init__()
+        if in_features < 1 or latent_dim < 1:
+            raise ValueError(
+                f"in_features and latent_dim must be >= 1, got in_features={in_features}, latent_dim={latent_dim}"
+            )
+        if not min_scale > 0:
+            raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
+        self.in_features = int(in_features)
+        self.latent_dim = int(latent_dim)
+        self.min_scale = float(min_scale)
+        self.head = nn.Linear(self.in_features, 2 * self.latent_dim)
+
+    def forward(self, features: Tensor) -> DiagonalGaussian:
+        """The posterior for features ``(B, F)``."""
+        if features.dim() != 2 or features.shape[1] != self.in_features:
+            raise ValueError(
+                f"expected encoder features of shape (B, {self.in_features}), got {tuple(features.shape)}; "
+                "make the posterior's in_features equal the encoder's out_features"
+            )
+        loc, raw = self.head(features).chunk(2, dim=-1)
+        return DiagonalGaussian(loc, F.softplus(raw) + self.min_scale)
+
+
+class StandardNormal(nn.Module):
+    r"""The prior :math:`p(z) = N(0, I_D)`.
+
+    Args:
+        latent_dim: ``D``.
+    """
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim!r}")
+        self.latent_dim = int(latent_dim)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        r""":math:`\log p(z) = -\tfrac12 \|z\|^2 - \tfrac D2 \log 2\pi`, summed over the last dimension."""
+        return -0.5 * z.square().sum(dim=-1) - self.latent_dim * _HALF_LOG_2PI
+
+    def score(self, z: Tensor) -> Tensor:
+        r""":math:`\nabla_z \log p(z) = -z`."""
+        return -z
+
+    def sample(
+        self, n: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``n`` draws ``(n, D)``."""
+        return torch.randn((n, self.latent_dim), generator=generator, device=device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return f"latent_dim={self.latent_dim}"

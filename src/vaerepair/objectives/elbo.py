@@ -1,0 +1,69 @@
+"""The evidence lower bound (and the beta-VAE objective)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from vaerepair._checks import check_positive
+from vaerepair.distributions import StandardNormal
+from vaerepair.models.latent import LatentModel
+from vaerepair.objectives.base import ObjectiveResult
+
+__all__ = ["ELBO"]
+
+
+class ELBO:
+    r"""Negative (beta-)ELBO per image, in nats.
+
+    .. math::
+        \ell_b = \underbrace{-\tfrac1S \textstyle\sum_s \log p(x^{target}_b \mid z_{s,b})}_{\texttt{recon}}
+                 + \beta\, \underbrace{KL(q(z \mid x^{input}_b) \,\|\, p(z))}_{\texttt{kl}},
+        \qquad z_{s,b} \sim q(z \mid x^{input}_b)
+
+    With ``kl="analytic"`` the KL is the closed form (the posterior must provide
+    ``kl_standard_normal`` and the prior be :class:`StandardNormal`); with
+    ``kl="mc"`` it is :math:`\tfrac1S \sum_s [\log q(z_{s,b}) - \log p(z_{s,b})]`,
+    which needs only ``log_prob`` (flows). ``beta=1`` is the VAE, ``beta>1`` the
+    beta-VAE. The loss is the batch mean of :math:`\ell_b`.
+
+    Terms ``(B,)``: ``recon``, ``kl`` (unweighted), ``elbo`` (:math:`-(\texttt{recon}+\texttt{kl})`,
+    the bound itself at ``beta=1``).
+
+    Args:
+        beta: the KL weight, ``>= 0``.
+        kl: ``"analytic"`` or ``"mc"``.
+        n_samples: Monte-Carlo samples ``S`` per image, ``>= 1``.
+    """
+
+    def __init__(self, beta: float = 1.0, kl: str = "analytic", n_samples: int = 1) -> None:
+        self.beta = check_positive(beta, "beta", allow_zero=True)
+        if kl not in ("analytic", "mc"):
+            raise ValueError(f"kl must be 'analytic' or 'mc', got {kl!r}")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+        self.kl = kl
+        self.n_samples = n_samples
+
+    def __call__(
+        self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
+    ) -> ObjectiveResult:
+        prior = getattr(model, "prior", None)
+        if prior is None:
+            raise ValueError("the ELBO needs a model with a prior (model.prior is None); build a VAE")
+        q = model.encode(x_input, condition)
+        z = q.rsample(self.n_samples)  # (S, B, D)
+        recon = -model.decode(z, condition).log_prob(x_target).mean(dim=0)
+        if self.kl == "analytic":
+            if not hasattr(q, "kl_standard_normal") or not isinstance(prior, StandardNormal):
+                raise ValueError(
+                    f"kl='analytic' needs a Gaussian posterior and a StandardNormal prior, got "
+                    f"{type(q).__name__} and {type(prior).__name__}; use kl='mc'"
+                )
+            kl = q.kl_standard_normal()
+        else:
+            kl = (q.log_prob(z) - prior.log_prob(z)).mean(dim=0)
+        loss = (recon + self.beta * kl).mean()
+        return ObjectiveResult(loss, {"recon": recon, "kl": kl, "elbo": -(recon + kl)})
+
+    def __repr__(self) -> str:
+        return f"ELBO(beta={self.beta}, kl={self.kl!r}, n_samples={self.n_samples})"
