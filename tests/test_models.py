@@ -78,3 +78,10 @@ def test_spatial_conv_autoencoder_keeps_a_latent_map(shape, cells):
         models.autoencoder(image_shape=shape, arch="conv", latent_dim=4 * cells + 1, spatial=True)
     with pytest.raises(ValueError, match="spatial=True needs arch='conv'"):
         models.autoencoder(arch="mlp", spatial=True)
+
+
+def test_continuous_bernoulli_configuration():
+    model = models.variational_autoencoder(latent_dim=3, hidden=(16,), likelihood="continuous-bernoulli")
+    assert isinstance(model.likelihood, D.ContinuousBernoulli)
+    r = model.reconstruct(torch.rand(2, 1, 28, 28))
+    assert ((r > 0) & (r < 1)).all()

@@ -85,7 +85,8 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--spatial", action="store_true",
                    help="conv only: fully convolutional, the latent is a H/4 x W/4 map (latent-dim a multiple of it)")
     p.add_argument("--activation", choices=tuple(ACTIVATIONS), default=defaults.get("activation", "relu"))
-    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=defaults.get("likelihood", "bernoulli"))
+    p.add_argument("--likelihood", choices=("bernoulli", "continuous-bernoulli", "gaussian"),
+                   default=defaults.get("likelihood", "bernoulli"))
     p.add_argument("--sigma", type=float, default=defaults.get("sigma", 1.0), help="Gaussian likelihood scale")
     p.add_argument("--link", choices=("identity", "sigmoid"), default=defaults.get("link", "identity"))
     p.add_argument("--corruption", type=_corruption, default=defaults.get("corruption", "gaussian:0.5"),

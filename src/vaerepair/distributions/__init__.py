@@ -2,7 +2,14 @@
 
 from vaerepair.distributions._validation import validation, validation_enabled
 from vaerepair.distributions.gaussian import DiagonalGaussian, GaussianPosterior, StandardNormal
-from vaerepair.distributions.likelihoods import Bernoulli, BernoulliImage, Gaussian, GaussianImage
+from vaerepair.distributions.likelihoods import (
+    Bernoulli,
+    BernoulliImage,
+    ContinuousBernoulli,
+    ContinuousBernoulliImage,
+    Gaussian,
+    GaussianImage,
+)
 from vaerepair.distributions.posteriors import PointMass, PointMassPosterior, spatial_head
 
 __all__ = [
@@ -14,6 +21,8 @@ __all__ = [
     "spatial_head",
     "Bernoulli",
     "BernoulliImage",
+    "ContinuousBernoulli",
+    "ContinuousBernoulliImage",
     "Gaussian",
     "GaussianImage",
     "validation",

@@ -17,7 +17,14 @@ from torch import Tensor, nn
 from vaerepair._checks import check_in_unit_interval, check_positive
 from vaerepair.distributions._validation import validation_enabled
 
-__all__ = ["Bernoulli", "BernoulliImage", "Gaussian", "GaussianImage"]
+__all__ = [
+    "Bernoulli",
+    "BernoulliImage",
+    "ContinuousBernoulli",
+    "ContinuousBernoulliImage",
+    "Gaussian",
+    "GaussianImage",
+]
 
 
 def _check_target(x: Tensor, like: Tensor, who: str) -> None:
@@ -61,6 +68,66 @@ class Bernoulli(nn.Module):
     def forward(self, params: Tensor) -> BernoulliImage:
         """The image distribution for logits ``(..., B, C, H, W)``."""
         return BernoulliImage(params)
+
+
+_TAYLOR = 0.1  # |logit| below which the series forms are used (the closed forms cancel there)
+
+
+def _log_normaliser(logits: Tensor) -> Tensor:
+    r""":math:`\log C(\lambda)` of the continuous Bernoulli from logits :math:`l`: :math:`C = l / \tanh(l/2)`."""
+    a = logits.abs()
+    small = a < _TAYLOR
+    safe = torch.where(small, torch.ones_like(a), a)
+    # log|l| - log tanh(|l|/2), with log tanh(a/2) = log1p(-2 sigmoid(-a)) accurate for large a
+    closed = safe.log() - torch.log1p(-2.0 * torch.sigmoid(-safe))
+    l2 = logits.square()
+    series = math.log(2.0) + torch.log1p(l2 / 12.0 - l2.square() / 720.0)
+    return torch.where(small, series, closed)
+
+
+def _continuous_bernoulli_mean(logits: Tensor) -> Tensor:
+    r""":math:`E[x] = \sigma(l)/\tanh(l/2) - 1/l` (:math:`\tfrac12 + l/12 - l^3/720` near 0)."""
+    small = logits.abs() < _TAYLOR
+    safe = torch.where(small, torch.ones_like(logits), logits)
+    closed = torch.sigmoid(safe) / torch.tanh(safe / 2) - 1.0 / safe
+    series = 0.5 + logits / 12.0 - logits.pow(3) / 720.0
+    return torch.where(small, series, closed)
+
+
+class ContinuousBernoulliImage:
+    r"""Independent continuous Bernoulli pixels (Loaiza-Ganem & Cunningham, 2019) with logits ``l``.
+
+    :math:`\log p(x|z) = \sum_i x_i l_i - \log(1 + e^{l_i}) + \log C(\lambda_i)`: the BCE
+    plus the normaliser that makes it a proper density on :math:`[0, 1]`, so the
+    log-likelihoods of grey images are comparable densities. Its ``mean`` is the
+    distribution's expectation, which differs from :math:`\sigmoid(l)`.
+    """
+
+    def __init__(self, logits: Tensor) -> None:
+        self.logits = logits
+
+    @property
+    def mean(self) -> Tensor:
+        """The expected pixel values, shaped like the logits."""
+        return _continuous_bernoulli_mean(self.logits)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Log-density of targets ``x`` in ``[0, 1]``, summed over ``(C, H, W)``: ``(..., B)``."""
+        _check_target(x, self.logits, "ContinuousBernoulli")
+        if validation_enabled():
+            check_in_unit_interval(x, "targets of a continuous Bernoulli likelihood")
+        bce = F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none")
+        return (_log_normaliser(self.logits) - bce).sum(dim=(-3, -2, -1))
+
+
+class ContinuousBernoulli(nn.Module):
+    """Continuous Bernoulli likelihood over pixels in ``[0, 1]``; decoder outputs are logits."""
+
+    params_per_pixel = 1
+
+    def forward(self, params: Tensor) -> ContinuousBernoulliImage:
+        """The image distribution for logits ``(..., B, C, H, W)``."""
+        return ContinuousBernoulliImage(params)
 
 
 class GaussianImage:

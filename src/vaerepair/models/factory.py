@@ -9,6 +9,7 @@ from torch import nn
 
 from vaerepair.distributions import (
     Bernoulli,
+    ContinuousBernoulli,
     Gaussian,
     GaussianPosterior,
     PointMassPosterior,
@@ -22,7 +23,7 @@ __all__ = ["ModelSpec", "build", "autoencoder", "variational_autoencoder", "MODE
 
 MODEL_KINDS = ("ae", "dae", "vae")
 _ARCHS = ("mlp", "conv")
-_LIKELIHOODS = ("bernoulli", "gaussian")
+_LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -39,7 +40,7 @@ class ModelSpec:
         arch: ``"mlp"`` or ``"conv"``.
         hidden: MLP hidden widths, or the conv stages' widths.
         features: conv encoder feature size (ignored by the MLP).
-        likelihood: ``"bernoulli"`` or ``"gaussian"``.
+        likelihood: ``"bernoulli"``, ``"continuous-bernoulli"`` or ``"gaussian"``.
         sigma: the Gaussian likelihood's scale.
         link: the Gaussian likelihood's link (``"identity"`` or ``"sigmoid"``).
         norm: ``"group"`` or ``None`` (conv only).
@@ -101,6 +102,8 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
     likelihood: nn.Module
     if spec.likelihood == "bernoulli":
         likelihood = Bernoulli()
+    elif spec.likelihood == "continuous-bernoulli":
+        likelihood = ContinuousBernoulli()
     else:
         likelihood = Gaussian(sigma=spec.sigma, link=spec.link)
     encoder: nn.Module
