@@ -2,6 +2,7 @@
 
 from vaerepair.objectives.base import Objective, ObjectiveResult
 from vaerepair.objectives.elbo import ELBO
+from vaerepair.objectives.iwae import IWAE, iwae_nll, log_weights
 from vaerepair.objectives.reconstruction import Reconstruction
 
-__all__ = ["Objective", "ObjectiveResult", "Reconstruction", "ELBO"]
+__all__ = ["Objective", "ObjectiveResult", "Reconstruction", "ELBO", "IWAE", "iwae_nll", "log_weights"]
