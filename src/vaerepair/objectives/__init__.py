@@ -4,5 +4,7 @@ from vaerepair.objectives.base import Objective, ObjectiveResult
 from vaerepair.objectives.elbo import ELBO
 from vaerepair.objectives.iwae import IWAE, iwae_nll, log_weights
 from vaerepair.objectives.reconstruction import Reconstruction
+from vaerepair.objectives.schedules import Constant, Cyclical, LinearWarmup, Schedule
 
-__all__ = ["Objective", "ObjectiveResult", "Reconstruction", "ELBO", "IWAE", "iwae_nll", "log_weights"]
+__all__ = ["Objective", "ObjectiveResult", "Reconstruction", "ELBO", "IWAE", "iwae_nll", "log_weights",
+           "Schedule", "Constant", "LinearWarmup", "Cyclical"]

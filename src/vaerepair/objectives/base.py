@@ -34,6 +34,9 @@ class Objective(Protocol):
     An objective that differentiates inside its loss (score terms with
     ``torch.autograd.grad``) sets the attribute ``needs_grad = True``: the
     Trainer then keeps autograd on when it computes validation losses.
+    Two more optional hooks: ``step()``, called after each optimizer step (a
+    beta schedule's clock), and ``hparams() -> dict``, whose values the Trainer
+    records in the history every epoch.
     """
 
     def __call__(

@@ -8,6 +8,7 @@ from vaerepair._checks import check_positive
 from vaerepair.distributions import StandardNormal
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives.base import ObjectiveResult
+from vaerepair.objectives.schedules import Constant, Schedule
 
 __all__ = ["ELBO"]
 
@@ -29,14 +30,19 @@ class ELBO:
     Terms ``(B,)``: ``recon``, ``kl`` (unweighted), ``elbo`` (:math:`-(\texttt{recon}+\texttt{kl})`,
     the bound itself at ``beta=1``).
 
+    ``beta`` may be a :class:`~vaerepair.objectives.schedules.Schedule`: the
+    objective then counts its training steps (the Trainer calls :meth:`step`
+    after each optimizer step) and uses ``schedule(step)``.
+
     Args:
-        beta: the KL weight, ``>= 0``.
+        beta: the KL weight, ``>= 0``, or a schedule of it.
         kl: ``"analytic"`` or ``"mc"``.
         n_samples: Monte-Carlo samples ``S`` per image, ``>= 1``.
     """
 
-    def __init__(self, beta: float = 1.0, kl: str = "analytic", n_samples: int = 1) -> None:
-        self.beta = check_positive(beta, "beta", allow_zero=True)
+    def __init__(self, beta: float | Schedule = 1.0, kl: str = "analytic", n_samples: int = 1) -> None:
+        self.schedule = beta if isinstance(beta, Schedule) else Constant(check_positive(beta, "beta", allow_zero=True))
+        self.steps = 0
         if kl not in ("analytic", "mc"):
             raise ValueError(f"kl must be 'analytic' or 'mc', got {kl!r}")
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
@@ -65,5 +71,18 @@ class ELBO:
         loss = (recon + self.beta * kl).mean()
         return ObjectiveResult(loss, {"recon": recon, "kl": kl, "elbo": -(recon + kl)})
 
+    @property
+    def beta(self) -> float:
+        """The KL weight at the current step."""
+        return self.schedule(self.steps)
+
+    def step(self) -> None:
+        """Advance the beta schedule by one training step (the Trainer calls this)."""
+        self.steps += 1
+
+    def hparams(self) -> dict[str, float]:
+        """Values the Trainer records in the history each epoch."""
+        return {"beta": self.beta}
+
     def __repr__(self) -> str:
-        return f"ELBO(beta={self.beta}, kl={self.kl!r}, n_samples={self.n_samples})"
+        return f"ELBO(beta={self.schedule!r}, kl={self.kl!r}, n_samples={self.n_samples})"

@@ -247,6 +247,9 @@ class Trainer:
                 measured = {**self._evaluate_pair(*val_pair), **val_input}
                 record.update({f"val_{k}": v for k, v in measured.items() if k != "n"})
             record["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            hparams = getattr(self.objective, "hparams", None)
+            if hparams is not None:
+                record.update({k: float(v) for k, v in hparams().items()})
             if self.scheduler is not None:
                 self.scheduler.step()
             record["seconds"] = time.perf_counter() - t0
@@ -303,6 +306,7 @@ class Trainer:
         n_steps = math.ceil(n / self.batch_size)
         loss_sum = torch.zeros((), device=self.device)
         term_sums: dict[str, Tensor | float] = {}
+        step_objective = getattr(self.objective, "step", None)  # e.g. a beta schedule's clock
         bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not self.progress, leave=False, dynamic_ncols=True)
         with validation(False), bar:
             for step in range(n_steps):
@@ -317,6 +321,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 result.loss.backward()
                 self.optimizer.step()
+                if step_objective is not None:
+                    step_objective()
                 if self.progress and ((step + 1) % _POSTFIX_EVERY == 0 or step + 1 == n_steps):
                     seen = min((step + 1) * self.batch_size, n)
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", refresh=False)
