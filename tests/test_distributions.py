@@ -122,3 +122,21 @@ def test_continuous_bernoulli_is_a_proper_density():
                         for i in range(5)])
     integral = torch.trapezoid(dens, grid, dim=-1)
     torch.testing.assert_close(integral, torch.ones(5, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+
+
+def test_learned_gaussian_scale_matches_torch_and_learns():
+    lik = D.Gaussian(sigma=0.3, learn_sigma=True).double()
+    assert lik.sigma.detach().item() == pytest.approx(0.3)
+    params = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    x = params + 0.05 * torch.randn_like(params)  # the truth is a much smaller scale
+    ref = td.Normal(params, lik.sigma).log_prob(x).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(lik(params).log_prob(x), ref)
+    opt = torch.optim.Adam(lik.parameters(), lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        (-lik(params).log_prob(x).mean()).backward()
+        opt.step()
+    rms = (x - params).square().mean().sqrt().item()
+    assert lik.sigma.detach().item() == pytest.approx(rms, rel=0.02)  # the maximum-likelihood scale
+    assert list(dict(lik.named_parameters())) == ["raw_sigma"]
+    assert not list(D.Gaussian(sigma=0.3).parameters())

@@ -85,3 +85,14 @@ def test_continuous_bernoulli_configuration():
     assert isinstance(model.likelihood, D.ContinuousBernoulli)
     r = model.reconstruct(torch.rand(2, 1, 28, 28))
     assert ((r > 0) & (r < 1)).all()
+
+
+def test_sample_draws_from_the_prior_and_decodes():
+    model = models.variational_autoencoder(latent_dim=3, hidden=(16,))
+    a = model.sample(5, generator=torch.Generator().manual_seed(0))
+    b = model.sample(5, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (5, 1, 28, 28) and torch.equal(a, b) and ((a >= 0) & (a <= 1)).all()
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, model.decode(z).mean)
+    with pytest.raises(ValueError, match="sampling needs a prior"):
+        models.autoencoder().sample(2)

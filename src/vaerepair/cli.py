@@ -98,6 +98,7 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
     p.add_argument("--eval-n", type=int, default=1000, help="evaluate on the first N test images")
+    p.add_argument("--iwae-k", type=int, default=1000, help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corruption", type=_corruption, default=None, help="default: the one it was trained with")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--n", type=int, default=1000, help="the first N images of the split")
+    p.add_argument("--iwae-k", type=int, default=1000, help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
@@ -179,7 +181,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     # Report on the best epoch's weights, which best.pt holds.
     model.load_state_dict(load_checkpoint(args.out / "best.pt", map_location=trainer.device)["model"])
     test_corruption = corruption or corr.from_spec(args.corruption)
-    result = trainer.evaluate(test, corruption=test_corruption, seed=args.seed + 100)
+    result = trainer.evaluate(test, corruption=test_corruption, seed=args.seed + 100, iwae_k=args.iwae_k)
     _write_grid(args.out / "grid.png", test, test_corruption, model, trainer.device, args.seed)
     plot_history(history, args.out / "loss.png", title=f"{args.model} on {args.dataset}, {args.corruption}")
     metrics = {
@@ -212,6 +214,8 @@ def _print_table(dataset: str, n: int, corruption: str, r: dict[str, float]) -> 
     print(f"{'':12}{'PSNR (dB)':>12}{'SSIM':>10}")
     print(f"{'corrupted':12}{r['psnr_input']:12.2f}{r['ssim_input']:10.3f}")
     print(f"{'repaired':12}{r['psnr']:12.2f}{r['ssim']:10.3f}")
+    if "nll_iwae" in r:
+        print(f"clean images: negative ELBO {r['neg_elbo']:.2f} nats, IWAE -log p(x) {r['nll_iwae']:.2f} nats")
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -228,7 +232,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     corruption = corr.from_spec(spec_text)
     objective = ELBO() if (model.spec or {}).get("kind") == "vae" else Reconstruction()
     trainer = Trainer(model, objective, corruption, device=args.device, progress=False, seed=args.seed)
-    result = trainer.evaluate(test, seed=args.seed + 100)
+    result = trainer.evaluate(test, seed=args.seed + 100, iwae_k=args.iwae_k)
     _print_table(dataset, len(test), spec_text, result)
     if args.grid:
         _write_grid(args.grid, test, corruption, model, trainer.device, args.seed)

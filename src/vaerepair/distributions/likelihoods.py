@@ -70,6 +70,7 @@ class Bernoulli(nn.Module):
         return BernoulliImage(params)
 
 
+_MIN_SIGMA = 1e-4  # floor of a learned Gaussian scale
 _TAYLOR = 0.1  # |logit| below which the series forms are used (the closed forms cancel there)
 
 
@@ -131,14 +132,14 @@ class ContinuousBernoulli(nn.Module):
 
 
 class GaussianImage:
-    r"""Independent Gaussian pixels :math:`N(\mu_i, \sigma^2)`.
+    r"""Independent Gaussian pixels :math:`N(\mu_i, \sigma^2)` (``scale``: a float or a 0-d tensor).
 
     :math:`\log p(x|z) = -\sum_i \left[\tfrac{(x_i - \mu_i)^2}{2\sigma^2} + \log\sigma + \tfrac12\log 2\pi\right]`.
     With a fixed ``sigma`` this is the mean-squared error up to scale and an
     additive constant: MSE training is the fixed-scale Gaussian case.
     """
 
-    def __init__(self, loc: Tensor, scale: float) -> None:
+    def __init__(self, loc: Tensor, scale: float | Tensor) -> None:
         self.loc = loc
         self.scale = scale
 
@@ -152,27 +153,49 @@ class GaussianImage:
         _check_target(x, self.loc, "Gaussian")
         d = math.prod(self.loc.shape[-3:])
         sq = (x - self.loc).square().sum(dim=(-3, -2, -1))
-        const = d * (math.log(self.scale) + 0.5 * math.log(2 * math.pi))
-        return -0.5 * sq / self.scale**2 - const
+        log_scale = self.scale.log() if isinstance(self.scale, Tensor) else math.log(self.scale)
+        return -0.5 * sq / self.scale**2 - d * (log_scale + 0.5 * math.log(2 * math.pi))
 
 
 class Gaussian(nn.Module):
-    """Gaussian likelihood with a fixed scale ``sigma`` (MSE is its special case).
+    """Gaussian likelihood with a fixed or learned scale.
+
+    With a fixed ``sigma``, minimising the negative log-likelihood is minimising
+    the mean squared error (scaled by ``1/(2 sigma^2)``, plus a constant): MSE is
+    this likelihood's fixed-scale case. With ``learn_sigma=True`` one scale shared
+    by all pixels is a parameter, ``sigma = softplus(r) + 1e-4`` (positive, no
+    overflow), initialised at ``sigma``.
 
     Args:
-        sigma: the pixel standard deviation, ``> 0``.
+        sigma: the pixel standard deviation (its initial value when learned), ``> 0``.
         link: ``"identity"`` (decoder outputs are the means) or ``"sigmoid"``
             (means are ``sigmoid(output)``, kept inside ``(0, 1)``).
+        learn_sigma: learn the scale.
     """
 
     params_per_pixel = 1
 
-    def __init__(self, sigma: float = 1.0, link: str = "identity") -> None:
+    def __init__(self, sigma: float = 1.0, link: str = "identity", learn_sigma: bool = False) -> None:
         super().__init__()
-        self.sigma = check_positive(sigma, "sigma")
+        sigma = check_positive(sigma, "sigma")
         if link not in ("identity", "sigmoid"):
             raise ValueError(f"link must be 'identity' or 'sigmoid', got {link!r}")
         self.link = link
+        self.learn_sigma = bool(learn_sigma)
+        if self.learn_sigma:
+            if sigma <= _MIN_SIGMA:
+                raise ValueError(f"a learned sigma must start above {_MIN_SIGMA}, got {sigma!r}")
+            raw = torch.tensor(sigma - _MIN_SIGMA).expm1().log()  # softplus^-1
+            self.raw_sigma = nn.Parameter(raw)
+        else:
+            self._sigma = sigma
+
+    @property
+    def sigma(self) -> float | Tensor:
+        """The pixel standard deviation (a 0-d tensor when learned)."""
+        if self.learn_sigma:
+            return F.softplus(self.raw_sigma) + _MIN_SIGMA
+        return self._sigma
 
     def forward(self, params: Tensor) -> GaussianImage:
         """The image distribution for decoder outputs ``(..., B, C, H, W)``."""
@@ -180,4 +203,6 @@ class Gaussian(nn.Module):
         return GaussianImage(loc, self.sigma)
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, link={self.link!r}"
+        sigma = self.sigma
+        sigma = float(sigma.detach()) if isinstance(sigma, Tensor) else sigma
+        return f"sigma={sigma:.4g}, link={self.link!r}, learn_sigma={self.learn_sigma}"

@@ -43,6 +43,7 @@ class ModelSpec:
         likelihood: ``"bernoulli"``, ``"continuous-bernoulli"`` or ``"gaussian"``.
         sigma: the Gaussian likelihood's scale.
         link: the Gaussian likelihood's link (``"identity"`` or ``"sigmoid"``).
+        learn_sigma: learn the Gaussian likelihood's scale.
         norm: ``"group"`` or ``None`` (conv only).
         activation: ``"relu"``, ``"silu"``, ``"gelu"`` or ``"tanh"``.
         spatial: conv only: a fully convolutional autoencoder whose latent is a
@@ -58,6 +59,7 @@ class ModelSpec:
     likelihood: str = "bernoulli"
     sigma: float = 1.0
     link: str = "identity"
+    learn_sigma: bool = False
     norm: str | None = None
     activation: str = "relu"
     spatial: bool = False
@@ -105,7 +107,7 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
     elif spec.likelihood == "continuous-bernoulli":
         likelihood = ContinuousBernoulli()
     else:
-        likelihood = Gaussian(sigma=spec.sigma, link=spec.link)
+        likelihood = Gaussian(sigma=spec.sigma, link=spec.link, learn_sigma=spec.learn_sigma)
     encoder: nn.Module
     decoder: nn.Module
     act = ACTIVATIONS[spec.activation]

@@ -128,6 +128,16 @@ class LatentVariableModel(nn.Module):
         return self.decode(self.encode(x, condition).mean, condition).mean
 
     @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` latents from the prior and decode them: images ``(n, C, H, W)`` (the likelihood means)."""
+        if self.prior is None:
+            raise ValueError("sampling needs a prior; this model has none (a plain autoencoder): build a VAE")
+        ref = next(self.parameters())
+        prior: Any = self.prior
+        z = prior.sample(n, device=ref.device, dtype=ref.dtype, generator=generator)
+        return self.decode(z).mean
+
+    @torch.no_grad()
     def repair(self, x: Tensor, batch_size: int = 512) -> Tensor:
         """Repaired images ``(B, C, H, W)``: :meth:`reconstruct` in eval mode, in batches, without gradients.
 

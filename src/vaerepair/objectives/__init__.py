@@ -2,9 +2,21 @@
 
 from vaerepair.objectives.base import Objective, ObjectiveResult
 from vaerepair.objectives.elbo import ELBO
-from vaerepair.objectives.iwae import IWAE, iwae_nll, log_weights
+from vaerepair.objectives.iwae import IWAE, iwae_nll, likelihood_metrics, log_weights
 from vaerepair.objectives.reconstruction import Reconstruction
 from vaerepair.objectives.schedules import Constant, Cyclical, LinearWarmup, Schedule
 
-__all__ = ["Objective", "ObjectiveResult", "Reconstruction", "ELBO", "IWAE", "iwae_nll", "log_weights",
-           "Schedule", "Constant", "LinearWarmup", "Cyclical"]
+__all__ = [
+    "Objective",
+    "ObjectiveResult",
+    "Reconstruction",
+    "ELBO",
+    "IWAE",
+    "iwae_nll",
+    "log_weights",
+    "likelihood_metrics",
+    "Schedule",
+    "Constant",
+    "LinearWarmup",
+    "Cyclical",
+]

@@ -10,7 +10,7 @@ from torch import Tensor
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives.base import ObjectiveResult
 
-__all__ = ["IWAE", "log_weights", "iwae_nll"]
+__all__ = ["IWAE", "log_weights", "iwae_nll", "likelihood_metrics"]
 
 
 def log_weights(
@@ -77,3 +77,19 @@ def iwae_nll(model: LatentModel, x: Tensor, k: int = 1000, chunk: int = 100, bat
             total = torch.logaddexp(total, torch.logsumexp(lw, dim=0))
         out.append(-(total - math.log(k)))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def likelihood_metrics(model: LatentModel, x: Tensor, k: int = 1000, batch_size: int = 100) -> dict[str, float]:
+    r"""On clean images ``x``: the negative ELBO and the IWAE estimate of :math:`-\log p(x)`, nats per image.
+
+    The ELBO uses one sample and the closed-form KL where the posterior has one
+    (else a Monte-Carlo KL). Returns ``{"neg_elbo": ..., "nll_iwae": ...}``.
+    """
+    from vaerepair.objectives.elbo import ELBO
+
+    q = model.encode(x[:1])
+    elbo = ELBO(kl="analytic" if hasattr(q, "kl_standard_normal") else "mc")
+    neg_elbo = torch.cat([-elbo(model, xb, xb).terms["elbo"] for xb in x.split(batch_size)])
+    nll = iwae_nll(model, x, k=k, batch_size=batch_size)
+    return {"neg_elbo": float(neg_elbo.mean()), "nll_iwae": float(nll.mean())}

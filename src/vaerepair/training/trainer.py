@@ -21,7 +21,7 @@ from vaerepair.data import ImageDataset
 from vaerepair.distributions import validation
 from vaerepair.metrics import psnr, ssim
 from vaerepair.models.latent import LatentModel
-from vaerepair.objectives import ObjectiveResult
+from vaerepair.objectives import ObjectiveResult, likelihood_metrics
 from vaerepair.training.checkpoint import save_checkpoint
 from vaerepair.training.history import History
 
@@ -345,19 +345,34 @@ class Trainer:
     # ------------------------------------------------------------ evaluation
 
     def evaluate(
-        self, data: ImageDataset | Tensor, corruption: Corruption | None = None, seed: int | None = None
+        self,
+        data: ImageDataset | Tensor,
+        corruption: Corruption | None = None,
+        seed: int | None = None,
+        iwae_k: int | None = None,
     ) -> dict[str, float]:
-        """Loss, terms and PSNR/SSIM (repaired and corrupted input vs clean) on ``data``.
+        r"""Loss, terms and PSNR/SSIM (repaired and corrupted input vs clean) on ``data``.
 
         The corruption (default: the Trainer's) is drawn once with ``seed``
         (default: the Trainer's seed + 5), so the result is reproducible.
         Returns ``loss``, one key per term, ``psnr``, ``ssim``, ``psnr_input``,
-        ``ssim_input`` and ``n``.
+        ``ssim_input`` and ``n``. With ``iwae_k`` and a model with a prior, also
+        ``neg_elbo`` and ``nll_iwae`` (the ``iwae_k``-sample estimate of
+        :math:`-\log p(x)`) on the clean images, in nats per image.
         """
         images = self._prepare(data, "data")
         corruption = corruption.to(self.device) if corruption is not None else None
         fixed = self._fixed_corruption(images, self.seed + 5 if seed is None else seed, corruption)
-        return {**self._evaluate_pair(*fixed), **self._input_quality(*fixed)}
+        out = {**self._evaluate_pair(*fixed), **self._input_quality(*fixed)}
+        if iwae_k and getattr(self.model, "prior", None) is not None:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with validation(False):
+                    out.update(likelihood_metrics(cast(LatentModel, self.model), fixed[0], k=iwae_k))
+            finally:
+                self.model.train(was_training)
+        return out
 
     def _evaluate_pair(self, clean: Tensor, corrupted: Tensor) -> dict[str, float]:
         was_training = self.model.training
