@@ -95,6 +95,7 @@ def test_train_and_evaluate_a_vae(mnist_root: Path, tmp_path: Path):
     assert main([*args, "--model", "vae", "--beta", "4", "--root", str(mnist_root), "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert "kl" in metrics["test"] and metrics["config"]["beta"] == 4.0
+    assert metrics["test"]["nll_iwae"] > 0 and (out / "samples.png").is_file() and (out / "latent.png").is_file()
     assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--root", str(mnist_root), "--n", "8",
                  "--out", str(tmp_path / "e.json"), "--device", "cpu"]) == 0
     assert "elbo" in json.loads((tmp_path / "e.json").read_text())

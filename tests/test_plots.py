@@ -37,3 +37,29 @@ def test_plot_history_writes_png(tmp_path):
     assert img.shape[-1] > img.shape[-2] > 100
     with pytest.raises(ValueError, match="none of"):
         plot_history(h, tmp_path / "x.png", metrics=("nope",))
+
+
+def test_latent_projection_is_the_top_two_principal_components():
+    from vaerepair.plots import latent_projection
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(500, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 5, generator=g, dtype=torch.float64)
+    points, axis = latent_projection(codes)
+    eigvals = torch.linalg.eigvalsh(torch.cov(codes.T)).flip(0)
+    torch.testing.assert_close(torch.cov(points.T), torch.diag(eigvals[:2]), atol=1e-8, rtol=1e-8)
+    two = torch.randn(10, 2, dtype=torch.float64)
+    assert latent_projection(two)[1] == "z" and torch.equal(latent_projection(two)[0], two)
+    assert axis == "PC"
+
+
+def test_samples_grid_and_latent_scatter(tmp_path):
+    import vaerepair as vr
+    from vaerepair.plots import plot_latent_scatter, save_samples_grid
+
+    model = vr.variational_autoencoder(latent_dim=3, hidden=(16,))
+    grid = _read(str(save_samples_grid(tmp_path / "s.png", model, n=16)))
+    assert grid.shape[-2:] == (2 * 84 + 3 * 2, 8 * 84 + 9 * 2)  # 28 px x3, 8 per row
+    path = plot_latent_scatter(tmp_path / "z.png", model, torch.rand(50, 1, 28, 28), torch.arange(50) % 10)
+    assert _read(str(path)).shape[-1] > 300
+    with pytest.raises(ValueError, match="sampling needs a prior"):
+        save_samples_grid(tmp_path / "x.png", vr.autoencoder())

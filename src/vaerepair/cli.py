@@ -16,7 +16,7 @@ from vaerepair.data import DATASETS, DatasetNotFoundError, ImageDataset, fetch, 
 from vaerepair.models import LatentVariableModel, ModelSpec, build
 from vaerepair.models.factory import ACTIVATIONS
 from vaerepair.objectives import ELBO, Reconstruction
-from vaerepair.plots import plot_history, save_repair_grid
+from vaerepair.plots import plot_history, plot_latent_scatter, save_repair_grid, save_samples_grid
 from vaerepair.training import CheckpointError, EarlyStopping, Trainer, load_checkpoint, load_model
 from vaerepair.training.history import write_json
 
@@ -184,6 +184,12 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     result = trainer.evaluate(test, corruption=test_corruption, seed=args.seed + 100, iwae_k=args.iwae_k)
     _write_grid(args.out / "grid.png", test, test_corruption, model, trainer.device, args.seed)
     plot_history(history, args.out / "loss.png", title=f"{args.model} on {args.dataset}, {args.corruption}")
+    pictures = "grid.png, loss.png"
+    if model.prior is not None:
+        save_samples_grid(args.out / "samples.png", model, generator=torch.Generator(trainer.device).manual_seed(0))
+        plot_latent_scatter(args.out / "latent.png", model, test.float_images(), test.labels,
+                            title=f"{args.dataset} test images, latent means")
+        pictures += ", samples.png, latent.png"
     metrics = {
         "config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
                    for k, v in vars(args).items()},
@@ -194,8 +200,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     }
     write_json(args.out / "metrics.json", metrics)
     _print_table(args.dataset, len(test), args.corruption, result)
-    print(f"wrote {args.out}/best.pt, last.pt, metrics.json, grid.png, loss.png "
-          f"({metrics['seconds']:.0f} s)")
+    print(f"wrote {args.out}/best.pt, last.pt, metrics.json, {pictures} ({metrics['seconds']:.0f} s)")
     return metrics
 
 

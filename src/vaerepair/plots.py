@@ -17,7 +17,7 @@ from vaerepair._checks import check_images
 if TYPE_CHECKING:
     from vaerepair.training.history import History
 
-__all__ = ["save_repair_grid", "plot_history"]
+__all__ = ["save_repair_grid", "plot_history", "save_samples_grid", "latent_projection", "plot_latent_scatter"]
 
 
 def save_repair_grid(
@@ -101,6 +101,75 @@ def plot_history(
         ax2.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_samples_grid(path: str | os.PathLike[str], model: torch.nn.Module, n: int = 64,
+                      generator: torch.Generator | None = None, scale: int | None = None) -> Path:
+    """Write a PNG of ``n`` images decoded from prior samples (``model.sample(n)``), 8 per row."""
+    sampler = getattr(model, "sample", None)
+    if sampler is None:
+        raise TypeError(f"{type(model).__name__} has no sample(n); use a vaerepair LatentVariableModel with a prior")
+    images = sampler(n, generator=generator).float().cpu().clamp(0, 1)
+    if scale is None:
+        scale = max(1, -(-64 // images.shape[-2]))
+    if scale > 1:
+        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=8, padding=2, pad_value=1.0)
+    return path
+
+
+def latent_projection(codes: Tensor) -> tuple[Tensor, str]:
+    """Codes ``(N, D)`` as 2-D points ``(N, 2)``: themselves when ``D <= 2``, else their first two principal components.
+
+    Returns the points and a label for the axes (``"z"`` or ``"PC"``).
+    """
+    if codes.dim() != 2:
+        raise ValueError(f"codes must have shape (N, D), got {tuple(codes.shape)}")
+    codes = codes.detach().double().cpu()
+    if codes.shape[1] == 1:
+        return torch.cat([codes, torch.zeros_like(codes)], dim=1), "z"
+    if codes.shape[1] == 2:
+        return codes, "z"
+    centred = codes - codes.mean(dim=0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T, "PC"
+
+
+@torch.no_grad()
+def plot_latent_scatter(path: str | os.PathLike[str], model: torch.nn.Module, images: Tensor, labels: Tensor,
+                        title: str | None = None, batch_size: int = 1000) -> Path:
+    """Scatter of the posterior means of ``images`` ``(N, C, H, W)`` in 2-D, coloured by ``labels`` ``(N,)``.
+
+    A 2-D latent is shown as is (report 002, figure 2); a wider one by the first
+    two principal components of the means.
+    """
+    plt = _pyplot()
+    check_images(images, "images")
+    encode = getattr(model, "encode", None)
+    if encode is None:
+        raise TypeError(f"{type(model).__name__} has no encode(x); use a vaerepair LatentVariableModel")
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        codes = torch.cat([encode(x.to(device)).mean.cpu() for x in images.split(batch_size)])
+    finally:
+        model.train(was_training)
+    points, axis = latent_projection(codes)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    sc = ax.scatter(points[:, 0], points[:, 1], c=labels.cpu().numpy(), cmap="tab10", s=4, alpha=0.7)
+    fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel(f"{axis}1")
+    ax.set_ylabel(f"{axis}2")
+    ax.set_title(title or f"latent means ({codes.shape[1]}-D{', PCA' if axis == 'PC' else ''})")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
