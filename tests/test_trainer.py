@@ -267,3 +267,15 @@ def test_objectives_that_need_autograd_also_validate():
                        progress=False, device="cpu").fit(images[:64], images[64:])
     finally:
         _InputGradientPenalty.needs_grad = True
+
+
+def test_fit_called_twice_continues_the_random_streams():
+    images = _data(64)
+    one = _trainer(_model(), epochs=2, batch_size=16)
+    one.fit(images)
+    two = _trainer(_model(), epochs=1, batch_size=16)
+    two.fit(images)
+    two.fit(images)
+    for a, b in zip(one.model.parameters(), two.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)  # two fits of one epoch == one fit of two epochs
+    assert [r["epoch"] for r in two.history] == [1, 2]

@@ -182,6 +182,8 @@ class Trainer:
         self.history = History()
         self._checked = False
         self._best: float | None = None  # the best monitored value so far, across fit calls
+        # Batch order and training corruption: one stream each, continued by every fit call.
+        self._batch_gen, self._corrupt_gen = self._generator(self.seed + 2), self._generator(self.seed + 3)
         floats = [p.dtype for p in self.model.parameters() if p.is_floating_point()]
         self.dtype = floats[0] if floats else torch.get_default_dtype()  # images are cast to the model's dtype
 
@@ -232,7 +234,7 @@ class Trainer:
         higher_is_better = "psnr" in monitor or "ssim" in monitor
         mode = self.early_stopping.mode if self.early_stopping else ("max" if higher_is_better else "min")
         stopper = self.early_stopping or EarlyStopping(monitor=monitor, mode=mode, patience=self.epochs + 1)
-        batch_gen, corrupt_gen = self._generator(self.seed + 2), self._generator(self.seed + 3)
+        batch_gen, corrupt_gen = self._batch_gen, self._corrupt_gen
         if not self._checked:
             self._sanity_check(train_images[: min(len(train_images), self.batch_size)])
             self._checked = True
