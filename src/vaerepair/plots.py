@@ -67,6 +67,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save_figure(plt: Any, fig: Any, path: str | os.PathLike[str]) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_history(
     history: History,
     path: str | os.PathLike[str],
@@ -101,12 +110,7 @@ def plot_history(
         ax2.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def save_samples_grid(path: str | os.PathLike[str], model: torch.nn.Module, n: int = 64,
@@ -170,9 +174,4 @@ def plot_latent_scatter(path: str | os.PathLike[str], model: torch.nn.Module, im
     ax.set_xlabel(f"{axis}1")
     ax.set_ylabel(f"{axis}2")
     ax.set_title(title or f"latent means ({codes.shape[1]}-D{', PCA' if axis == 'PC' else ''})")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)

@@ -151,10 +151,7 @@ def autoencoder(
         >>> autoencoder(arch="conv", latent_dim=32, hidden=(32, 64)).latent_dim
         32
     """
-    if arch == "conv" and "hidden" not in options:
-        options["hidden"] = (32, 64)
-    return build(ModelSpec(kind="dae", image_shape=image_shape, latent_dim=latent_dim, arch=arch,
-                           likelihood=likelihood, **options))
+    return _configuration("dae", image_shape, latent_dim, arch, likelihood, options)
 
 
 def variational_autoencoder(
@@ -173,7 +170,14 @@ def variational_autoencoder(
         >>> variational_autoencoder().prior
         StandardNormal(latent_dim=20)
     """
+    return _configuration("vae", image_shape, latent_dim, arch, likelihood, options)
+
+
+def _configuration(
+    kind: str, image_shape: tuple[int, int, int], latent_dim: int, arch: str, likelihood: str,
+    options: dict[str, Any],
+) -> LatentVariableModel:
     if arch == "conv" and "hidden" not in options:
-        options["hidden"] = (32, 64)
-    return build(ModelSpec(kind="vae", image_shape=image_shape, latent_dim=latent_dim, arch=arch,
+        options["hidden"] = (32, 64)  # the conv stages' widths (the MLP default is the reports' 400)
+    return build(ModelSpec(kind=kind, image_shape=image_shape, latent_dim=latent_dim, arch=arch,
                            likelihood=likelihood, **options))
