@@ -101,7 +101,7 @@ class ContinuousBernoulliImage:
     :math:`\log p(x|z) = \sum_i x_i l_i - \log(1 + e^{l_i}) + \log C(\lambda_i)`: the BCE
     plus the normaliser that makes it a proper density on :math:`[0, 1]`, so the
     log-likelihoods of grey images are comparable densities. Its ``mean`` is the
-    distribution's expectation, which differs from :math:`\sigmoid(l)`.
+    distribution's expectation, which differs from :math:`\sigma(l) = 1/(1 + e^{-l})`.
     """
 
     def __init__(self, logits: Tensor) -> None:

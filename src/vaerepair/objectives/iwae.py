@@ -9,6 +9,7 @@ from torch import Tensor
 
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives.base import ObjectiveResult
+from vaerepair.objectives.elbo import ELBO
 
 __all__ = ["IWAE", "log_weights", "iwae_nll", "likelihood_metrics"]
 
@@ -86,9 +87,7 @@ def likelihood_metrics(model: LatentModel, x: Tensor, k: int = 1000, batch_size:
     The ELBO uses one sample and the closed-form KL where the posterior has one
     (else a Monte-Carlo KL). Returns ``{"neg_elbo": ..., "nll_iwae": ...}``.
     """
-    from vaerepair.objectives.elbo import ELBO
-
-    q = model.encode(x[:1])
+    q = model.encode(x[:1])  # only to see whether the posterior has a closed-form KL
     elbo = ELBO(kl="analytic" if hasattr(q, "kl_standard_normal") else "mc")
     neg_elbo = torch.cat([-elbo(model, xb, xb).terms["elbo"] for xb in x.split(batch_size)])
     nll = iwae_nll(model, x, k=k, batch_size=batch_size)
