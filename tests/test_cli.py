@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -99,3 +100,45 @@ def test_train_and_evaluate_a_vae(mnist_root: Path, tmp_path: Path):
     assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--root", str(mnist_root), "--n", "8",
                  "--out", str(tmp_path / "e.json"), "--device", "cpu"]) == 0
     assert "elbo" in json.loads((tmp_path / "e.json").read_text())
+
+
+@pytest.mark.parametrize("condition", ["label", "image"])
+def test_train_evaluate_a_conditional_vae(mnist_root: Path, tmp_path: Path, condition: str, capsys):
+    out = tmp_path / condition
+    args = [a if a not in ("2", "gaussian:0.3") else {"2": "1", "gaussian:0.3": "block:10"}[a] for a in TRAIN]
+    assert main([*args, "--model", "vae", "--condition", condition, "--iwae-k", "10", "--root", str(mnist_root),
+                 "--out", str(out)]) == 0
+    assert "missing region only" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["psnr_missing"] > metrics["test"]["psnr_missing_input"] - 50  # a number, not NaN
+    samples = _read(str(out / "samples.png"))
+    rows = 10 if condition == "label" else 5  # one row per class / clean, corrupted, three completions
+    scale = 64 // 28 + 1 if condition == "label" else 96 // 28 + 1
+    assert samples.shape[-2] == rows * 28 * scale + (rows + 1) * 2
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--root", str(mnist_root), "--n", "8",
+                 "--iwae-k", "10", "--out", str(tmp_path / "e.json"), "--device", "cpu"]) == 0
+    assert "psnr_missing" in json.loads((tmp_path / "e.json").read_text())
+    save_image(torch.rand(1, 28, 28), tmp_path / "in.png")
+    assert main(["denoise", str(tmp_path / "in.png"), "-c", str(out / "best.pt"), "-o", str(tmp_path / "o.png")]) == 2
+    assert "conditional model" in capsys.readouterr().err
+
+
+def test_beta_sweep_writes_table_plot_and_names_the_best(mnist_root: Path, tmp_path: Path, capsys):
+    out = tmp_path / "sweep"
+    args = [a for a in TRAIN if a != "train"]
+    args = [a if a != "2" else "1" for a in args]
+    assert main(["sweep", *args, "--betas", "0.5,4", "--root", str(mnist_root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    with open(out / "sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["beta"]) for r in rows] == [0.5, 4.0]
+    best = min(rows, key=lambda r: float(r["val_neg_elbo"]))
+    assert f"best beta: {float(best['beta']):g} (by validation neg_elbo)" in printed
+    for r in rows:  # the beta-weighted loss is recon + beta * KL of the same epoch
+        assert float(r["val_loss"]) == pytest.approx(float(r["val_recon"]) + float(r["beta"]) * float(r["val_kl"]),
+                                                     rel=1e-4)
+    assert (out / "sweep.png").is_file() and "| β |" in (out / "sweep.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["sweep", *args, "--betas", "6:2:1", "--root", str(mnist_root)])
+    assert "expected betas as start:stop:step" in capsys.readouterr().err
+    assert main(["sweep", *args, "--model", "dae", "--root", str(mnist_root), "--out", str(out)]) == 2

@@ -12,7 +12,7 @@ from vaerepair import corruptions, data, distributions, metrics, models, nets, o
 from vaerepair.corruptions import BlockErasure, GaussianNoise, PixelInversion, RandomMask, SaltAndPepper
 from vaerepair.data import ImageDataset, load, train_val_split
 from vaerepair.metrics import psnr, ssim
-from vaerepair.models import LatentVariableModel, autoencoder, variational_autoencoder
+from vaerepair.models import LatentVariableModel, autoencoder, conditional_vae, variational_autoencoder
 from vaerepair.objectives import ELBO, ObjectiveResult, Reconstruction
 from vaerepair.training import EarlyStopping, History, Trainer, load_checkpoint, load_model
 
@@ -35,6 +35,7 @@ __all__ = [
     "LatentVariableModel",
     "autoencoder",
     "variational_autoencoder",
+    "conditional_vae",
     "ELBO",
     "ObjectiveResult",
     "Reconstruction",

@@ -1,4 +1,4 @@
-"""Command line: ``vaerepair train | evaluate | denoise | demo | fetch``."""
+"""Command line: ``vaerepair train | sweep | evaluate | denoise | demo | fetch``."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import torch
 
 from vaerepair import corruptions as corr
 from vaerepair.data import DATASETS, DatasetNotFoundError, ImageDataset, fetch, load, locate, train_val_split
-from vaerepair.models import LatentVariableModel, ModelSpec, build
+from vaerepair.models import CONDITION_KINDS, LabelCondition, LatentVariableModel, ModelSpec, build
 from vaerepair.models.factory import ACTIVATIONS
 from vaerepair.objectives import ELBO, Reconstruction
-from vaerepair.plots import plot_history, plot_latent_scatter, save_repair_grid, save_samples_grid
+from vaerepair.plots import plot_history, plot_latent_scatter, save_image_rows, save_repair_grid, save_samples_grid
+from vaerepair.sweep import SELECT_METRICS, SweepResult, beta_range, beta_sweep, plot_sweep
 from vaerepair.training import CheckpointError, EarlyStopping, Trainer, load_checkpoint, load_model
 from vaerepair.training.history import write_json
 
@@ -60,6 +61,13 @@ def _corruption(text: str) -> str:
     return text
 
 
+def _betas(text: str) -> list[float]:
+    try:
+        return beta_range(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _dataset(text: str) -> str:
     key = text.strip().lower()
     if key not in DATASETS:
@@ -77,6 +85,9 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
                    help="dae: autoencoder trained on corrupted inputs; ae: plain autoencoder (no corruption); "
                         "vae: variational autoencoder trained with the (beta-)ELBO on corrupted inputs")
     p.add_argument("--beta", type=float, default=1.0, help="vae: the KL weight (beta > 1: beta-VAE)")
+    p.add_argument("--condition", choices=CONDITION_KINDS, default=None,
+                   help="a conditional model: on the class label (one-hot) or on the corrupted image and its mask "
+                        "(inpainting, report 002); encoder and decoder both see it")
     p.add_argument("--arch", choices=("mlp", "conv"), default=defaults.get("arch", "mlp"))
     p.add_argument("--latent-dim", type=int, default=defaults.get("latent_dim", 20))
     p.add_argument("--hidden", type=_widths, default=_widths(defaults.get("hidden", "400")),
@@ -118,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", help="a short denoising run on Fashion-MNIST with a before/after table")
     _add_training_args(p, DEMO)
 
+    p = command("sweep", help="beta sweep (report 000): one beta-VAE per beta, pick beta on validation")
+    _add_training_args(p, {"out": "runs/sweep"})
+    p.set_defaults(model="vae")
+    p.add_argument("--betas", type=_betas, default=beta_range("2:6:0.25"),
+                   help="start:stop:step (stop included) or a comma-separated list")
+    p.add_argument("--select", choices=tuple(SELECT_METRICS), default="neg_elbo",
+                   help="neg_elbo: validation recon + KL (comparable across beta); loss: the beta-weighted "
+                        "validation loss (report 000's rule, favours small beta); psnr: validation repairs")
+
     p = command("evaluate", help="PSNR/SSIM and loss of a checkpoint on test images")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--dataset", type=_dataset, default=None, help="default: the one it was trained on")
@@ -149,22 +169,32 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------- commands
 
 
-def _train(args: argparse.Namespace) -> dict[str, Any]:
+def _spec(args: argparse.Namespace, data: ImageDataset) -> ModelSpec:
+    return ModelSpec(
+        kind=args.model, image_shape=data.image_shape, latent_dim=args.latent_dim, arch=args.arch,
+        hidden=args.hidden, features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
+        activation=args.activation, spatial=args.spatial, condition=args.condition,
+        n_classes=max(10, int(data.labels.max()) + 1),
+    )
+
+
+def _splits(args: argparse.Namespace) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """Train, validation and test sets as the training arguments ask."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    t_start = time.perf_counter()
     full = load(args.dataset, "train", root=args.root, download=args.download)
     test = load(args.dataset, "test", root=args.root, download=False)[: args.eval_n]
     if args.limit:
         full = full[: args.limit]
     train, val = train_val_split(full, args.val_fraction, seed=args.seed)
-    spec = ModelSpec(
-        kind=args.model, image_shape=full.image_shape, latent_dim=args.latent_dim, arch=args.arch,
-        hidden=args.hidden, features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
-        activation=args.activation, spatial=args.spatial,
-    )
-    model = build(spec)
+    return train, val, test
+
+
+def _train(args: argparse.Namespace) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    train, val, test = _splits(args)
+    torch.manual_seed(args.seed)
+    model = build(_spec(args, train))
     corruption = corr.from_spec(args.corruption) if args.model != "ae" else None
     objective = ELBO(beta=args.beta) if args.model == "vae" else Reconstruction()
     trainer = Trainer(
@@ -186,9 +216,11 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     plot_history(history, args.out / "loss.png", title=f"{args.model} on {args.dataset}, {args.corruption}")
     pictures = "grid.png, loss.png"
     if model.prior is not None:
-        save_samples_grid(args.out / "samples.png", model, generator=torch.Generator(trainer.device).manual_seed(0))
-        plot_latent_scatter(args.out / "latent.png", model, test.float_images(), test.labels,
-                            title=f"{args.dataset} test images, latent means")
+        _write_samples(args.out / "samples.png", model, test, test_corruption, trainer.device, args.seed)
+        images = test.float_images().to(trainer.device)
+        plot_latent_scatter(args.out / "latent.png", model, images, test.labels,
+                            title=f"{args.dataset} test images, latent means",
+                            condition=_conditions(model, test, test_corruption, trainer.device, args.seed)[1])
         pictures += ", samples.png, latent.png"
     metrics = {
         "config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
@@ -204,14 +236,47 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
+def _conditions(
+    model: LatentVariableModel, data: ImageDataset, corruption: corr.Corruption, device: torch.device, seed: int,
+) -> tuple[corr.Corrupted, torch.Tensor | None]:
+    """One corruption of ``data`` (with its mask) and, for a conditional model, the conditions it gives."""
+    clean = data.float_images().to(device)
+    out = corruption.to(device)(clean, generator=torch.Generator(device).manual_seed(seed), return_mask=True)
+    if model.condition is None:
+        return out, None
+    return out, model.condition.prepare(out.images, out.mask, data.labels.to(device))
+
+
 def _write_grid(
     path: Path, test: ImageDataset, corruption: corr.Corruption, model: LatentVariableModel,
     device: torch.device, seed: int, n: int = 8,
 ) -> None:
     """The clean / corrupted / repaired grid of the first ``n`` test images."""
-    clean = test.float_images()[:n].to(device)
-    noisy = corruption.to(device)(clean, generator=torch.Generator(device).manual_seed(seed))
-    save_repair_grid(path, clean, noisy, model.repair(noisy))
+    first = test[:n]
+    corrupted, condition = _conditions(model, first, corruption, device, seed)
+    save_repair_grid(path, first.float_images(), corrupted.images, model.repair(corrupted.images, condition))
+
+
+def _write_samples(
+    path: Path, model: LatentVariableModel, test: ImageDataset, corruption: corr.Corruption,
+    device: torch.device, seed: int,
+) -> None:
+    """Prior samples: 64 of them; per class (one row each) for a label condition; for an image
+    condition, three completions drawn from the prior for each of 8 incomplete test images."""
+    generator = torch.Generator(device).manual_seed(0)
+    if model.condition is None:
+        save_samples_grid(path, model, generator=generator)
+    elif isinstance(model.condition, LabelCondition):
+        classes = torch.arange(model.condition.n_classes, device=device).repeat_interleave(8)
+        save_samples_grid(path, model, n=len(classes), generator=generator, condition=model.condition(classes))
+    else:
+        first = test[:8]
+        corrupted, condition = _conditions(model, first, corruption, device, seed)
+        assert condition is not None
+        rows = {"clean": first.float_images(), "corrupted": corrupted.images}
+        for i in range(3):
+            rows[f"completion {i + 1}"] = model.sample(len(first), condition=condition, generator=generator)
+        save_image_rows(path, rows)
 
 
 def _print_table(dataset: str, n: int, corruption: str, r: dict[str, float]) -> None:
@@ -219,8 +284,48 @@ def _print_table(dataset: str, n: int, corruption: str, r: dict[str, float]) -> 
     print(f"{'':12}{'PSNR (dB)':>12}{'SSIM':>10}")
     print(f"{'corrupted':12}{r['psnr_input']:12.2f}{r['ssim_input']:10.3f}")
     print(f"{'repaired':12}{r['psnr']:12.2f}{r['ssim']:10.3f}")
+    if "psnr_missing" in r:
+        print(f"missing region only: PSNR {r['psnr_missing_input']:.2f} dB corrupted, "
+              f"{r['psnr_missing']:.2f} dB repaired")
     if "nll_iwae" in r:
         print(f"clean images: negative ELBO {r['neg_elbo']:.2f} nats, IWAE -log p(x) {r['nll_iwae']:.2f} nats")
+
+
+def _sweep(args: argparse.Namespace) -> SweepResult:
+    if args.model != "vae":
+        raise CLIError(f"a beta sweep trains VAEs; --model must be vae, got {args.model!r}")
+    t_start = time.perf_counter()
+    train, val, _ = _splits(args)
+    spec = _spec(args, train)
+
+    def make_model() -> LatentVariableModel:
+        torch.manual_seed(args.seed)  # every beta starts from the same weights
+        return build(spec)
+
+    corruption = corr.from_spec(args.corruption)
+    print(f"beta sweep: {len(args.betas)} {args.arch} VAEs (latent {args.latent_dim}) on {args.dataset} "
+          f"({len(train)} train / {len(val)} val), corruption {args.corruption}, {args.epochs} epochs each; "
+          f"selecting by validation {args.select}", flush=True)
+
+    def report(row: dict[str, float]) -> None:
+        print(f"beta {row['beta']:g}: val -ELBO {row['val_neg_elbo']:.2f}, loss {row['val_loss']:.2f}, "
+              f"PSNR {row['val_psnr']:.2f} dB ({row['seconds']:.0f} s)", flush=True)
+
+    options = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
+                   progress=not args.no_progress)
+    result = beta_sweep(args.betas, make_model, train, val, corruption, select=args.select, on_result=report,
+                        **options)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result.write_csv(args.out / "sweep.csv")
+    (args.out / "sweep.md").write_text(result.table() + "\n")
+    write_json(args.out / "sweep.json", {"select": args.select, "rows": result.rows, "histories": result.histories,
+                                         "config": {k: (str(v) if isinstance(v, Path) else v)
+                                                    for k, v in vars(args).items()}})
+    plot_sweep(result, args.out / "sweep.png", title=f"beta sweep on {args.dataset}, {args.corruption}")
+    print("\n" + result.table())
+    print(f"\nbest beta: {result.best['beta']:g} (by validation {args.select}); "
+          f"wrote {args.out}/sweep.csv, sweep.md, sweep.json, sweep.png ({time.perf_counter() - t_start:.0f} s)")
+    return result
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -253,6 +358,11 @@ def _denoise(args: argparse.Namespace) -> None:
     from torchvision.utils import save_image
 
     model = load_model(args.checkpoint)
+    if model.condition is not None:
+        raise CLIError(
+            f"{str(args.checkpoint)!r} holds a conditional model ({type(model.condition).__name__}), which needs "
+            "a label or a mask per image; repair with the Python API: model.repair(x, model.condition.prepare(...))"
+        )
     c, h, w = model.image_shape
     if len(args.inputs) > 1:
         args.output.mkdir(parents=True, exist_ok=True)
@@ -299,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("train", "demo"):
             _train(args)
+        elif args.command == "sweep":
+            _sweep(args)
         elif args.command == "evaluate":
             _evaluate(args)
         elif args.command == "denoise":

@@ -32,7 +32,9 @@ def _pair(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
 
 
-def psnr(x: Tensor, y: Tensor, data_range: float = 1.0, reduction: str = "mean") -> Tensor:
+def psnr(
+    x: Tensor, y: Tensor, data_range: float = 1.0, reduction: str = "mean", mask: Tensor | None = None
+) -> Tensor:
     r"""Peak signal-to-noise ratio in dB, :math:`10 \log_{10}(R^2 / \mathrm{MSE})` per image.
 
     Args:
@@ -40,6 +42,9 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 1.0, reduction: str = "mean")
         y: reference images ``(B, C, H, W)``.
         data_range: ``R``, the value range (1 for images in ``[0, 1]``).
         reduction: ``"mean"`` (mean of per-image PSNRs) or ``"none"`` (``(B,)``).
+        mask: boolean ``(B, C, H, W)``: the MSE is taken over the ``True``
+            pixels only (inpainting: the PSNR of the missing region). An image
+            with an empty mask has PSNR ``nan``; ``"mean"`` skips those.
 
     Example:
         >>> x = torch.zeros(1, 1, 4, 4)
@@ -47,9 +52,18 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 1.0, reduction: str = "mean")
         20.0
     """
     _pair(x, y)
-    mse = (x.double() - y.double()).square().flatten(1).mean(dim=1)
-    values = 10.0 * torch.log10(data_range**2 / mse)
-    return _reduce(values.to(x.dtype), reduction)
+    err = (x.double() - y.double()).square().flatten(1)
+    if mask is None:
+        mse = err.mean(dim=1)
+    else:
+        if mask.shape != x.shape:
+            raise ValueError(f"mask must have the images' shape {tuple(x.shape)}, got {tuple(mask.shape)}")
+        m = mask.flatten(1).to(err.dtype)
+        mse = (err * m).sum(dim=1) / m.sum(dim=1)  # 0/0 = nan for an empty mask
+    values = (10.0 * torch.log10(data_range**2 / mse)).to(x.dtype)
+    if reduction == "mean" and mask is not None:
+        return values.nanmean()
+    return _reduce(values, reduction)
 
 
 def _gaussian_window(sigma: float, radius: int, device: torch.device) -> Tensor:

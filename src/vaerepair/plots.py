@@ -17,7 +17,10 @@ from vaerepair._checks import check_images
 if TYPE_CHECKING:
     from vaerepair.training.history import History
 
-__all__ = ["save_repair_grid", "plot_history", "save_samples_grid", "latent_projection", "plot_latent_scatter"]
+__all__ = [
+    "save_repair_grid", "save_image_rows", "plot_history", "save_samples_grid", "latent_projection",
+    "plot_latent_scatter",
+]
 
 
 def save_repair_grid(
@@ -40,14 +43,26 @@ def save_repair_grid(
         scale: integer upscaling (nearest neighbour) so small images stay
             legible; default: the smallest factor making them at least 96 pixels high.
     """
-    rows = []
-    for name, x in (("clean", clean), ("corrupted", corrupted), ("repaired", repaired)):
+    return save_image_rows(path, {"clean": clean, "corrupted": corrupted, "repaired": repaired}, n, scale)
+
+
+def save_image_rows(
+    path: str | os.PathLike[str], rows: dict[str, Tensor], n: int = 8, scale: int | None = None
+) -> Path:
+    """Write a PNG with one row of ``n`` images per entry of ``rows`` (each ``(B, C, H, W)``), top to bottom.
+
+    Values are clamped to ``[0, 1]``; ``scale`` as in :func:`save_repair_grid`.
+    """
+    if not rows:
+        raise ValueError("rows is empty: give at least one named batch of images")
+    checked = []
+    for name, x in rows.items():
         check_images(x, name)
-        rows.append(x[:n].detach().float().cpu().clamp(0, 1))
-    n = min(len(r) for r in rows)
+        checked.append(x[:n].detach().float().cpu().clamp(0, 1))
+    n = min(len(r) for r in checked)
     if scale is None:
-        scale = max(1, -(-96 // rows[0].shape[-2]))
-    images = torch.cat([r[:n] for r in rows])
+        scale = max(1, -(-96 // checked[0].shape[-2]))
+    images = torch.cat([r[:n] for r in checked])
     if scale > 1:
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
     path = Path(path)
@@ -114,12 +129,18 @@ def plot_history(
 
 
 def save_samples_grid(path: str | os.PathLike[str], model: torch.nn.Module, n: int = 64,
-                      generator: torch.Generator | None = None, scale: int | None = None) -> Path:
-    """Write a PNG of ``n`` images decoded from prior samples (``model.sample(n)``), 8 per row."""
+                      generator: torch.Generator | None = None, scale: int | None = None,
+                      condition: Tensor | None = None) -> Path:
+    """Write a PNG of ``n`` images decoded from prior samples (``model.sample(n)``), 8 per row.
+
+    A conditional model needs ``condition`` with ``n`` rows (e.g. each class
+    label 8 times: one class per row).
+    """
     sampler = getattr(model, "sample", None)
     if sampler is None:
         raise TypeError(f"{type(model).__name__} has no sample(n); use a vaerepair LatentVariableModel with a prior")
-    images = sampler(n, generator=generator).float().cpu().clamp(0, 1)
+    kwargs = {"condition": condition} if condition is not None else {}
+    images = sampler(n, generator=generator, **kwargs).float().cpu().clamp(0, 1)
     if scale is None:
         scale = max(1, -(-64 // images.shape[-2]))
     if scale > 1:
@@ -149,11 +170,12 @@ def latent_projection(codes: Tensor) -> tuple[Tensor, str]:
 
 @torch.no_grad()
 def plot_latent_scatter(path: str | os.PathLike[str], model: torch.nn.Module, images: Tensor, labels: Tensor,
-                        title: str | None = None, batch_size: int = 1000) -> Path:
+                        title: str | None = None, batch_size: int = 1000, condition: Tensor | None = None) -> Path:
     """Scatter of the posterior means of ``images`` ``(N, C, H, W)`` in 2-D, coloured by ``labels`` ``(N,)``.
 
     A 2-D latent is shown as is (report 002, figure 2); a wider one by the first
-    two principal components of the means.
+    two principal components of the means. A conditional model needs
+    ``condition`` (one row per image).
     """
     plt = _pyplot()
     check_images(images, "images")
@@ -164,7 +186,11 @@ def plot_latent_scatter(path: str | os.PathLike[str], model: torch.nn.Module, im
     model.eval()
     try:
         device = next(model.parameters()).device
-        codes = torch.cat([encode(x.to(device)).mean.cpu() for x in images.split(batch_size)])
+        codes = torch.cat([
+            encode(images[i : i + batch_size].to(device),
+                   condition[i : i + batch_size].to(device) if condition is not None else None).mean.cpu()
+            for i in range(0, len(images), batch_size)
+        ])
     finally:
         model.train(was_training)
     points, axis = latent_projection(codes)

@@ -1,6 +1,14 @@
-"""Models: one latent-variable class, and the built-in configurations."""
+"""Models: one latent-variable class, the built-in configurations, and conditions for conditional models."""
 
-from vaerepair.models.factory import MODEL_KINDS, ModelSpec, autoencoder, build, variational_autoencoder
+from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
+from vaerepair.models.factory import (
+    MODEL_KINDS,
+    ModelSpec,
+    autoencoder,
+    build,
+    conditional_vae,
+    variational_autoencoder,
+)
 from vaerepair.models.latent import ImageDistribution, LatentModel, LatentVariableModel, PosteriorLike
 
 __all__ = [
@@ -12,5 +20,10 @@ __all__ = [
     "build",
     "autoencoder",
     "variational_autoencoder",
+    "conditional_vae",
+    "Condition",
+    "LabelCondition",
+    "ImageCondition",
+    "CONDITION_KINDS",
     "MODEL_KINDS",
 ]

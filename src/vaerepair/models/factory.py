@@ -16,10 +16,13 @@ from vaerepair.distributions import (
     StandardNormal,
     spatial_head,
 )
+from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
 from vaerepair.models.latent import LatentVariableModel
 from vaerepair.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
-__all__ = ["ModelSpec", "build", "autoencoder", "variational_autoencoder", "MODEL_KINDS"]
+__all__ = [
+    "ModelSpec", "build", "autoencoder", "variational_autoencoder", "conditional_vae", "MODEL_KINDS",
+]
 
 MODEL_KINDS = ("ae", "dae", "vae")
 _ARCHS = ("mlp", "conv")
@@ -48,6 +51,13 @@ class ModelSpec:
         activation: ``"relu"``, ``"silu"``, ``"gelu"`` or ``"tanh"``.
         spatial: conv only: a fully convolutional autoencoder whose latent is a
             ``H/4 x W/4`` map with ``latent_dim / (H/4 * W/4)`` channels.
+        condition: ``None`` (unconditional), ``"label"`` (one-hot class label,
+            :class:`~vaerepair.models.conditions.LabelCondition`) or ``"image"``
+            (the corrupted image and its mask,
+            :class:`~vaerepair.models.conditions.ImageCondition`): a conditional
+            (V)AE whose encoder and decoder both see the condition.
+        n_classes: the label condition's number of classes.
+        condition_features: the image condition's embedding size.
     """
 
     kind: str = "dae"
@@ -63,6 +73,9 @@ class ModelSpec:
     norm: str | None = None
     activation: str = "relu"
     spatial: bool = False
+    condition: str | None = None
+    n_classes: int = 10
+    condition_features: int = 256
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -75,6 +88,10 @@ class ModelSpec:
             raise ValueError("spatial=True needs arch='conv'")
         if self.spatial and self.kind == "vae":
             raise ValueError("spatial=True is available for the point-mass autoencoder (kind 'ae'/'dae') only")
+        if self.condition is not None and self.condition not in CONDITION_KINDS:
+            raise ValueError(f"unknown condition {self.condition!r}; known: None, {', '.join(CONDITION_KINDS)}")
+        if self.condition is not None and self.spatial:
+            raise ValueError("a conditional model cannot be spatial (the condition joins a latent vector)")
         if self.likelihood not in _LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
         object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
@@ -112,26 +129,33 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
     decoder: nn.Module
     act = ACTIVATIONS[spec.activation]
     head: nn.Module | None = None
+    condition: Condition | None = None
+    if spec.condition == "label":
+        condition = LabelCondition(spec.n_classes)
+    elif spec.condition == "image":
+        condition = ImageCondition(spec.image_shape, features=spec.condition_features, activation=act)
+    extra = condition.out_features if condition is not None else 0  # joins the features and the latent
     if spec.arch == "mlp":
         encoder = MLPEncoder(spec.image_shape, hidden=spec.hidden, activation=act)
-        decoder = MLPDecoder(spec.latent_dim, spec.image_shape, hidden=tuple(reversed(spec.hidden)), activation=act)
+        decoder = MLPDecoder(spec.latent_dim + extra, spec.image_shape, hidden=tuple(reversed(spec.hidden)),
+                             activation=act)
         features = encoder.out_features
     else:
         if len(spec.hidden) != 2:
             raise ValueError(f"the conv arch needs hidden=(C1, C2), got {spec.hidden!r}")
         conv_encoder = ConvEncoder(spec.image_shape, channels=spec.hidden, norm=spec.norm, activation=act,
                                    out_features=None if spec.spatial else spec.features)
-        decoder = ConvDecoder(spec.latent_dim, spec.image_shape, channels=tuple(reversed(spec.hidden)),
+        decoder = ConvDecoder(spec.latent_dim + extra, spec.image_shape, channels=tuple(reversed(spec.hidden)),
                               norm=spec.norm, activation=act, spatial=spec.spatial)
         encoder, features = conv_encoder, conv_encoder.out_features
         if spec.spatial:
             _, h, w = conv_encoder.feature_shape
             head = spatial_head(conv_encoder.feature_shape, spec.latent_dim // (h * w))
     if spec.kind == "vae":
-        return LatentVariableModel(encoder, GaussianPosterior(features, spec.latent_dim), decoder, likelihood,
-                                   prior=StandardNormal(spec.latent_dim), spec=spec.to_dict())
-    posterior = PointMassPosterior(features, spec.latent_dim, head=head)
-    return LatentVariableModel(encoder, posterior, decoder, likelihood, spec=spec.to_dict())
+        return LatentVariableModel(encoder, GaussianPosterior(features + extra, spec.latent_dim), decoder, likelihood,
+                                   prior=StandardNormal(spec.latent_dim), condition=condition, spec=spec.to_dict())
+    posterior = PointMassPosterior(features + extra, spec.latent_dim, head=head)
+    return LatentVariableModel(encoder, posterior, decoder, likelihood, condition=condition, spec=spec.to_dict())
 
 
 def autoencoder(
@@ -171,6 +195,30 @@ def variational_autoencoder(
         StandardNormal(latent_dim=20)
     """
     return _configuration("vae", image_shape, latent_dim, arch, likelihood, options)
+
+
+def conditional_vae(
+    condition: str = "image",
+    image_shape: tuple[int, int, int] = (1, 28, 28),
+    latent_dim: int = 20,
+    arch: str = "mlp",
+    likelihood: str = "bernoulli",
+    **options: Any,
+) -> LatentVariableModel:
+    """A conditional VAE (report 002): ``condition="label"`` (one-hot class) or ``"image"`` (incomplete image + mask).
+
+    Encoder and decoder both see the condition; train it with :class:`ELBO`
+    (the :class:`~vaerepair.Trainer` builds each batch's condition with
+    ``model.condition.prepare``). ``options`` are further :class:`ModelSpec`
+    fields (``n_classes``, ``condition_features``, ``hidden``...).
+
+    Example:
+        >>> model = conditional_vae("label")
+        >>> x, c = torch.rand(2, 1, 28, 28), model.condition(torch.tensor([3, 7]))
+        >>> model.reconstruct(x, c).shape
+        torch.Size([2, 1, 28, 28])
+    """
+    return _configuration("vae", image_shape, latent_dim, arch, likelihood, {"condition": condition, **options})
 
 
 def _configuration(

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from vaerepair._checks import check_images, shape_str
+from vaerepair.models.conditions import Condition
 
 __all__ = ["LatentVariableModel", "LatentModel", "PosteriorLike", "ImageDistribution"]
 
@@ -54,6 +55,11 @@ class LatentVariableModel(nn.Module):
         decoder: latents ``(B, D)`` -> likelihood parameters ``(B, C * P, H, W)``.
         likelihood: decoder outputs -> an image distribution.
         prior: the prior p(z), or ``None`` for a plain autoencoder.
+        condition: a :class:`~vaerepair.models.conditions.Condition` for a
+            conditional model (``None``: unconditional). Its embedding ``(B, E)``
+            is concatenated to the encoder features before the posterior head
+            (which then takes ``F + E`` features) and to the latent before the
+            decoder (which then takes ``D + E`` inputs).
         spec: plain-value description used to rebuild the model from a
             checkpoint (set by :func:`vaerepair.models.build`).
 
@@ -72,6 +78,7 @@ class LatentVariableModel(nn.Module):
         decoder: nn.Module,
         likelihood: nn.Module,
         prior: nn.Module | None = None,
+        condition: Condition | None = None,
         spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -81,18 +88,28 @@ class LatentVariableModel(nn.Module):
                 "the encoder must expose image_shape = (C, H, W) (the built-in nets do); "
                 f"got {type(encoder).__name__} without it"
             )
+        extra = 0
+        if condition is not None:
+            if not isinstance(condition, Condition):
+                raise TypeError(
+                    "condition must be a vaerepair.models.Condition (LabelCondition, ImageCondition or a subclass), "
+                    f"got {type(condition).__name__}"
+                )
+            extra = condition.out_features
+        cond = f" + {extra} condition features" if extra else ""
         enc_out = getattr(encoder, "out_features", None)
         post_in = getattr(posterior, "in_features", None)
-        if enc_out is not None and post_in is not None and enc_out != post_in:
+        if enc_out is not None and post_in is not None and enc_out + extra != post_in:
             raise ValueError(
-                f"the encoder gives {enc_out} features but the posterior expects in_features={post_in}; "
-                f"build the posterior with in_features={enc_out}"
+                f"the encoder gives {enc_out} features{cond} but the posterior expects in_features={post_in}; "
+                f"build the posterior with in_features={enc_out + extra}"
             )
         post_d = getattr(posterior, "latent_dim", None)
         dec_d = getattr(decoder, "latent_dim", None)
-        if post_d is not None and dec_d is not None and post_d != dec_d:
+        if post_d is not None and dec_d is not None and post_d + extra != dec_d:
             raise ValueError(
-                f"the posterior has latent_dim={post_d} but the decoder takes latent_dim={dec_d}; make them equal"
+                f"the posterior has latent_dim={post_d}{cond} but the decoder takes latent_dim={dec_d}; "
+                f"build the decoder with latent_dim={post_d + extra}"
             )
         self.image_shape: tuple[int, int, int] = tuple(int(s) for s in image_shape)  # type: ignore[assignment]
         self.latent_dim: int | None = post_d
@@ -101,6 +118,7 @@ class LatentVariableModel(nn.Module):
         self.decoder = decoder
         self.likelihood = likelihood
         self.prior = prior
+        self.condition = condition
         self.spec = dict(spec) if spec is not None else None
 
     def check_input(self, x: Tensor, name: str = "x") -> Tensor:
@@ -109,13 +127,18 @@ class LatentVariableModel(nn.Module):
         return check_images(x, name, channels=c, size=(h, w))
 
     def encode(self, x: Tensor, condition: Tensor | None = None) -> Any:
-        """The posterior q(z | x) for images ``(B, C, H, W)``."""
-        self._no_condition(condition)
-        return self.posterior(self.encoder(x))
+        """The posterior q(z | x) (or q(z | x, c)) for images ``(B, C, H, W)``."""
+        features = self.encoder(x)
+        embedding = self._embed(condition)
+        if embedding is not None:
+            features = torch.cat([features, embedding], dim=1)
+        return self.posterior(features)
 
     def decode(self, z: Tensor, condition: Tensor | None = None) -> Any:
-        """The likelihood p(x | z) for latents ``(B, D)`` or ``(S, B, D)``."""
-        self._no_condition(condition)
+        """The likelihood p(x | z) (or p(x | z, c)) for latents ``(B, D)`` or ``(S, B, D)``."""
+        embedding = self._embed(condition)
+        if embedding is not None:
+            z = torch.cat([z, embedding.expand(*z.shape[:-1], embedding.shape[-1])], dim=-1)
         if z.dim() == 2:
             return self.likelihood(self.decoder(z))
         lead = z.shape[:-1]
@@ -128,37 +151,64 @@ class LatentVariableModel(nn.Module):
         return self.decode(self.encode(x, condition).mean, condition).mean
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` latents from the prior and decode them: images ``(n, C, H, W)`` (the likelihood means)."""
+    def sample(
+        self, n: int, condition: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Draw ``n`` latents from the prior and decode them: images ``(n, C, H, W)`` (the likelihood means).
+
+        A conditional model needs ``condition`` with ``n`` rows (one incomplete
+        image repeated ``n`` times gives ``n`` possible completions).
+        """
         if self.prior is None:
             raise ValueError("sampling needs a prior; this model has none (a plain autoencoder): build a VAE")
         ref = next(self.parameters())
         prior: Any = self.prior
+        if condition is not None and len(condition) != n:
+            raise ValueError(f"condition must have n={n} rows, got {shape_str(condition.shape)}")
         z = prior.sample(n, device=ref.device, dtype=ref.dtype, generator=generator)
-        return self.decode(z).mean
+        return self.decode(z, condition).mean
 
     @torch.no_grad()
-    def repair(self, x: Tensor, batch_size: int = 512) -> Tensor:
+    def repair(self, x: Tensor, condition: Tensor | None = None, batch_size: int = 512) -> Tensor:
         """Repaired images ``(B, C, H, W)``: :meth:`reconstruct` in eval mode, in batches, without gradients.
 
         ``x`` may live on any device: batches go to the model's device and the
         result comes back on ``x``'s. The model's train/eval mode is restored.
+        A conditional model needs ``condition`` (one row per image).
         """
         self.check_input(x)
+        if condition is not None and len(condition) != len(x):
+            raise ValueError(f"condition must have one row per image ({len(x)}), got {shape_str(condition.shape)}")
         if len(x) == 0:
             return x.clone()
         device = next((p.device for p in self.parameters()), x.device)
         was_training = self.training
         self.eval()
         try:
-            parts = [self.reconstruct(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+            parts = [
+                self.reconstruct(
+                    x[i : i + batch_size].to(device),
+                    condition[i : i + batch_size].to(device) if condition is not None else None,
+                )
+                for i in range(0, len(x), batch_size)
+            ]
             return torch.cat(parts).to(x.device)
         finally:
             self.train(was_training)
 
-    def _no_condition(self, condition: Tensor | None) -> None:
-        if condition is not None:
+    def _embed(self, condition: Tensor | None) -> Tensor | None:
+        """The condition's embedding ``(B, E)``; checks that one is given exactly when the model is conditional."""
+        if self.condition is None:
+            if condition is not None:
+                raise ValueError(
+                    "this model is not conditional, so condition must be None; "
+                    f"got a tensor of shape {shape_str(condition.shape)}"
+                )
+            return None
+        if condition is None:
             raise ValueError(
-                "this model is not conditional, so condition must be None; "
-                f"got a tensor of shape {shape_str(condition.shape)}"
+                f"this model is conditional ({type(self.condition).__name__}): pass condition=..., "
+                "built with model.condition.prepare(corrupted, mask, labels)"
             )
+        embedding: Tensor = self.condition(condition)
+        return embedding

@@ -61,34 +61,47 @@ class IWAE:
 
 
 @torch.no_grad()
-def iwae_nll(model: LatentModel, x: Tensor, k: int = 1000, chunk: int = 100, batch_size: int = 100) -> Tensor:
-    r"""Estimate :math:`-\log p(x)` per image ``(B,)`` in nats with the k-sample bound.
+def iwae_nll(
+    model: LatentModel, x: Tensor, k: int = 1000, chunk: int = 100, batch_size: int = 100,
+    condition: Tensor | None = None,
+) -> Tensor:
+    r"""Estimate :math:`-\log p(x)` (or :math:`-\log p(x \mid c)`) per image ``(B,)`` in nats with the k-sample bound.
 
     The ``k`` samples are drawn ``chunk`` at a time and combined with a running
     log-sum-exp, so memory does not grow with ``k``. The estimate is an upper
     bound on :math:`-\log p(x)` in expectation, tight as :math:`k \to \infty`.
+    A conditional model takes ``condition`` (one row per image).
     """
     _check_k(k)
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
+        cb = condition[i : i + batch_size] if condition is not None else None
         total = torch.full((len(xb),), -math.inf, device=xb.device, dtype=xb.dtype)
         for start in range(0, k, chunk):
-            lw = log_weights(model, xb, xb, min(chunk, k - start))
+            lw = log_weights(model, xb, xb, min(chunk, k - start), cb)
             total = torch.logaddexp(total, torch.logsumexp(lw, dim=0))
         out.append(-(total - math.log(k)))
     return torch.cat(out)
 
 
 @torch.no_grad()
-def likelihood_metrics(model: LatentModel, x: Tensor, k: int = 1000, batch_size: int = 100) -> dict[str, float]:
+def likelihood_metrics(
+    model: LatentModel, x: Tensor, k: int = 1000, batch_size: int = 100, condition: Tensor | None = None
+) -> dict[str, float]:
     r"""On clean images ``x``: the negative ELBO and the IWAE estimate of :math:`-\log p(x)`, nats per image.
 
     The ELBO uses one sample and the closed-form KL where the posterior has one
     (else a Monte-Carlo KL). Returns ``{"neg_elbo": ..., "nll_iwae": ...}``.
+    A conditional model takes ``condition`` (one row per image): the numbers
+    are then for :math:`\log p(x \mid c)`.
     """
-    q = model.encode(x[:1])  # only to see whether the posterior has a closed-form KL
+    q = model.encode(x[:1], condition[:1] if condition is not None else None)  # has it a closed-form KL?
     elbo = ELBO(kl="analytic" if hasattr(q, "kl_standard_normal") else "mc")
-    neg_elbo = torch.cat([-elbo(model, xb, xb).terms["elbo"] for xb in x.split(batch_size)])
-    nll = iwae_nll(model, x, k=k, batch_size=batch_size)
+    neg_elbo = torch.cat([
+        -elbo(model, x[i : i + batch_size], x[i : i + batch_size],
+              condition[i : i + batch_size] if condition is not None else None).terms["elbo"]
+        for i in range(0, len(x), batch_size)
+    ])
+    nll = iwae_nll(model, x, k=k, batch_size=batch_size, condition=condition)
     return {"neg_elbo": float(neg_elbo.mean()), "nll_iwae": float(nll.mean())}

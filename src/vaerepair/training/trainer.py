@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -61,6 +61,22 @@ class EarlyStopping:
         if best is None:
             return True
         return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+
+
+class _Fixed(NamedTuple):
+    """One fixed corruption of a split: clean and corrupted images ``(N, C, H, W)`` and the mask."""
+
+    clean: Tensor
+    corrupted: Tensor
+    mask: Tensor
+
+    def partial_mask(self) -> bool:
+        """Whether the corruption left some pixels untouched (erasures, masks): then the
+        missing-region PSNR means something."""
+        return bool(self.mask.any()) and not bool(self.mask.all())
+
+    def n_with_missing(self) -> int:
+        return int(self.mask.flatten(1).any(dim=1).sum())
 
 
 def _as_images(data: ImageDataset | Tensor, name: str) -> Tensor:
@@ -179,6 +195,7 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.check_every = check_every or (1 if self.device.type == "cpu" else 50)
         self.metadata = dict(metadata or {})
+        self.condition: Any = getattr(self.model, "condition", None)  # a conditional model's Condition
         self.history = History()
         self._checked = False
         self._best: float | None = None  # the best monitored value so far, across fit calls
@@ -190,6 +207,7 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     def _prepare(self, data: ImageDataset | Tensor, name: str) -> Tensor:
+        """The images of ``data`` on the device, checked against the model's image shape."""
         images = _as_images(data, name)
         expected = getattr(self.model, "image_shape", None)
         if expected is not None and tuple(images.shape[1:]) != tuple(expected):
@@ -202,32 +220,63 @@ class Trainer:
             raise ValueError(f"{name} is empty")
         return images.to(self.device)
 
+    def _labels(self, data: ImageDataset | Tensor, name: str) -> Tensor | None:
+        """The labels on the device when the model's condition needs them, else ``None``."""
+        if not getattr(self.condition, "needs_labels", False):
+            return None
+        if not isinstance(data, ImageDataset):
+            raise TypeError(
+                f"this model is conditioned on labels, so {name} must be an ImageDataset with labels "
+                f"(vaerepair.load gives them; or ImageDataset(images, labels)), got a {type(data).__name__}"
+            )
+        if len(data.labels) and int(data.labels.min()) < 0:
+            raise ValueError(f"{name} has no labels (they are -1); a label-conditional model needs them")
+        return data.labels.to(self.device)
+
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def _corrupt(self, x: Tensor, generator: torch.Generator, corruption: Corruption | None = None) -> Tensor:
-        corruption = corruption or self.corruption
-        return corruption(x, generator=generator) if corruption is not None else x
+    def _corrupt(
+        self, x: Tensor, generator: torch.Generator, corruption: Corruption | None = None, with_mask: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """The corrupted batch and its mask (``True`` where touched; all ``False`` without a corruption).
 
-    def _fixed_corruption(
-        self, images: Tensor, seed: int, corruption: Corruption | None = None
-    ) -> tuple[Tensor, Tensor]:
+        With ``with_mask=False`` the mask is ``None`` (the unconditional training step skips it).
+        """
+        corruption = corruption or self.corruption
+        if corruption is None:
+            return x, torch.zeros_like(x, dtype=torch.bool) if with_mask else None
+        if not with_mask:
+            return corruption(x, generator=generator), None
+        return tuple(corruption(x, generator=generator, return_mask=True))  # type: ignore[return-value]
+
+    def _fixed_corruption(self, images: Tensor, seed: int, corruption: Corruption | None = None) -> _Fixed:
         """Clean float images and one fixed corruption of them (same for the same seed)."""
         generator = self._generator(seed)
         clean = _to_unit_float(images, self.dtype)
         step = self.eval_batch_size
-        corrupted = torch.cat(
-            [self._corrupt(clean[i : i + step], generator, corruption) for i in range(0, len(clean), step)]
-        )
-        return clean, corrupted
+        parts = [self._corrupt(clean[i : i + step], generator, corruption) for i in range(0, len(clean), step)]
+        return _Fixed(clean, torch.cat([p[0] for p in parts]), torch.cat([cast(Tensor, p[1]) for p in parts]))
+
+    def _run_objective(
+        self, x_in: Tensor, x: Tensor, mask: Tensor | None, labels: Tensor | None
+    ) -> ObjectiveResult:
+        """The objective on one batch; a conditional model also gets its condition."""
+        if self.condition is None:
+            return cast(ObjectiveResult, self.objective(self.model, x_in, x))
+        return cast(ObjectiveResult, self.objective(self.model, x_in, x, self._condition_of(x_in, mask, labels)))
+
+    def _condition_of(self, x_in: Tensor, mask: Tensor | None, labels: Tensor | None) -> Tensor | None:
+        return self.condition.prepare(x_in, mask, labels) if self.condition is not None else None
 
     # --------------------------------------------------------------- training
 
     def fit(self, train: ImageDataset | Tensor, val: ImageDataset | Tensor | None = None) -> History:
         """Train for up to ``epochs`` epochs; returns (and keeps in ``self.history``) the history."""
-        train_images = self._prepare(train, "train")
-        val_pair = self._fixed_corruption(self._prepare(val, "val"), seed=self.seed + 1) if val is not None else None
-        val_input = self._input_quality(*val_pair) if val_pair is not None else {}
+        train_images, train_labels = self._prepare(train, "train"), self._labels(train, "train")
+        val_fixed = self._fixed_corruption(self._prepare(val, "val"), seed=self.seed + 1) if val is not None else None
+        val_labels = self._labels(val, "val") if val is not None else None
+        val_input = self._input_quality(val_fixed) if val_fixed is not None else {}
         monitor = self.monitor or (
             self.early_stopping.monitor if self.early_stopping else ("val_loss" if val is not None else "train_loss")
         )
@@ -236,7 +285,8 @@ class Trainer:
         stopper = self.early_stopping or EarlyStopping(monitor=monitor, mode=mode, patience=self.epochs + 1)
         batch_gen, corrupt_gen = self._batch_gen, self._corrupt_gen
         if not self._checked:
-            self._sanity_check(train_images[: min(len(train_images), self.batch_size)])
+            first = slice(0, min(len(train_images), self.batch_size))
+            self._sanity_check(train_images[first], train_labels[first] if train_labels is not None else None)
             self._checked = True
 
         since_best = 0
@@ -244,9 +294,9 @@ class Trainer:
         for epoch in range(start_epoch + 1, start_epoch + self.epochs + 1):
             t0 = time.perf_counter()
             record: dict[str, float] = {"epoch": epoch}
-            record.update(self._train_epoch(train_images, batch_gen, corrupt_gen, epoch))
-            if val_pair is not None:
-                measured = {**self._evaluate_pair(*val_pair), **val_input}
+            record.update(self._train_epoch(train_images, train_labels, batch_gen, corrupt_gen, epoch))
+            if val_fixed is not None:
+                measured = {**self._evaluate_fixed(val_fixed, val_labels), **val_input}
                 record.update({f"val_{k}": v for k, v in measured.items() if k != "n"})
             record["lr"] = float(self.optimizer.param_groups[0]["lr"])
             hparams = getattr(self.objective, "hparams", None)
@@ -270,12 +320,12 @@ class Trainer:
                 break
         return self.history
 
-    def _sanity_check(self, x_clean: Tensor) -> None:
+    def _sanity_check(self, x_clean: Tensor, labels: Tensor | None) -> None:
         """Run the objective once on the first batch and explain what goes wrong."""
         x = _to_unit_float(x_clean, self.dtype)
-        x_in = self._corrupt(x, self._generator(self.seed + 4))
+        x_in, mask = self._corrupt(x, self._generator(self.seed + 4))
         try:
-            result = self.objective(self.model, x_in, x)
+            result = self._run_objective(x_in, x, mask, labels)
         except Exception as err:
             raise RuntimeError(
                 f"the objective failed on a first batch of shape {shape_str(x.shape)} "
@@ -300,7 +350,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _train_epoch(
-        self, images: Tensor, batch_gen: torch.Generator, corrupt_gen: torch.Generator, epoch: int
+        self, images: Tensor, labels: Tensor | None, batch_gen: torch.Generator, corrupt_gen: torch.Generator,
+        epoch: int,
     ) -> dict[str, float]:
         self.model.train()
         n = len(images)
@@ -312,8 +363,10 @@ class Trainer:
         bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not self.progress, leave=False, dynamic_ncols=True)
         with validation(False), bar:
             for step in range(n_steps):
-                x = _to_unit_float(images[order[step * self.batch_size : (step + 1) * self.batch_size]], self.dtype)
-                result = self.objective(self.model, self._corrupt(x, corrupt_gen), x)
+                index = order[step * self.batch_size : (step + 1) * self.batch_size]
+                x = _to_unit_float(images[index], self.dtype)
+                x_in, mask = self._corrupt(x, corrupt_gen, with_mask=self.condition is not None)
+                result = self._run_objective(x_in, x, mask, labels[index] if labels is not None else None)
                 loss_sum += result.loss.detach() * len(x)
                 for k, v in result.terms.items():
                     term_sums[k] = term_sums.get(k, 0.0) + v.detach().sum()
@@ -362,55 +415,76 @@ class Trainer:
         ``neg_elbo`` and ``nll_iwae`` (the ``iwae_k``-sample estimate of
         :math:`-\log p(x)`) on the clean images, in nats per image.
         """
-        images = self._prepare(data, "data")
+        images, labels = self._prepare(data, "data"), self._labels(data, "data")
         corruption = corruption.to(self.device) if corruption is not None else None
         fixed = self._fixed_corruption(images, self.seed + 5 if seed is None else seed, corruption)
-        out = {**self._evaluate_pair(*fixed), **self._input_quality(*fixed)}
+        out = {**self._evaluate_fixed(fixed, labels), **self._input_quality(fixed)}
         if iwae_k and getattr(self.model, "prior", None) is not None:
             was_training = self.model.training
             self.model.eval()
             try:
                 with validation(False):
-                    out.update(likelihood_metrics(cast(LatentModel, self.model), fixed[0], k=iwae_k))
+                    condition = self._condition_of(fixed.corrupted, fixed.mask, labels)
+                    out.update(likelihood_metrics(cast(LatentModel, self.model), fixed.clean, k=iwae_k,
+                                                  condition=condition))
             finally:
                 self.model.train(was_training)
         return out
 
-    def _evaluate_pair(self, clean: Tensor, corrupted: Tensor) -> dict[str, float]:
+    def _evaluate_fixed(self, fixed: _Fixed, labels: Tensor | None) -> dict[str, float]:
+        """Loss, terms and repair quality on a fixed corruption (means per image)."""
         was_training = self.model.training
         self.model.eval()
         needs_grad = bool(getattr(self.objective, "needs_grad", False))
+        partial = fixed.partial_mask()
         sums: dict[str, Tensor | float] = {}
         try:
             with validation(False):
-                for i in range(0, len(clean), self.eval_batch_size):
-                    x, x_in = clean[i : i + self.eval_batch_size], corrupted[i : i + self.eval_batch_size]
+                for i in range(0, len(fixed.clean), self.eval_batch_size):
+                    part = slice(i, i + self.eval_batch_size)
+                    x, x_in, mask = fixed.clean[part], fixed.corrupted[part], fixed.mask[part]
+                    batch_labels = labels[part] if labels is not None else None
                     with torch.set_grad_enabled(needs_grad):
-                        loss, terms = self.objective(self.model, x_in, x)
+                        loss, terms = self._run_objective(x_in, x, mask, batch_labels)
                     with torch.no_grad():
-                        repaired = cast(LatentModel, self.model).reconstruct(x_in)
+                        condition = self._condition_of(x_in, mask, batch_labels)
+                        repaired = cast(LatentModel, self.model).reconstruct(x_in, condition)
                         batch = {
                             "loss": loss.detach() * len(x),
                             **{k: v.detach().sum() for k, v in terms.items()},
                             "psnr": psnr(repaired, x, reduction="none").sum(),
                             "ssim": ssim(repaired, x, reduction="none").sum(),
                         }
+                        if partial:
+                            batch["psnr_missing"] = psnr(repaired, x, reduction="none", mask=mask).nansum()
                     for k, v in batch.items():
                         sums[k] = sums.get(k, 0.0) + v
         finally:
             self.model.train(was_training)
-        out = {k: float(v) / len(clean) for k, v in sums.items()}
-        out["n"] = float(len(clean))
+        out = {k: float(v) / len(fixed.clean) for k, v in sums.items()}
+        if partial:
+            out["psnr_missing"] = float(sums["psnr_missing"]) / fixed.n_with_missing()
+        out["n"] = float(len(fixed.clean))
         return out
 
-    def _input_quality(self, clean: Tensor, corrupted: Tensor) -> dict[str, float]:
+    def _input_quality(self, fixed: _Fixed) -> dict[str, float]:
         """PSNR/SSIM of the corrupted inputs themselves (the "before repair" numbers)."""
-        sums = {"psnr_input": 0.0, "ssim_input": 0.0}
+        clean, corrupted, mask = fixed
+        partial = fixed.partial_mask()
+        sums = {"psnr_input": 0.0, "ssim_input": 0.0, "psnr_missing_input": 0.0}
         for i in range(0, len(clean), self.eval_batch_size):
-            x, x_in = clean[i : i + self.eval_batch_size], corrupted[i : i + self.eval_batch_size]
+            part = slice(i, i + self.eval_batch_size)
+            x, x_in = clean[part], corrupted[part]
             sums["psnr_input"] += float(psnr(x_in, x, reduction="none").sum())
             sums["ssim_input"] += float(ssim(x_in, x, reduction="none").sum())
-        return {k: v / len(clean) for k, v in sums.items()}
+            if partial:
+                sums["psnr_missing_input"] += float(psnr(x_in, x, reduction="none", mask=mask[part]).nansum())
+        out = {k: v / len(clean) for k, v in sums.items()}
+        if partial:
+            out["psnr_missing_input"] = sums["psnr_missing_input"] / fixed.n_with_missing()
+        else:
+            del out["psnr_missing_input"]
+        return out
 
     # ------------------------------------------------------------ checkpoints
 

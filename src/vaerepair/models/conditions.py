@@ -1,0 +1,164 @@
+"""Conditions for conditional models: what both q(z | x, c) and p(x | z, c) see besides x and z.
+
+A condition module does two things:
+
+* :meth:`~Condition.prepare` builds the raw condition ``c`` of a batch from
+  what the Trainer has: the corrupted images, the corruption's mask and the
+  labels;
+* ``forward(c)`` embeds it as features ``(B, E)``, which the model
+  concatenates to the encoder's features (before the posterior head) and to
+  the latent (before the decoder): the condition enters both the encoder and
+  the decoder, as in a conditional VAE.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vaerepair._checks import check_images, shape_str
+
+__all__ = ["Condition", "LabelCondition", "ImageCondition", "CONDITION_KINDS"]
+
+CONDITION_KINDS = ("label", "image")
+
+
+class Condition(nn.Module):
+    """Base class: ``out_features`` (``E``), :meth:`prepare` and ``forward``.
+
+    Attributes:
+        out_features: the embedding size ``E``.
+        needs_labels: :meth:`prepare` reads the labels (the Trainer then keeps them).
+    """
+
+    out_features: int
+    needs_labels: bool = False
+
+    def prepare(self, corrupted: Tensor, mask: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The raw condition of a batch.
+
+        Args:
+            corrupted: the corrupted images ``(B, C, H, W)``.
+            mask: boolean ``(B, C, H, W)``, ``True`` where the corruption touched a pixel.
+            labels: class indices ``(B,)`` or ``None``.
+        """
+        raise NotImplementedError
+
+
+class LabelCondition(Condition):
+    """Condition on the class label, as a one-hot vector ``(B, K)`` (report 002's label CVAE).
+
+    ``forward`` takes one-hot rows ``(B, K)`` (what :meth:`prepare` builds) or
+    class indices ``(B,)`` and returns the one-hot rows as floats: ``E = K``.
+
+    Example:
+        >>> LabelCondition(10)(torch.tensor([3, 0])).argmax(dim=1).tolist()
+        [3, 0]
+    """
+
+    needs_labels = True
+    _ref: Tensor
+
+    def __init__(self, n_classes: int = 10) -> None:
+        super().__init__()
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        self.n_classes = n_classes
+        self.out_features = n_classes
+        self.register_buffer("_ref", torch.zeros(()), persistent=False)  # follows the model's device and dtype
+
+    def prepare(self, corrupted: Tensor, mask: Tensor, labels: Tensor | None = None) -> Tensor:
+        if labels is None:
+            raise ValueError(
+                "a label-conditional model needs the labels: train on an ImageDataset with labels "
+                "(vaerepair.load gives them) or pass condition=one_hot(labels)"
+            )
+        return self._one_hot(labels).to(corrupted.dtype)
+
+    def _one_hot(self, labels: Tensor) -> Tensor:
+        if labels.is_floating_point() or labels.dim() != 1:
+            raise ValueError(f"labels must be integer class indices of shape (B,), got {labels.dtype} "
+                             f"{shape_str(labels.shape)}")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.n_classes):
+            raise ValueError(
+                f"labels must lie in [0, {self.n_classes - 1}], got [{int(labels.min())}, {int(labels.max())}]; "
+                "build the condition with the dataset's number of classes"
+            )
+        return F.one_hot(labels.long(), self.n_classes)
+
+    def forward(self, condition: Tensor) -> Tensor:
+        """One-hot rows ``(B, K)`` from one-hot rows or indices ``(B,)``."""
+        if condition.dim() == 1:
+            return self._one_hot(condition).to(self._ref.dtype)
+        if condition.dim() != 2 or condition.shape[1] != self.n_classes:
+            raise ValueError(
+                f"a label condition must be class indices (B,) or one-hot rows (B, {self.n_classes}), "
+                f"got {shape_str(condition.shape)}"
+            )
+        return condition.to(self._ref.dtype)
+
+    def extra_repr(self) -> str:
+        return f"n_classes={self.n_classes}"
+
+
+class ImageCondition(Condition):
+    r"""Condition on the incomplete image: the corrupted pixels and the mask (report 002's image CVAE).
+
+    The raw condition is ``(B, 2C, H, W)``: the corrupted image :math:`\tilde x`
+    and the mask :math:`m` (1 where the corruption touched a pixel, e.g. the
+    missing region of an erasure). ``forward`` embeds it with a one-layer MLP:
+    ``E = features``.
+
+    Args:
+        image_shape: ``(C, H, W)`` of the images.
+        features: the embedding size ``E``.
+        activation: the embedding's nonlinearity.
+
+    Example:
+        >>> cond = ImageCondition((1, 28, 28), features=64)
+        >>> x = torch.rand(2, 1, 28, 28)
+        >>> c = cond.prepare(x, x > 0.5)
+        >>> c.shape, cond(c).shape
+        (torch.Size([2, 2, 28, 28]), torch.Size([2, 64]))
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        features: int = 256,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {image_shape!r}")
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ValueError(f"features must be an integer >= 1, got {features!r}")
+        c, h, w = (int(s) for s in image_shape)
+        self.image_shape = (c, h, w)
+        self.out_features = features
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(2 * c * h * w, features), activation())
+
+    def prepare(self, corrupted: Tensor, mask: Tensor, labels: Tensor | None = None) -> Tensor:
+        c, h, w = self.image_shape
+        check_images(corrupted, "corrupted", channels=c, size=(h, w))
+        if mask.shape != corrupted.shape:
+            raise ValueError(
+                f"mask must have the images' shape {shape_str(corrupted.shape)}, got {shape_str(mask.shape)}"
+            )
+        return torch.cat([corrupted, mask.to(corrupted.dtype)], dim=1)
+
+    def forward(self, condition: Tensor) -> Tensor:
+        """Features ``(B, E)`` of a raw condition ``(B, 2C, H, W)``."""
+        c, h, w = self.image_shape
+        if condition.dim() != 4 or tuple(condition.shape[1:]) != (2 * c, h, w):
+            raise ValueError(
+                f"an image condition must have shape (B, {2 * c}, {h}, {w}) (corrupted image and mask, "
+                f"from prepare()), got {shape_str(condition.shape)}"
+            )
+        return self.embed(condition)
+
+    def extra_repr(self) -> str:
+        return f"image_shape={self.image_shape}, features={self.out_features}, inputs={2 * math.prod(self.image_shape)}"
