@@ -8,11 +8,11 @@ corruption (:mod:`vaerepair.corruptions`), and train with :class:`Trainer`.
 
 __version__ = "0.1.0"
 
-from vaerepair import corruptions, data, distributions, metrics, models, nets, objectives, plots, training
+from vaerepair import corruptions, data, distributions, flows, metrics, models, nets, objectives, plots, training
 from vaerepair.corruptions import BlockErasure, GaussianNoise, PixelInversion, RandomMask, SaltAndPepper
 from vaerepair.data import ImageDataset, load, train_val_split
 from vaerepair.metrics import psnr, ssim
-from vaerepair.models import LatentVariableModel, autoencoder, conditional_vae, variational_autoencoder
+from vaerepair.models import LatentVariableModel, autoencoder, conditional_vae, flow_vae, variational_autoencoder
 from vaerepair.objectives import ELBO, ObjectiveResult, Reconstruction
 from vaerepair.training import EarlyStopping, History, Trainer, load_checkpoint, load_model
 
@@ -21,6 +21,7 @@ __all__ = [
     "corruptions",
     "data",
     "distributions",
+    "flows",
     "metrics",
     "models",
     "nets",
@@ -36,6 +37,7 @@ __all__ = [
     "autoencoder",
     "variational_autoencoder",
     "conditional_vae",
+    "flow_vae",
     "ELBO",
     "ObjectiveResult",
     "Reconstruction",

@@ -7,6 +7,7 @@ from vaerepair.models.factory import (
     autoencoder,
     build,
     conditional_vae,
+    flow_vae,
     variational_autoencoder,
 )
 from vaerepair.models.latent import ImageDistribution, LatentModel, LatentVariableModel, PosteriorLike
@@ -21,6 +22,7 @@ __all__ = [
     "autoencoder",
     "variational_autoencoder",
     "conditional_vae",
+    "flow_vae",
     "Condition",
     "LabelCondition",
     "ImageCondition",

@@ -16,12 +16,13 @@ from vaerepair.distributions import (
     StandardNormal,
     spatial_head,
 )
+from vaerepair.flows import PlanarFlowPosterior
 from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
 from vaerepair.models.latent import LatentVariableModel
 from vaerepair.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 __all__ = [
-    "ModelSpec", "build", "autoencoder", "variational_autoencoder", "conditional_vae", "MODEL_KINDS",
+    "ModelSpec", "build", "autoencoder", "variational_autoencoder", "flow_vae", "conditional_vae", "MODEL_KINDS",
 ]
 
 MODEL_KINDS = ("ae", "dae", "vae")
@@ -58,6 +59,11 @@ class ModelSpec:
             (V)AE whose encoder and decoder both see the condition.
         n_classes: the label condition's number of classes.
         condition_features: the image condition's embedding size.
+        flows: ``vae`` only: ``K`` planar-flow layers after the Gaussian
+            posterior (:class:`~vaerepair.flows.PlanarFlowPosterior`); 0: the
+            Gaussian posterior itself.
+        amortized: the flow layers are produced per image from the encoder
+            features (``True``) or global (``False``).
     """
 
     kind: str = "dae"
@@ -76,6 +82,8 @@ class ModelSpec:
     condition: str | None = None
     n_classes: int = 10
     condition_features: int = 256
+    flows: int = 0
+    amortized: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -92,6 +100,10 @@ class ModelSpec:
             raise ValueError(f"unknown condition {self.condition!r}; known: None, {', '.join(CONDITION_KINDS)}")
         if self.condition is not None and self.spatial:
             raise ValueError("a conditional model cannot be spatial (the condition joins a latent vector)")
+        if self.flows and self.kind != "vae":
+            raise ValueError(f"flows={self.flows} needs kind='vae' (a stochastic posterior), got {self.kind!r}")
+        if self.flows < 0:
+            raise ValueError(f"flows must be >= 0, got {self.flows}")
         if self.likelihood not in _LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
         object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
@@ -152,8 +164,11 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
             _, h, w = conv_encoder.feature_shape
             head = spatial_head(conv_encoder.feature_shape, spec.latent_dim // (h * w))
     if spec.kind == "vae":
-        return LatentVariableModel(encoder, GaussianPosterior(features + extra, spec.latent_dim), decoder, likelihood,
-                                   prior=StandardNormal(spec.latent_dim), condition=condition, spec=spec.to_dict())
+        q: nn.Module = GaussianPosterior(features + extra, spec.latent_dim)
+        if spec.flows:
+            q = PlanarFlowPosterior(features + extra, spec.latent_dim, n_flows=spec.flows, amortized=spec.amortized)
+        return LatentVariableModel(encoder, q, decoder, likelihood, prior=StandardNormal(spec.latent_dim),
+                                   condition=condition, spec=spec.to_dict())
     posterior = PointMassPosterior(features + extra, spec.latent_dim, head=head)
     return LatentVariableModel(encoder, posterior, decoder, likelihood, condition=condition, spec=spec.to_dict())
 
@@ -195,6 +210,30 @@ def variational_autoencoder(
         StandardNormal(latent_dim=20)
     """
     return _configuration("vae", image_shape, latent_dim, arch, likelihood, options)
+
+
+def flow_vae(
+    n_flows: int = 5,
+    image_shape: tuple[int, int, int] = (1, 28, 28),
+    latent_dim: int = 20,
+    arch: str = "mlp",
+    likelihood: str = "bernoulli",
+    amortized: bool = True,
+    **options: Any,
+) -> LatentVariableModel:
+    """A VAE whose posterior is a Gaussian refined by ``n_flows`` planar layers (report 003).
+
+    Train it with :class:`ELBO` (its default ``kl="auto"`` uses the Monte-Carlo
+    KL for flows). ``n_flows=0`` is :func:`variational_autoencoder`.
+
+    Example:
+        >>> flow_vae(5).posterior
+        PlanarFlowPosterior(
+          n_flows=5, amortized=True
+          ...
+    """
+    return _configuration("vae", image_shape, latent_dim, arch, likelihood,
+                          {"flows": n_flows, "amortized": amortized, **options})
 
 
 def conditional_vae(

@@ -24,7 +24,8 @@ class ELBO:
     With ``kl="analytic"`` the KL is the closed form (the posterior must provide
     ``kl_standard_normal`` and the prior be :class:`StandardNormal`); with
     ``kl="mc"`` it is :math:`\tfrac1S \sum_s [\log q(z_{s,b}) - \log p(z_{s,b})]`,
-    which needs only ``log_prob`` (flows). ``beta=1`` is the VAE, ``beta>1`` the
+    which needs only ``log_prob`` (flows); ``kl="auto"`` (default) takes the
+    closed form where there is one, else the Monte-Carlo estimate. ``beta=1`` is the VAE, ``beta>1`` the
     beta-VAE. The loss is the batch mean of :math:`\ell_b`.
 
     Terms ``(B,)``: ``recon``, ``kl`` (unweighted), ``elbo`` (:math:`-(\texttt{recon}+\texttt{kl})`,
@@ -36,15 +37,15 @@ class ELBO:
 
     Args:
         beta: the KL weight, ``>= 0``, or a schedule of it.
-        kl: ``"analytic"`` or ``"mc"``.
+        kl: ``"auto"``, ``"analytic"`` or ``"mc"``.
         n_samples: Monte-Carlo samples ``S`` per image, ``>= 1``.
     """
 
-    def __init__(self, beta: float | Schedule = 1.0, kl: str = "analytic", n_samples: int = 1) -> None:
+    def __init__(self, beta: float | Schedule = 1.0, kl: str = "auto", n_samples: int = 1) -> None:
         self.schedule = beta if isinstance(beta, Schedule) else Constant(check_positive(beta, "beta", allow_zero=True))
         self.steps = 0
-        if kl not in ("analytic", "mc"):
-            raise ValueError(f"kl must be 'analytic' or 'mc', got {kl!r}")
+        if kl not in ("auto", "analytic", "mc"):
+            raise ValueError(f"kl must be 'auto', 'analytic' or 'mc', got {kl!r}")
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
         self.kl = kl
@@ -59,8 +60,9 @@ class ELBO:
         q = model.encode(x_input, condition)
         z = q.rsample(self.n_samples)  # (S, B, D)
         recon = -model.decode(z, condition).log_prob(x_target).mean(dim=0)
-        if self.kl == "analytic":
-            if not hasattr(q, "kl_standard_normal") or not isinstance(prior, StandardNormal):
+        closed_form = hasattr(q, "kl_standard_normal") and isinstance(prior, StandardNormal)
+        if self.kl == "analytic" or (self.kl == "auto" and closed_form):
+            if not closed_form:
                 raise ValueError(
                     f"kl='analytic' needs a Gaussian posterior and a StandardNormal prior, got "
                     f"{type(q).__name__} and {type(prior).__name__}; use kl='mc'"
