@@ -142,3 +142,12 @@ def test_beta_sweep_writes_table_plot_and_names_the_best(mnist_root: Path, tmp_p
         main(["sweep", *args, "--betas", "6:2:1", "--root", str(mnist_root)])
     assert "expected betas as start:stop:step" in capsys.readouterr().err
     assert main(["sweep", *args, "--model", "dae", "--root", str(mnist_root), "--out", str(out)]) == 2
+
+
+def test_flow_vae_trains_from_the_command_line(mnist_root, tmp_path):
+    out = tmp_path / "flow"
+    assert main(["train", "--dataset", "mnist", "--root", str(mnist_root), "--model", "vae", "--flows", "3",
+                 "--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--eval-n", "16", "--iwae-k", "10",
+                 "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["flows"] == 3 and metrics["test"]["nll_iwae"] > 0

@@ -63,3 +63,19 @@ def test_samples_grid_and_latent_scatter(tmp_path):
     assert _read(str(path)).shape[-1] > 300
     with pytest.raises(ValueError, match="sampling needs a prior"):
         save_samples_grid(tmp_path / "x.png", vr.autoencoder())
+
+
+def test_image_rows_keep_their_order_and_density_plot(tmp_path):
+    from vaerepair.plots import plot_density_2d, save_image_rows
+
+    rows = {f"row {i}": torch.full((4, 1, 28, 28), i / 3) for i in range(4)}
+    img = _read(str(save_image_rows(tmp_path / "rows.png", rows, n=4, scale=1)))
+    assert img.shape[-2:] == (4 * 28 + 5 * 2, 4 * 28 + 5 * 2)
+    for i in range(4):  # each row's grey level, top to bottom
+        y = 2 + i * 30 + 14
+        assert abs(int(img[0, y, 16]) - round(255 * i / 3)) <= 1
+    with pytest.raises(ValueError, match="rows is empty"):
+        save_image_rows(tmp_path / "none.png", {})
+    path = plot_density_2d(tmp_path / "d.png", {"a": lambda z: -(z**2).sum(-1), "b": lambda z: -z.abs().sum(-1)})
+    assert _read(str(path)).shape[-1] > 400
+

@@ -85,6 +85,10 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
                    help="dae: autoencoder trained on corrupted inputs; ae: plain autoencoder (no corruption); "
                         "vae: variational autoencoder trained with the (beta-)ELBO on corrupted inputs")
     p.add_argument("--beta", type=float, default=1.0, help="vae: the KL weight (beta > 1: beta-VAE)")
+    p.add_argument("--flows", type=int, default=0,
+                   help="vae: K planar-flow layers after the Gaussian posterior (report 003)")
+    p.add_argument("--global-flows", action="store_true",
+                   help="with --flows: layers shared by all images (default: amortised, one set per image)")
     p.add_argument("--condition", choices=CONDITION_KINDS, default=None,
                    help="a conditional model: on the class label (one-hot) or on the corrupted image and its mask "
                         "(inpainting, report 002); encoder and decoder both see it")
@@ -174,7 +178,7 @@ def _spec(args: argparse.Namespace, data: ImageDataset) -> ModelSpec:
         kind=args.model, image_shape=data.image_shape, latent_dim=args.latent_dim, arch=args.arch,
         hidden=args.hidden, features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
         activation=args.activation, spatial=args.spatial, condition=args.condition,
-        n_classes=max(10, int(data.labels.max()) + 1),
+        n_classes=max(10, int(data.labels.max()) + 1), flows=args.flows, amortized=not args.global_flows,
     )
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "save_repair_grid", "save_image_rows", "plot_history", "save_samples_grid", "latent_projection",
     "plot_latent_scatter",
+    "plot_density_2d",
 ]
 
 
@@ -200,4 +201,34 @@ def plot_latent_scatter(path: str | os.PathLike[str], model: torch.nn.Module, im
     ax.set_xlabel(f"{axis}1")
     ax.set_ylabel(f"{axis}2")
     ax.set_title(title or f"latent means ({codes.shape[1]}-D{', PCA' if axis == 'PC' else ''})")
+    return _save_figure(plt, fig, path)
+
+
+@torch.no_grad()
+def plot_density_2d(
+    path: str | os.PathLike[str],
+    densities: dict[str, Any],
+    box: float = 4.0,
+    n: int = 200,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG with one heat map per entry of ``densities`` on ``[-box, box]^2``.
+
+    Each value is a function ``z (N, 2) -> log-density (N,)`` (unnormalised is
+    fine: each panel shows ``exp`` of it scaled to its own maximum), e.g. a
+    target ``lambda z: -U(z)`` next to a fitted flow's ``log_prob``.
+    """
+    plt = _pyplot()
+    t = torch.linspace(-box, box, n, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2)
+    fig, axes = plt.subplots(1, len(densities), figsize=(3.6 * len(densities), 3.6), squeeze=False)
+    for ax, (name, log_density) in zip(axes[0], densities.items(), strict=True):
+        values = log_density(grid).double().reshape(n, n)
+        image = (values - values.max()).exp().cpu().numpy()
+        ax.imshow(image, extent=(-box, box, -box, box), origin="lower", cmap="viridis")
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
     return _save_figure(plt, fig, path)

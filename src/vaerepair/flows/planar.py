@@ -23,7 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["PlanarParams", "planar_params", "planar_forward", "planar_score_step", "planar_inverse"]
+__all__ = [
+    "PlanarParams", "planar_params", "split_layers", "planar_step", "planar_forward", "planar_score_step",
+    "planar_inverse",
+]
 
 _TINY = 1e-30  # floor of ||w||^2 (w = 0 makes the layer a translation; u_hat = u then)
 
@@ -52,23 +55,41 @@ def planar_params(u: Tensor, w: Tensor, b: Tensor) -> PlanarParams:
             f"planar parameters must have u, w of shape (..., D) and b of shape (...), got u {tuple(u.shape)}, "
             f"w {tuple(w.shape)}, b {tuple(b.shape)}"
         )
-    wu = (w * u).sum(dim=-1)
+    wu = torch.linalg.vecdot(w, u)
     sp = F.softplus(wu)
-    w_sq = (w * w).sum(dim=-1).clamp_min(_TINY)
-    u_hat = u + ((sp - 1.0 - wu) / w_sq).unsqueeze(-1) * w
+    w_sq = torch.linalg.vecdot(w, w).clamp_min(_TINY)
+    u_hat = torch.addcmul(u, ((sp - 1.0 - wu) / w_sq).unsqueeze(-1), w)
     return PlanarParams(u_hat, w, b, sp)
 
 
+def split_layers(p: PlanarParams, dim: int = -2) -> list[PlanarParams]:
+    """Layers stacked along ``dim`` of ``u_hat``/``w`` (``(..., K, D)``, ``b`` ``(..., K)``) as a list of K layers.
+
+    Constraining all K layers in one :func:`planar_params` call and splitting
+    them afterwards costs a few tensor operations instead of a few per layer.
+    """
+    scalar_dim = dim if dim >= 0 else dim + 1  # the same axis of b and softplus_wu, which lack the last one
+    return [PlanarParams(*parts) for parts in zip(p.u_hat.unbind(dim), p.w.unbind(dim), p.b.unbind(scalar_dim),
+                                                   p.softplus_wu.unbind(scalar_dim), strict=True)]
+
+
 def _pre_activation(z: Tensor, p: PlanarParams) -> Tensor:
-    return (z * p.w).sum(dim=-1) + p.b
+    if p.w.dim() == 1:  # global layer: one matrix-vector product
+        return torch.addmv(p.b, z.reshape(-1, z.shape[-1]), p.w).view(z.shape[:-1])
+    return torch.linalg.vecdot(z, p.w) + p.b
+
+
+def planar_step(z: Tensor, p: PlanarParams) -> tuple[Tensor, Tensor]:
+    r"""One layer: ``(f(z), det J)`` with :math:`\det J = t^2 + (1 - t^2)\,\mathrm{softplus}(w^\top u) > 0`."""
+    t = torch.tanh(_pre_activation(z, p))
+    det = torch.addcmul(p.softplus_wu, t * t, 1.0 - p.softplus_wu)
+    return torch.addcmul(z, p.u_hat, t.unsqueeze(-1)), det
 
 
 def planar_forward(z: Tensor, p: PlanarParams) -> tuple[Tensor, Tensor]:
     r"""One layer: ``(f(z), log|det J|)``, ``f(z)`` shaped like ``z`` ``(..., D)``, the log-det ``(...)``."""
-    t = torch.tanh(_pre_activation(z, p))
-    t2 = t * t
-    log_det = torch.log(t2 + (1.0 - t2) * p.softplus_wu)
-    return z + p.u_hat * t.unsqueeze(-1), log_det
+    z_new, det = planar_step(z, p)
+    return z_new, torch.log(det)
 
 
 def planar_score_step(z: Tensor, g: Tensor, p: PlanarParams) -> tuple[Tensor, Tensor, Tensor]:

@@ -15,8 +15,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vaerepair.distributions.gaussian import DiagonalGaussian, GaussianPosterior
-from vaerepair.flows.planar import PlanarParams, planar_forward, planar_inverse, planar_params, planar_score_step
+from vaerepair.distributions.gaussian import _HALF_LOG_2PI, DiagonalGaussian, GaussianPosterior
+from vaerepair.flows.planar import (
+    PlanarParams,
+    planar_inverse,
+    planar_params,
+    planar_score_step,
+    planar_step,
+    split_layers,
+)
 
 __all__ = ["PlanarFlow", "PlanarFlowDistribution", "PlanarFlowPosterior", "push_forward"]
 
@@ -28,12 +35,17 @@ def push_forward(
 
     With ``score`` (the base score at ``z``), the score is carried through every layer.
     """
+    if not layers:
+        return z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device), score
+    if score is None:  # the training path: one log of all K determinants (fewer autograd nodes)
+        dets = []
+        for p in layers:
+            z, det = planar_step(z, p)
+            dets.append(det)
+        return z, torch.log(torch.stack(dets)).sum(dim=0), None
     log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
     for p in layers:
-        if score is None:
-            z, ld = planar_forward(z, p)
-        else:
-            z, ld, score = planar_score_step(z, score, p)
+        z, ld, score = planar_score_step(z, score, p)
         log_det = log_det + ld
     return z, log_det, score
 
@@ -69,7 +81,7 @@ class PlanarFlow(nn.Module):
 
     def layers(self) -> list[PlanarParams]:
         """The constrained parameters of each layer."""
-        return [planar_params(self.u[k], self.w[k], self.b[k]) for k in range(self.n_flows)]
+        return split_layers(planar_params(self.u, self.w, self.b), dim=0)
 
     def forward(self, z: Tensor, score: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(z_K, sum log|det J|, score at z_K)`` for ``z`` ``(..., D)``; see :func:`push_forward`."""
@@ -88,10 +100,12 @@ class PlanarFlow(nn.Module):
 class PlanarFlowDistribution:
     r"""q_K: a :class:`DiagonalGaussian` base ``(B, D)`` pushed through planar layers.
 
-    ``rsample`` draws :math:`z_K` and keeps :math:`\log q_K(z_K)` and the score
-    at it; ``log_prob``/``score`` of those samples are then exact and free (and
-    differentiable along the sample path). For any other ``z`` they invert the
-    flow numerically (no gradient through the inverse).
+    ``rsample`` draws :math:`z_K` and keeps :math:`\log q_K(z_K)`: ``log_prob``
+    of those samples is then exact and free (and differentiable along the
+    sample path); ``score`` of them pushes the base score through the layers
+    from the kept :math:`z_0` (exact, differentiable, computed only when asked).
+    For any other ``z`` both invert the flow numerically (no gradient through
+    the inverse).
 
     ``mean`` is the image of the base mean, :math:`f_K \circ \dots \circ f_1(\mu)`:
     the deterministic code that :meth:`reconstruct` decodes (not :math:`E[z_K]`,
@@ -101,7 +115,7 @@ class PlanarFlowDistribution:
     def __init__(self, base: DiagonalGaussian, layers: list[PlanarParams]) -> None:
         self.base = base
         self.layers = layers
-        self._cache: tuple[Tensor, Tensor, Tensor] | None = None  # (z_K, log q_K(z_K), score)
+        self._cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # (z_K, log q_K(z_K), z_0, base score)
 
     @property
     def mean(self) -> Tensor:
@@ -113,11 +127,10 @@ class PlanarFlowDistribution:
         loc, scale = self.base.loc, self.base.scale
         shape = loc.shape if n_samples is None else (n_samples, *loc.shape)
         eps = torch.randn(shape, generator=generator, device=loc.device, dtype=loc.dtype)
-        z0 = loc + scale * eps
-        log_q0 = self.base.log_prob(z0)
-        z, log_det, score = push_forward(z0, self.layers, -eps / scale)
-        assert score is not None
-        self._cache = (z, log_q0 - log_det, score)
+        z0 = torch.addcmul(loc, scale, eps)
+        log_q0 = -(0.5 * eps.square() + scale.log() + _HALF_LOG_2PI).sum(dim=-1)  # log q_0(z_0), with eps known
+        z, log_det, _ = push_forward(z0, self.layers)
+        self._cache = (z, log_q0 - log_det, z0, -eps / scale)
         return z
 
     def _invert(self, z: Tensor) -> Tensor:
@@ -136,7 +149,7 @@ class PlanarFlowDistribution:
     def score(self, z: Tensor) -> Tensor:
         r""":math:`\nabla_z \log q_K(z)`, shaped like ``z``."""
         if self._cache is not None and z is self._cache[0]:
-            return self._cache[2]
+            return push_forward(self._cache[2], self.layers, self._cache[3])[2]  # type: ignore[return-value]
         z0 = self._invert(z.detach())
         return push_forward(z0, self.layers, self.base.score(z0))[2]  # type: ignore[return-value]
 
@@ -191,8 +204,8 @@ class PlanarFlowPosterior(nn.Module):
         assert self.flow_head is not None
         d, k = self.latent_dim, self.n_flows
         raw = self.flow_head(features).view(-1, k, 2 * d + 1)
-        u, w, b = raw[..., :d], raw[..., d : 2 * d], raw[..., 2 * d]
-        return PlanarFlowDistribution(base, [planar_params(u[:, i], w[:, i], b[:, i]) for i in range(k)])
+        u, w, b = raw.split([d, d, 1], dim=-1)
+        return PlanarFlowDistribution(base, split_layers(planar_params(u, w, b.squeeze(-1))))
 
     def extra_repr(self) -> str:
         return f"n_flows={self.n_flows}, amortized={self.amortized}"
