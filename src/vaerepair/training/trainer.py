@@ -110,6 +110,9 @@ class Trainer:
     target. Validation uses one fixed corruption of the validation images (the
     same noise every epoch) and records the loss, its terms, and PSNR/SSIM of
     the repairs ``model.reconstruct(x_corrupted)`` against the clean images.
+    For a conditional model (``model.condition`` set) each batch's condition is
+    built by ``model.condition.prepare(corrupted, mask, labels)``; label
+    conditions need an :class:`~vaerepair.data.ImageDataset` with labels.
 
     Args:
         model: a model with ``encode``/``decode``/``reconstruct`` (see
@@ -413,7 +416,12 @@ class Trainer:
         Returns ``loss``, one key per term, ``psnr``, ``ssim``, ``psnr_input``,
         ``ssim_input`` and ``n``. With ``iwae_k`` and a model with a prior, also
         ``neg_elbo`` and ``nll_iwae`` (the ``iwae_k``-sample estimate of
-        :math:`-\log p(x)`) on the clean images, in nats per image.
+        :math:`-\log p(x)`) on the clean images, in nats per image. When the
+        corruption leaves some pixels untouched (erasures, masks), also
+        ``psnr_missing`` and ``psnr_missing_input``: the PSNR over the touched
+        pixels only (the missing region), averaged over the images that have any.
+        A conditional model gets each batch's condition from
+        ``model.condition.prepare(corrupted, mask, labels)``.
         """
         images, labels = self._prepare(data, "data"), self._labels(data, "data")
         corruption = corruption.to(self.device) if corruption is not None else None
