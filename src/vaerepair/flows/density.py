@@ -141,14 +141,18 @@ class FlowFit:
         """The fitted log-density at points ``z`` ``(N, 2)`` (by numerical inversion)."""
         z0 = self.flow.inverse(z.to(self.flow.u.dtype))
         _, log_det, _ = self.flow(z0)
-        return -0.5 * (z0**2).sum(dim=-1) - math.log(2 * math.pi) * self.flow.dim / 2 - log_det
+        return _log_q(z0, log_det)
+
+
+def _log_q(z0: Tensor, log_det: Tensor) -> Tensor:
+    """log q_K(z_K) = log N(z_0; 0, I) - sum_k log|det J_k|."""
+    return -0.5 * (z0**2).sum(dim=-1) - 0.5 * z0.shape[-1] * math.log(2 * math.pi) - log_det
 
 
 def _free_energy(flow: PlanarFlow, u: Energy, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     z0 = torch.randn(n, flow.dim, generator=generator, dtype=flow.u.dtype)
     z, log_det, _ = flow(z0)
-    log_q = -0.5 * (z0**2).sum(dim=-1) - math.log(2 * math.pi) * flow.dim / 2 - log_det
-    return log_q + u(z), z
+    return _log_q(z0, log_det) + u(z), z
 
 
 def fit_flow(
@@ -185,7 +189,7 @@ def fit_flow(
     for step in range(steps):
         z0 = torch.randn(batch_size, 2, generator=gen)
         z, log_det, _ = flow(z0)
-        log_q = -0.5 * (z0**2).sum(dim=-1) - math.log(2 * math.pi) - log_det
+        log_q = _log_q(z0, log_det)
         weight = min(1.0, 0.01 + step / anneal_steps) if anneal_steps else 1.0
         loss = (log_q + weight * u(z)).mean()
         opt.zero_grad(set_to_none=True)
