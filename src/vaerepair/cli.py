@@ -222,9 +222,10 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     if model.prior is not None:
         _write_samples(args.out / "samples.png", model, test, test_corruption, trainer.device, args.seed)
         images = test.float_images().to(trainer.device)
+        condition = (_conditions(model, test, test_corruption, trainer.device, args.seed)[1]
+                     if model.condition is not None else None)
         plot_latent_scatter(args.out / "latent.png", model, images, test.labels,
-                            title=f"{args.dataset} test images, latent means",
-                            condition=_conditions(model, test, test_corruption, trainer.device, args.seed)[1])
+                            title=f"{args.dataset} test images, latent means", condition=condition)
         pictures += ", samples.png, latent.png"
     metrics = {
         "config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)

@@ -261,13 +261,11 @@ class Trainer:
         parts = [self._corrupt(clean[i : i + step], generator, corruption) for i in range(0, len(clean), step)]
         return _Fixed(clean, torch.cat([p[0] for p in parts]), torch.cat([cast(Tensor, p[1]) for p in parts]))
 
-    def _run_objective(
-        self, x_in: Tensor, x: Tensor, mask: Tensor | None, labels: Tensor | None
-    ) -> ObjectiveResult:
+    def _run_objective(self, x_in: Tensor, x: Tensor, condition: Tensor | None) -> ObjectiveResult:
         """The objective on one batch; a conditional model also gets its condition."""
-        if self.condition is None:
+        if condition is None:
             return cast(ObjectiveResult, self.objective(self.model, x_in, x))
-        return cast(ObjectiveResult, self.objective(self.model, x_in, x, self._condition_of(x_in, mask, labels)))
+        return cast(ObjectiveResult, self.objective(self.model, x_in, x, condition))
 
     def _condition_of(self, x_in: Tensor, mask: Tensor | None, labels: Tensor | None) -> Tensor | None:
         return self.condition.prepare(x_in, mask, labels) if self.condition is not None else None
@@ -328,7 +326,7 @@ class Trainer:
         x = _to_unit_float(x_clean, self.dtype)
         x_in, mask = self._corrupt(x, self._generator(self.seed + 4))
         try:
-            result = self._run_objective(x_in, x, mask, labels)
+            result = self._run_objective(x_in, x, self._condition_of(x_in, mask, labels))
         except Exception as err:
             raise RuntimeError(
                 f"the objective failed on a first batch of shape {shape_str(x.shape)} "
@@ -369,7 +367,8 @@ class Trainer:
                 index = order[step * self.batch_size : (step + 1) * self.batch_size]
                 x = _to_unit_float(images[index], self.dtype)
                 x_in, mask = self._corrupt(x, corrupt_gen, with_mask=self.condition is not None)
-                result = self._run_objective(x_in, x, mask, labels[index] if labels is not None else None)
+                condition = self._condition_of(x_in, mask, labels[index] if labels is not None else None)
+                result = self._run_objective(x_in, x, condition)
                 loss_sum += result.loss.detach() * len(x)
                 for k, v in result.terms.items():
                     term_sums[k] = term_sums.get(k, 0.0) + v.detach().sum()
@@ -452,10 +451,10 @@ class Trainer:
                     part = slice(i, i + self.eval_batch_size)
                     x, x_in, mask = fixed.clean[part], fixed.corrupted[part], fixed.mask[part]
                     batch_labels = labels[part] if labels is not None else None
+                    condition = self._condition_of(x_in, mask, batch_labels)
                     with torch.set_grad_enabled(needs_grad):
-                        loss, terms = self._run_objective(x_in, x, mask, batch_labels)
+                        loss, terms = self._run_objective(x_in, x, condition)
                     with torch.no_grad():
-                        condition = self._condition_of(x_in, mask, batch_labels)
                         repaired = cast(LatentModel, self.model).reconstruct(x_in, condition)
                         batch = {
                             "loss": loss.detach() * len(x),
