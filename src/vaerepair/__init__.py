@@ -13,7 +13,7 @@ from vaerepair.corruptions import BlockErasure, GaussianNoise, PixelInversion, R
 from vaerepair.data import ImageDataset, load, train_val_split
 from vaerepair.metrics import psnr, ssim
 from vaerepair.models import LatentVariableModel, autoencoder, conditional_vae, flow_vae, variational_autoencoder
-from vaerepair.objectives import ELBO, ObjectiveResult, Reconstruction
+from vaerepair.objectives import ELBO, FisherDivergence, ObjectiveResult, Reconstruction
 from vaerepair.training import EarlyStopping, History, Trainer, load_checkpoint, load_model
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "conditional_vae",
     "flow_vae",
     "ELBO",
+    "FisherDivergence",
     "ObjectiveResult",
     "Reconstruction",
     "ImageDataset",

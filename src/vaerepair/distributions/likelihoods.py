@@ -41,7 +41,12 @@ class BernoulliImage:
     :math:`\log p(x|z) = \sum_i x_i l_i - \log(1 + e^{l_i})`, computed stably from
     the logits. For grey-level targets in ``[0, 1]`` this is the (unnormalised)
     BCE that the reports train with.
+
+    ``discrete = True``: the pixels are binary, so there is no density in x (the
+    Fisher objective refuses it unless asked for its continuous relaxation).
     """
+
+    discrete = True
 
     def __init__(self, logits: Tensor) -> None:
         self.logits = logits
@@ -58,6 +63,21 @@ class BernoulliImage:
             check_in_unit_interval(x, "targets of a Bernoulli likelihood")
         bce = F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none")
         return -bce.sum(dim=(-3, -2, -1))
+
+    def x_score(self, x: Tensor) -> Tensor:
+        r"""x-score of the continuous extension, :math:`\nabla_x [x l - \log(1 + e^l)] = l`, shaped like the logits."""
+        _check_target(x, self.logits, "Bernoulli")
+        return self.logits
+
+    def x_laplacian(self, x: Tensor) -> Tensor:
+        r""":math:`\Delta_x \log p(x|z) = 0` (the log-likelihood is linear in x): ``(..., B)``."""
+        _check_target(x, self.logits, "Bernoulli")
+        return self.logits.new_zeros(self.logits.shape[:-3])
+
+    def param_score(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The logits and :math:`\partial \log p(x|z) / \partial l = x - \sigma(l)`."""
+        _check_target(x, self.logits, "Bernoulli")
+        return self.logits, x - torch.sigmoid(self.logits)
 
 
 class Bernoulli(nn.Module):
@@ -120,6 +140,16 @@ class ContinuousBernoulliImage:
         bce = F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none")
         return (_log_normaliser(self.logits) - bce).sum(dim=(-3, -2, -1))
 
+    def x_score(self, x: Tensor) -> Tensor:
+        r""":math:`\nabla_x \log p(x|z) = l` (the normaliser does not depend on x), shaped like the logits."""
+        _check_target(x, self.logits, "ContinuousBernoulli")
+        return self.logits
+
+    def x_laplacian(self, x: Tensor) -> Tensor:
+        r""":math:`\Delta_x \log p(x|z) = 0`: ``(..., B)``."""
+        _check_target(x, self.logits, "ContinuousBernoulli")
+        return self.logits.new_zeros(self.logits.shape[:-3])
+
 
 class ContinuousBernoulli(nn.Module):
     """Continuous Bernoulli likelihood over pixels in ``[0, 1]``; decoder outputs are logits."""
@@ -155,6 +185,26 @@ class GaussianImage:
         sq = (x - self.loc).square().sum(dim=(-3, -2, -1))
         log_scale = self.scale.log() if isinstance(self.scale, Tensor) else math.log(self.scale)
         return -0.5 * sq / self.scale**2 - d * (log_scale + 0.5 * math.log(2 * math.pi))
+
+    def x_score(self, x: Tensor) -> Tensor:
+        r""":math:`\nabla_x \log p(x|z) = -(x - \mu)/\sigma^2`, shaped like the means."""
+        _check_target(x, self.loc, "Gaussian")
+        return (self.loc - x) * (1.0 / self.scale**2)
+
+    def x_laplacian(self, x: Tensor) -> Tensor:
+        r""":math:`\Delta_x \log p(x|z) = -D_x/\sigma^2` (``D_x = C H W``): ``(..., B)``."""
+        _check_target(x, self.loc, "Gaussian")
+        d = math.prod(self.loc.shape[-3:])
+        return (-d / self.scale**2) * self.loc.new_ones(self.loc.shape[:-3])
+
+    def param_score(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The means and :math:`\partial \log p(x|z) / \partial \mu = (x - \mu)/\sigma^2`.
+
+        (A learned scale's own derivative is not included: the Fisher objective
+        differentiates with respect to z, which the scale does not depend on.)
+        """
+        _check_target(x, self.loc, "Gaussian")
+        return self.loc, (x - self.loc) * (1.0 / self.scale**2)
 
 
 class Gaussian(nn.Module):

@@ -2,6 +2,7 @@
 
 from vaerepair.objectives.base import Objective, ObjectiveResult
 from vaerepair.objectives.elbo import ELBO
+from vaerepair.objectives.fisher import FisherDivergence, FisherScores, batch_coupling_layers, fisher_scores
 from vaerepair.objectives.iwae import IWAE, iwae_nll, likelihood_metrics, log_weights
 from vaerepair.objectives.reconstruction import Reconstruction
 from vaerepair.objectives.schedules import Constant, Cyclical, LinearWarmup, Schedule
@@ -11,6 +12,10 @@ __all__ = [
     "ObjectiveResult",
     "Reconstruction",
     "ELBO",
+    "FisherDivergence",
+    "FisherScores",
+    "fisher_scores",
+    "batch_coupling_layers",
     "IWAE",
     "iwae_nll",
     "log_weights",

@@ -188,6 +188,8 @@ class Trainer:
         else:
             self.optimizer = optimizer(self.model.parameters())
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
+        # backward(inputs=...) skips gradients nobody steps (e.g. of an objective's input leaves).
+        self._trainable = [p for group in self.optimizer.param_groups for p in group["params"] if p.requires_grad]
         self.epochs = epochs
         self.batch_size = batch_size
         self.seed = int(seed)
@@ -376,7 +378,7 @@ class Trainer:
                     # Before the update: a bad loss never reaches the weights when checked every step.
                     self._check_finite(loss_sum, term_sums, epoch, step + 1)
                 self.optimizer.zero_grad(set_to_none=True)
-                result.loss.backward()
+                result.loss.backward(inputs=self._trainable or None)
                 self.optimizer.step()
                 if step_objective is not None:
                     step_objective()
