@@ -93,6 +93,14 @@ def _repeat(x: Tensor, n: int) -> Tensor:
     return x if n == 1 else x.repeat(n, *([1] * (x.dim() - 1)))
 
 
+def _score_z(dist: Any, z: Tensor) -> Tensor:
+    """The distribution's own ``score(z)`` when it has one, else autograd of ``log_prob(z)`` with respect to z."""
+    if hasattr(dist, "score"):
+        return dist.score(z)  # type: ignore[no-any-return]
+    grad = _grad(dist.log_prob(z).sum(), z)[0]
+    return grad if grad is not None else torch.zeros_like(z)
+
+
 def _posterior_x_score(q: Any, z: Tensor, s_qz: Tensor, x_in: Tensor, closed_form: bool) -> Tensor:
     r""":math:`s_{qx} = \partial_x \log q(z \mid x)` at fixed z, by one backward pass through the encoder."""
     if closed_form and isinstance(q, DiagonalGaussian):
@@ -191,8 +199,7 @@ def fisher_scores(
                 f"the Fisher objective needs a stochastic posterior with rsample and log_prob, got {type(q).__name__}"
             )
         z = q.rsample(generator=generator)
-        s_qz = q.score(z) if hasattr(q, "score") else _grad(q.log_prob(z).sum(), z)[0]
-        s_prior = prior.score(z) if hasattr(prior, "score") else _grad(prior.log_prob(z).sum(), z)[0]
+        s_qz, s_prior = _score_z(q, z), _score_z(prior, z)
         s_qx = _posterior_x_score(q, z, s_qz, x_in, closed_form)
 
         p = model.decode(z, cond)
