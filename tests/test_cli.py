@@ -151,3 +151,18 @@ def test_flow_vae_trains_from_the_command_line(mnist_root, tmp_path):
                  "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["flows"] == 3 and metrics["test"]["nll_iwae"] > 0
+
+
+def test_fisher_autoencoder_trains_from_the_command_line(mnist_root, tmp_path, capsys):
+    out = tmp_path / "fisher"
+    args = ["train", "--dataset", "mnist", "--root", str(mnist_root), "--model", "vae", "--objective", "fisher",
+            "--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--eval-n", "16", "--iwae-k", "10",
+            "--no-progress", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "bad")]) == 2
+    assert "--likelihood gaussian" in capsys.readouterr().err
+    assert main([*args, "--likelihood", "gaussian", "--link", "sigmoid", "--learn-sigma", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["objective"] == "fisher" and metrics["config"]["learn_sigma"] is True
+    first = metrics["history"]["records"][0]
+    assert all(f"{split}_{term}" in first for split in ("train", "val")
+               for term in ("fisher_z", "score_qx", "score_px", "laplacian"))

@@ -15,7 +15,7 @@ from vaerepair import corruptions as corr
 from vaerepair.data import DATASETS, DatasetNotFoundError, ImageDataset, fetch, load, locate, train_val_split
 from vaerepair.models import CONDITION_KINDS, LabelCondition, LatentVariableModel, ModelSpec, build
 from vaerepair.models.factory import ACTIVATIONS
-from vaerepair.objectives import ELBO, Reconstruction
+from vaerepair.objectives import ELBO, FisherDivergence, Objective, Reconstruction
 from vaerepair.plots import plot_history, plot_latent_scatter, save_image_rows, save_repair_grid, save_samples_grid
 from vaerepair.sweep import SELECT_METRICS, SweepResult, beta_range, beta_sweep, plot_sweep
 from vaerepair.training import CheckpointError, EarlyStopping, Trainer, load_checkpoint, load_model
@@ -85,6 +85,8 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
                    help="dae: autoencoder trained on corrupted inputs; ae: plain autoencoder (no corruption); "
                         "vae: variational autoencoder trained with the (beta-)ELBO on corrupted inputs")
     p.add_argument("--beta", type=float, default=1.0, help="vae: the KL weight (beta > 1: beta-VAE)")
+    p.add_argument("--objective", choices=("elbo", "fisher"), default="elbo",
+                   help="vae: the (beta-)ELBO, or the Fisher autoencoder loss (needs --likelihood gaussian)")
     p.add_argument("--flows", type=int, default=0,
                    help="vae: K planar-flow layers after the Gaussian posterior (report 003)")
     p.add_argument("--global-flows", action="store_true",
@@ -104,6 +106,7 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
                    default=defaults.get("likelihood", "bernoulli"))
     p.add_argument("--sigma", type=float, default=defaults.get("sigma", 1.0), help="Gaussian likelihood scale")
     p.add_argument("--link", choices=("identity", "sigmoid"), default=defaults.get("link", "identity"))
+    p.add_argument("--learn-sigma", action="store_true", help="learn the Gaussian likelihood's scale (from --sigma)")
     p.add_argument("--corruption", type=_corruption, default=defaults.get("corruption", "gaussian:0.5"),
                    help=f"e.g. gaussian:0.5, block:12, mask:0.5; known: {', '.join(corr.SPEC_NAMES)}")
     p.add_argument("--epochs", type=int, default=defaults.get("epochs", 10))
@@ -177,6 +180,7 @@ def _spec(args: argparse.Namespace, data: ImageDataset) -> ModelSpec:
     return ModelSpec(
         kind=args.model, image_shape=data.image_shape, latent_dim=args.latent_dim, arch=args.arch,
         hidden=args.hidden, features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
+        learn_sigma=args.learn_sigma,
         activation=args.activation, spatial=args.spatial, condition=args.condition,
         n_classes=max(10, int(data.labels.max()) + 1), flows=args.flows, amortized=not args.global_flows,
     )
@@ -194,13 +198,26 @@ def _splits(args: argparse.Namespace) -> tuple[ImageDataset, ImageDataset, Image
     return train, val, test
 
 
+def _objective(args: argparse.Namespace) -> Objective:
+    if args.objective == "fisher":
+        if args.model != "vae":
+            raise CLIError(f"--objective fisher needs --model vae (a posterior with a score), got --model {args.model}")
+        if args.likelihood != "gaussian":
+            raise CLIError(
+                f"--objective fisher needs a density in x: use --likelihood gaussian (e.g. --link sigmoid "
+                f"--learn-sigma), got --likelihood {args.likelihood}"
+            )
+        return FisherDivergence()
+    return ELBO(beta=args.beta) if args.model == "vae" else Reconstruction()
+
+
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     train, val, test = _splits(args)
     torch.manual_seed(args.seed)
     model = build(_spec(args, train))
     corruption = corr.from_spec(args.corruption) if args.model != "ae" else None
-    objective = ELBO(beta=args.beta) if args.model == "vae" else Reconstruction()
+    objective = _objective(args)
     trainer = Trainer(
         model, objective, corruption, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs),
@@ -299,6 +316,8 @@ def _print_table(dataset: str, n: int, corruption: str, r: dict[str, float]) -> 
 def _sweep(args: argparse.Namespace) -> SweepResult:
     if args.model != "vae":
         raise CLIError(f"a beta sweep trains VAEs; --model must be vae, got {args.model!r}")
+    if args.objective != "elbo":
+        raise CLIError("a beta sweep trains beta-VAEs with the ELBO; drop --objective fisher")
     t_start = time.perf_counter()
     train, val, _ = _splits(args)
     spec = _spec(args, train)

@@ -111,7 +111,7 @@ def plot_history(
         epochs = [r["epoch"] for r in history if m in r]
         ax.plot(epochs, history[m], marker="o", label=m)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (nats per image)")
+    ax.set_ylabel("loss per image")
     ax.legend()
     ax.grid(alpha=0.3)
     if has_psnr:
