@@ -34,8 +34,11 @@ class DiagonalGaussian:
     def rsample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised samples: ``(B, D)``, or ``(S, B, D)`` when ``n_samples=S``."""
         shape = self.loc.shape if n_samples is None else (n_samples, *self.loc.shape)
-        eps = torch.randn(shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
-        return self.loc + self.scale * eps
+        return self.loc + self.scale * self.standard_noise(shape, generator)
+
+    def standard_noise(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None) -> Tensor:
+        """The N(0, I) draws behind :meth:`rsample`, ``shape`` ``(..., B, D)`` (a hook: subclasses may fix them)."""
+        return torch.randn(shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
 
     def log_prob(self, z: Tensor) -> Tensor:
         r"""Log-density summed over ``D``, ``(..., B)``.

@@ -126,7 +126,7 @@ class PlanarFlowDistribution:
         """Samples :math:`z_K`: ``(B, D)``, or ``(S, B, D)`` when ``n_samples=S``."""
         loc, scale = self.base.loc, self.base.scale
         shape = loc.shape if n_samples is None else (n_samples, *loc.shape)
-        eps = torch.randn(shape, generator=generator, device=loc.device, dtype=loc.dtype)
+        eps = self.base.standard_noise(shape, generator)
         z0 = torch.addcmul(loc, scale, eps)
         log_q0 = -(0.5 * eps.square() + scale.log() + _HALF_LOG_2PI).sum(dim=-1)  # log q_0(z_0), with eps known
         z, log_det, _ = push_forward(z0, self.layers)

@@ -1,0 +1,85 @@
+"""Every built-in objective and component with the settings its contract checks run under.
+
+The library's own test suite runs one parametrised contract test per kind over
+these dictionaries; a test also checks that every public class appears here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from vaerepair import corruptions as corr
+from vaerepair import distributions as dist
+from vaerepair import objectives as obj
+from vaerepair.flows import PlanarFlowPosterior
+from vaerepair.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from vaerepair.testing.models import LIKELIHOODS
+
+__all__ = [
+    "ObjectiveEntry", "BUILTIN_OBJECTIVES", "BUILTIN_POSTERIORS", "BUILTIN_LIKELIHOODS", "BUILTIN_CORRUPTIONS",
+    "BUILTIN_NETWORKS",
+]
+
+
+@dataclass(frozen=True)
+class ObjectiveEntry:
+    """An objective factory, the likelihoods it accepts, and the term that claims a lower bound on log p(x)."""
+
+    make: Callable[[], Any]
+    likelihoods: tuple[str, ...] = LIKELIHOODS
+    bound: str | None = None
+
+
+BUILTIN_OBJECTIVES: dict[str, ObjectiveEntry] = {
+    "Reconstruction": ObjectiveEntry(obj.Reconstruction),
+    "ELBO": ObjectiveEntry(obj.ELBO, bound="elbo"),
+    "ELBO(beta=4)": ObjectiveEntry(lambda: obj.ELBO(beta=4.0), bound="elbo"),
+    "ELBO(beta=warm-up)": ObjectiveEntry(lambda: obj.ELBO(beta=obj.LinearWarmup(10)), bound="elbo"),
+    "ELBO(kl=mc, S=2)": ObjectiveEntry(lambda: obj.ELBO(kl="mc", n_samples=2), bound="elbo"),
+    "IWAE(k=3)": ObjectiveEntry(lambda: obj.IWAE(k=3), bound="auto"),
+    "FisherDivergence": ObjectiveEntry(obj.FisherDivergence, likelihoods=("gaussian",)),
+    "FisherDivergence(closed_form)": ObjectiveEntry(lambda: obj.FisherDivergence(closed_form=True),
+                                                    likelihoods=("gaussian",)),
+}
+
+# name -> (head factory, whether it has a density)
+BUILTIN_POSTERIORS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
+    "GaussianPosterior": (lambda: dist.GaussianPosterior(6, 3), True),
+    "PointMassPosterior": (lambda: dist.PointMassPosterior(6, 3), False),
+    "PlanarFlowPosterior(amortized)": (lambda: PlanarFlowPosterior(6, 3, n_flows=2, amortized=True), True),
+    "PlanarFlowPosterior(global)": (lambda: PlanarFlowPosterior(6, 3, n_flows=2, amortized=False), True),
+    "PlanarFlowPosterior(K=0)": (lambda: PlanarFlowPosterior(6, 3, n_flows=0), True),
+}
+
+BUILTIN_LIKELIHOODS: dict[str, Callable[[], nn.Module]] = {
+    "Bernoulli": dist.Bernoulli,
+    "ContinuousBernoulli": dist.ContinuousBernoulli,
+    "Gaussian": lambda: dist.Gaussian(0.5),
+    "Gaussian(sigmoid)": lambda: dist.Gaussian(0.5, link="sigmoid"),
+    "Gaussian(learned)": lambda: dist.Gaussian(0.5, learn_sigma=True),
+}
+
+# name -> (factory, value range of the output, None: unbounded)
+BUILTIN_CORRUPTIONS: dict[str, tuple[Callable[[], corr.Corruption], tuple[float, float] | None]] = {
+    "GaussianNoise": (lambda: corr.GaussianNoise(0.2), None),
+    "GaussianNoise(clip)": (lambda: corr.GaussianNoise((0.1, 0.3), clip=True), (0.0, 1.0)),
+    "SaltAndPepper": (lambda: corr.SaltAndPepper(0.2), (0.0, 1.0)),
+    "PixelInversion": (lambda: corr.PixelInversion(0.5), (0.0, 1.0)),
+    "BlockErasure": (lambda: corr.BlockErasure(size=3), (0.0, 1.0)),
+    "RandomMask": (lambda: corr.RandomMask(0.3, patch_size=2), (0.0, 1.0)),
+    "Compose": (lambda: corr.Compose([corr.GaussianNoise(0.1, clip=True), corr.BlockErasure(size=2)]), (0.0, 1.0)),
+    "OneOf": (lambda: corr.OneOf([corr.SaltAndPepper(0.1), corr.RandomMask(0.2)]), (0.0, 1.0)),
+}
+
+# name -> (factory, input shape without the batch)
+BUILTIN_NETWORKS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "MLPEncoder": (lambda: MLPEncoder((1, 8, 8), (16,)), (1, 8, 8)),
+    "MLPDecoder": (lambda: MLPDecoder(3, (1, 8, 8), (16,)), (3,)),
+    "ConvEncoder": (lambda: ConvEncoder((3, 8, 8), (4, 8), out_features=16, norm="group"), (3, 8, 8)),
+    "ConvDecoder": (lambda: ConvDecoder(3, (3, 8, 8), (8, 4), norm="group"), (3,)),
+    "ConvDecoder(spatial)": (lambda: ConvDecoder(8, (1, 8, 8), (8, 4), spatial=True), (8,)),
+}
