@@ -60,7 +60,8 @@ def check_score(
         score: the function to check, ``(..., D) -> (..., D)``.
         log_density: the log-density, ``(..., D) -> (...)``.
         points: where to compare (cast to float64).
-        rtol, atol: tolerances.
+        rtol: relative tolerance.
+        atol: absolute tolerance.
         name: what to call it in the messages.
         raise_on_failure: raise :class:`~vaerepair.testing.ContractError` on failure.
     """

@@ -88,7 +88,8 @@ def small_model(
         likelihood: ``"bernoulli"`` or ``"gaussian"`` (learned scale, sigmoid link).
         image_shape: ``(C, H, W)``.
         latent_dim: ``D``.
-        dtype, device: where the parameters live.
+        dtype: the parameters' dtype.
+        device: where the parameters live.
         seed: initialisation seed.
     """
     if arch not in ARCHS or posterior not in POSTERIORS or likelihood not in LIKELIHOODS:

@@ -50,7 +50,7 @@ def _max_rel(a: Tensor, b: Tensor) -> float:
 
 
 def _check_one(objective: Any, model: nn.Module, dtype: torch.dtype, device: torch.device, batch: int,
-               rtol: float) -> CheckReport:
+               rtol: float, ignore_params: Sequence[str]) -> CheckReport:
     report = CheckReport("model")
     shape = tuple(model.image_shape)  # type: ignore[arg-type]
     x_t = _images(batch, shape, 1, dtype, device)
@@ -76,7 +76,8 @@ def _check_one(objective: Any, model: nn.Module, dtype: torch.dtype, device: tor
                f"inputs were {dtype} on {device}, the loss is {loss.dtype} on {loss.device}")
 
     # gradients reach every trainable parameter of the encoder, posterior and decoder
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = {n: p for n, p in model.named_parameters()
+              if p.requires_grad and not any(n.startswith(prefix) for prefix in ignore_params)}
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True) if loss.requires_grad else None
     if grads is None:
         report.add("gradients reach every parameter", False,
@@ -149,6 +150,7 @@ def check_objective(
     batch_size: int = 4,
     rtol: float | None = None,
     full_grid: bool = False,
+    ignore_params: Sequence[str] = (),
     raise_on_failure: bool = True,
 ) -> CheckReport:
     """Run ``objective(model, x_input, x_target)`` on small models and batches and check its contract.
@@ -178,13 +180,18 @@ def check_objective(
     Args:
         objective: the objective to check.
         models: factories ``dtype -> model`` replacing the default grid.
-        archs, posteriors, likelihoods: the default grid (e.g.
-            ``likelihoods=("gaussian",)`` for an objective that needs a density in x).
+        archs: the default models' architectures.
+        posteriors: the default models' posteriors.
+        likelihoods: the default models' likelihoods (e.g. ``("gaussian",)``
+            for an objective that needs a density in x).
         dtypes: the dtypes to run in.
         device: where models and images live.
         batch_size: images per batch (>= 2).
         rtol: relative tolerance of the comparisons.
         full_grid: every combination of ``archs`` x ``posteriors`` x ``likelihoods``.
+        ignore_params: parameter-name prefixes the objective is not meant to
+            train (e.g. ``("likelihood.",)`` for an objective that uses only the
+            decoder's mean and leaves a learned likelihood scale alone).
         raise_on_failure: raise :class:`~vaerepair.testing.ContractError` listing
             every failure (default), or only return the report.
 
@@ -208,7 +215,7 @@ def check_objective(
     for (name, factory), dtype in product(factories, dtypes):
         tol = rtol if rtol is not None else (1e-9 if dtype == torch.float64 else 1e-4)
         model = factory(dtype)
-        report.extend(_check_one(objective, model, dtype, device, batch_size, tol),
+        report.extend(_check_one(objective, model, dtype, device, batch_size, tol, ignore_params),
                       prefix=f"[{name}, {str(dtype).removeprefix('torch.')}] ")
     return report.raise_if_failed() if raise_on_failure else report
 
@@ -251,7 +258,8 @@ def check_bound(
         model: a model with ``log_marginal(x)`` replacing the two defaults.
         bound: the per-image bound: a term name, a function of the result, or
             ``"auto"`` (the ``elbo`` term, else minus the ``nll`` term).
-        n_images, n_repeats: images and Monte-Carlo repeats.
+        n_images: images per model.
+        n_repeats: Monte-Carlo repeats.
         n_sigma: tolerance in standard errors.
         raise_on_failure: raise :class:`~vaerepair.testing.ContractError` on failure.
     """
