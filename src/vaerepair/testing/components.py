@@ -152,6 +152,12 @@ def check_posterior(
             got = (score if score is not None else q.score(points)).detach()
             ok, why = _close(got, _central_differences(q.log_prob, points.detach()), 1e-5, 1e-6)
             report.add(f"posterior score {where} equals differences of log_prob", ok, why)
+        probe = fresh_points.clone().requires_grad_(True)
+        lp_probe = q.log_prob(probe)
+        grad_z = torch.autograd.grad(lp_probe.sum(), probe, allow_unused=True)[0] if lp_probe.requires_grad else None
+        if grad_z is not None:  # log_prob is differentiable in z (a flow's goes through a numerical inverse)
+            report.extend(check_score(q.score, q.log_prob, fresh_points, rtol=1e-8, atol=1e-10,
+                                      name="posterior score", raise_on_failure=False))
     return _finish(report, raise_on_failure)
 
 
