@@ -82,6 +82,13 @@ class ELBO:
         """Advance the beta schedule by one training step (the Trainer calls this)."""
         self.steps += 1
 
+    def state_dict(self) -> dict[str, int]:
+        """The schedule's clock, for checkpoints (the Trainer saves and restores it)."""
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.steps = int(state["steps"])
+
     def hparams(self) -> dict[str, float]:
         """Values the Trainer records in the history each epoch."""
         return {"beta": self.beta}

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -22,10 +25,11 @@ from vaerepair.distributions import validation
 from vaerepair.metrics import psnr, ssim
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives import ObjectiveResult, likelihood_metrics
-from vaerepair.training.checkpoint import save_checkpoint
+from vaerepair.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vaerepair.training.history import History
+from vaerepair.training.state import capture_rng, restore_rng, spec_differences, state_mismatch
 
-__all__ = ["Trainer", "EarlyStopping", "NonFiniteLossError"]
+__all__ = ["Trainer", "EarlyStopping", "NonFiniteLossError", "TrainingInterrupted"]
 
 _POSTFIX_EVERY = 10  # steps between progress-bar loss updates (each one reads the loss off the device)
 
@@ -33,7 +37,11 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; the message names the step and the bad terms."""
+    """Training produced a NaN or infinite loss or gradient; the message names the step and what went bad."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training at a step boundary, after ``last.pt`` was written."""
 
 
 @dataclass
@@ -139,6 +147,12 @@ class Trainer:
             step on CPU, every 50 on CUDA, where a check costs a synchronisation).
         metadata: plain values stored in every checkpoint (the CLI records the
             dataset and corruption there).
+        checkpoint_every: also write ``last.pt`` every N optimizer steps
+            (mid-epoch), so that :meth:`fit` with ``resume=`` loses at most N steps.
+        nan_policy: ``"raise"`` (stop with :class:`NonFiniteLossError` naming the
+            step and the bad terms or parameters; the last good checkpoint stays)
+            or ``"skip"`` (drop that step's update and count it in the history as
+            ``skipped_steps``; checks every step).
 
     Example:
         >>> trainer = Trainer(model, Reconstruction(), GaussianNoise(0.5), epochs=5)  # doctest: +SKIP
@@ -165,6 +179,8 @@ class Trainer:
         eval_batch_size: int = 1000,
         check_every: int | None = None,
         metadata: dict[str, Any] | None = None,
+        checkpoint_every: int | None = None,
+        nan_policy: str = "raise",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -176,6 +192,11 @@ class Trainer:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         check_positive(lr, "lr")
+        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(
+                checkpoint_every, int) or checkpoint_every < 1):
+            raise ValueError(f"checkpoint_every must be an integer >= 1 or None, got {checkpoint_every!r}")
+        if nan_policy not in ("raise", "skip"):
+            raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
         self.device = as_device(device)
         self.model = model.to(self.device)
         self.objective = objective
@@ -198,8 +219,14 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.progress = progress
         self.eval_batch_size = eval_batch_size
-        self.check_every = check_every or (1 if self.device.type == "cpu" else 50)
+        self.check_every = 1 if nan_policy == "skip" else (check_every or (1 if self.device.type == "cpu" else 50))
         self.metadata = dict(metadata or {})
+        self.checkpoint_every = checkpoint_every
+        self.nan_policy = nan_policy
+        self.global_step = 0  # optimizer steps taken, across fit calls
+        self._since_best = 0  # epochs since the monitored metric last improved
+        self._target_epoch = 0  # the epoch the current run ends at (a resumed run keeps its target)
+        self._stop_signal: int | None = None  # set by the SIGINT/SIGTERM handler during fit
         self.condition: Any = getattr(self.model, "condition", None)  # a conditional model's Condition
         self.history = History()
         self._checked = False
@@ -274,8 +301,23 @@ class Trainer:
 
     # --------------------------------------------------------------- training
 
-    def fit(self, train: ImageDataset | Tensor, val: ImageDataset | Tensor | None = None) -> History:
-        """Train for up to ``epochs`` epochs; returns (and keeps in ``self.history``) the history."""
+    def fit(
+        self,
+        train: ImageDataset | Tensor,
+        val: ImageDataset | Tensor | None = None,
+        resume: str | os.PathLike[str] | None = None,
+    ) -> History:
+        """Train for up to ``epochs`` epochs; returns (and keeps in ``self.history``) the history.
+
+        With ``resume`` (a ``last.pt`` or ``best.pt`` this Trainer's settings wrote),
+        the model, optimizer, scheduler, objective state (a beta schedule's
+        clock), counters, history and every random-number state are restored,
+        and the run continues to the epoch it was going to end at, from the step
+        where the checkpoint was taken: the result is bit-identical on CPU to a
+        run that was never interrupted. SIGINT and SIGTERM during ``fit`` stop
+        at the next step boundary, write ``last.pt`` and raise
+        :class:`TrainingInterrupted`.
+        """
         train_images, train_labels = self._prepare(train, "train"), self._labels(train, "train")
         val_fixed = self._fixed_corruption(self._prepare(val, "val"), seed=self.seed + 1) if val is not None else None
         val_labels = self._labels(val, "val") if val is not None else None
@@ -286,42 +328,75 @@ class Trainer:
         higher_is_better = "psnr" in monitor or "ssim" in monitor
         mode = self.early_stopping.mode if self.early_stopping else ("max" if higher_is_better else "min")
         stopper = self.early_stopping or EarlyStopping(monitor=monitor, mode=mode, patience=self.epochs + 1)
-        batch_gen, corrupt_gen = self._batch_gen, self._corrupt_gen
-        if not self._checked:
-            first = slice(0, min(len(train_images), self.batch_size))
-            self._sanity_check(train_images[first], train_labels[first] if train_labels is not None else None)
-            self._checked = True
+        progress: dict[str, Any] | None = None
+        if resume is not None:
+            progress = self._resume(resume)
+        else:
+            self._target_epoch = len(self.history) + self.epochs
+            if not self._checked:
+                first = slice(0, min(len(train_images), self.batch_size))
+                self._sanity_check(train_images[first], train_labels[first] if train_labels is not None else None)
+                self._checked = True
 
-        since_best = 0
-        start_epoch = len(self.history)
-        for epoch in range(start_epoch + 1, start_epoch + self.epochs + 1):
-            t0 = time.perf_counter()
-            record: dict[str, float] = {"epoch": epoch}
-            record.update(self._train_epoch(train_images, train_labels, batch_gen, corrupt_gen, epoch))
-            if val_fixed is not None:
-                measured = {**self._evaluate_fixed(val_fixed, val_labels), **val_input}
-                record.update({f"val_{k}": v for k, v in measured.items() if k != "n"})
-            record["lr"] = float(self.optimizer.param_groups[0]["lr"])
-            hparams = getattr(self.objective, "hparams", None)
-            if hparams is not None:
-                record.update({k: float(v) for k, v in hparams().items()})
-            if self.scheduler is not None:
-                self.scheduler.step()
-            record["seconds"] = time.perf_counter() - t0
-            self.history.append(record)
-            if monitor not in record:
-                raise KeyError(f"monitor {monitor!r} is not a recorded metric; known: {', '.join(record)}")
-            if stopper.improved(record[monitor], self._best):
-                self._best, since_best = record[monitor], 0
-                self.history.best_epoch = epoch
-                self._save("best.pt", epoch)
-            else:
-                since_best += 1
-            self._save("last.pt", epoch)
-            if self.early_stopping is not None and since_best >= self.early_stopping.patience:
-                self.history.stopped_early = True
-                break
+        with self._stop_on_signals():
+            for epoch in range(len(self.history) + 1, self._target_epoch + 1):
+                t0 = time.perf_counter()
+                record: dict[str, float] = {"epoch": epoch}
+                record.update(self._train_epoch(train_images, train_labels, epoch, progress))
+                progress = None
+                if val_fixed is not None:
+                    measured = {**self._evaluate_fixed(val_fixed, val_labels), **val_input}
+                    record.update({f"val_{k}": v for k, v in measured.items() if k != "n"})
+                record["lr"] = float(self.optimizer.param_groups[0]["lr"])
+                hparams = getattr(self.objective, "hparams", None)
+                if hparams is not None:
+                    record.update({k: float(v) for k, v in hparams().items()})
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                record["seconds"] = time.perf_counter() - t0
+                self.history.append(record)
+                if monitor not in record:
+                    raise KeyError(f"monitor {monitor!r} is not a recorded metric; known: {', '.join(record)}")
+                if stopper.improved(record[monitor], self._best):
+                    self._best, self._since_best = record[monitor], 0
+                    self.history.best_epoch = epoch
+                    self._save("best.pt")
+                else:
+                    self._since_best += 1
+                self._save("last.pt")
+                if self.early_stopping is not None and self._since_best >= self.early_stopping.patience:
+                    self.history.stopped_early = True
+                    break
+                self._raise_if_stopped(epoch, None)
         return self.history
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """During fit, SIGINT/SIGTERM only set a flag: training stops at the next step boundary."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self._stop_signal = None
+
+        def handler(signum: int, frame: Any) -> None:
+            self._stop_signal = signum
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _raise_if_stopped(self, epoch: int, step: int | None) -> None:
+        if self._stop_signal is None:
+            return
+        name = signal.Signals(self._stop_signal).name
+        where = f"epoch {epoch}, step {step}" if step is not None else f"the end of epoch {epoch}"
+        saved = (f"{self.checkpoint_dir / 'last.pt'} holds the state; continue with "
+                 f"fit(..., resume={str(self.checkpoint_dir / 'last.pt')!r})") if self.checkpoint_dir else (
+                 "no checkpoint_dir was given, so nothing was saved")
+        raise TrainingInterrupted(f"{name} stopped training at {where}; {saved}")
 
     def _sanity_check(self, x_clean: Tensor, labels: Tensor | None) -> None:
         """Run the objective once on the first batch and explain what goes wrong."""
@@ -353,48 +428,91 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _train_epoch(
-        self, images: Tensor, labels: Tensor | None, batch_gen: torch.Generator, corrupt_gen: torch.Generator,
-        epoch: int,
+        self, images: Tensor, labels: Tensor | None, epoch: int, progress: dict[str, Any] | None = None,
     ) -> dict[str, float]:
+        """One epoch, or the rest of one when ``progress`` (from a mid-epoch checkpoint) says where it stopped."""
         self.model.train()
         n = len(images)
-        order = torch.randperm(n, generator=batch_gen, device=self.device)
         n_steps = math.ceil(n / self.batch_size)
-        loss_sum = torch.zeros((), device=self.device)
         term_sums: dict[str, Tensor | float] = {}
+        if progress is None:
+            epoch_start = self._batch_gen.get_state()
+            start, loss_sum, skipped = 0, torch.zeros((), device=self.device), 0
+        else:  # regenerate this epoch's order from the generator's state at its start
+            epoch_start = progress["batch_gen_at_epoch_start"]
+            self._batch_gen.set_state(epoch_start.cpu())
+            start, loss_sum = progress["step"], progress["loss_sum"].to(self.device)
+            term_sums.update({k: v.to(self.device) for k, v in progress["term_sums"].items()})
+            skipped = progress["skipped"]
+        order = torch.randperm(n, generator=self._batch_gen, device=self.device)
         step_objective = getattr(self.objective, "step", None)  # e.g. a beta schedule's clock
-        bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not self.progress, leave=False, dynamic_ncols=True)
+        bar = tqdm(total=n_steps, initial=start, desc=f"epoch {epoch}", disable=not self.progress, leave=False,
+                   dynamic_ncols=True)
         with validation(False), bar:
-            for step in range(n_steps):
+            for step in range(start, n_steps):
                 index = order[step * self.batch_size : (step + 1) * self.batch_size]
                 x = _to_unit_float(images[index], self.dtype)
-                x_in, mask = self._corrupt(x, corrupt_gen, with_mask=self.condition is not None)
+                x_in, mask = self._corrupt(x, self._corrupt_gen, with_mask=self.condition is not None)
                 condition = self._condition_of(x_in, mask, labels[index] if labels is not None else None)
                 result = self._run_objective(x_in, x, condition)
-                loss_sum += result.loss.detach() * len(x)
-                for k, v in result.terms.items():
-                    term_sums[k] = term_sums.get(k, 0.0) + v.detach().sum()
-                if (step + 1) % self.check_every == 0 or step + 1 == n_steps:
-                    # Before the update: a bad loss never reaches the weights when checked every step.
-                    self._check_finite(loss_sum, term_sums, epoch, step + 1)
-                self.optimizer.zero_grad(set_to_none=True)
-                result.loss.backward(inputs=self._trainable or None)
-                self.optimizer.step()
-                if step_objective is not None:
-                    step_objective()
+                check = (step + 1) % self.check_every == 0 or step + 1 == n_steps
+                if self.nan_policy == "skip" and not bool(torch.isfinite(result.loss)):
+                    skipped += 1
+                else:
+                    if check and self.nan_policy == "raise":
+                        # Before the update: a bad loss never reaches the weights when checked every step.
+                        self._check_finite(loss_sum + result.loss.detach(), result.terms, epoch, step + 1)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    result.loss.backward(inputs=self._trainable or None)
+                    if check and not self._gradients_finite(epoch, step + 1):
+                        skipped += 1
+                        self.optimizer.zero_grad(set_to_none=True)
+                    else:
+                        loss_sum += result.loss.detach() * len(x)
+                        for k, v in result.terms.items():
+                            term_sums[k] = term_sums.get(k, 0.0) + v.detach().sum()
+                        self.optimizer.step()
+                        if step_objective is not None:
+                            step_objective()
+                        self.global_step += 1
                 if self.progress and ((step + 1) % _POSTFIX_EVERY == 0 or step + 1 == n_steps):
                     seen = min((step + 1) * self.batch_size, n)
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", refresh=False)
                 bar.update(1)
+                periodic = self.checkpoint_every is not None and self.global_step % self.checkpoint_every == 0
+                if periodic or self._stop_signal is not None:
+                    self._save("last.pt", {"epoch": epoch, "step": step + 1, "batch_gen_at_epoch_start": epoch_start,
+                                           "loss_sum": loss_sum.detach().clone(), "skipped": skipped,
+                                           "term_sums": {k: torch.as_tensor(v).detach().clone()
+                                                         for k, v in term_sums.items()}})
+                    self._raise_if_stopped(epoch, step + 1)
         record = {"train_loss": loss_sum.item() / n}
         record.update({f"train_{k}": float(v) / n for k, v in term_sums.items()})
+        if self.nan_policy == "skip":
+            record["skipped_steps"] = float(skipped)
         return record
 
+    def _gradients_finite(self, epoch: int, step: int) -> bool:
+        """Whether every gradient is finite; under ``nan_policy="raise"`` a bad one raises, naming the parameters."""
+        grads = [p.grad for p in self._trainable if p.grad is not None]
+        if not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads, float("inf")))):
+            return True
+        if self.nan_policy == "skip":
+            return False
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        bad = [names.get(id(p), "?") for p in self._trainable if p.grad is not None
+               and not bool(torch.isfinite(p.grad).all())]
+        raise NonFiniteLossError(
+            f"non-finite gradient at epoch {epoch}, step {step} (or up to check_every steps before) in "
+            f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. Training stopped before the update; the last "
+            "good checkpoint (if any) is kept. Try a lower learning rate, or nan_policy='skip'."
+        )
+
     @staticmethod
-    def _check_finite(loss_sum: Tensor, term_sums: dict[str, Tensor | float], epoch: int, step: int) -> None:
+    def _check_finite(loss_sum: Tensor, terms: dict[str, Tensor], epoch: int, step: int) -> None:
         if bool(torch.isfinite(loss_sum)):
             return
-        bad = [k for k, v in term_sums.items() if not math.isfinite(float(v))]
+        bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch}, step {step} (or up to check_every steps before); "
             f"terms that went bad: {bad or 'none of the logged terms'}. Training stopped; the last "
@@ -497,21 +615,65 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
 
-    def state_dict(self, epoch: int) -> dict[str, Any]:
-        """Everything a checkpoint holds, as tensors and plain values."""
+    def state_dict(self, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything a checkpoint holds, as tensors and plain values: weights, optimizer, scheduler,
+        objective state, counters, history, random-number states, and ``progress`` (where a mid-epoch
+        checkpoint stopped; ``None`` at an epoch end)."""
         spec = getattr(self.model, "spec", None)
+        objective_state = getattr(self.objective, "state_dict", None)
         return {
             "model_spec": spec,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "epoch": epoch,
+            "objective": objective_state() if objective_state is not None else None,
+            "epoch": len(self.history),
             "history": self.history.to_dict(),
             "trainer": {"epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
-                        "corruption": repr(self.corruption)},
+                        "corruption": repr(self.corruption), "global_step": self.global_step,
+                        "target_epoch": self._target_epoch, "best": self._best, "since_best": self._since_best},
+            "rng": capture_rng({"batch": self._batch_gen, "corruption": self._corrupt_gen}),
+            "progress": progress,
             "metadata": self.metadata,
         }
 
-    def _save(self, name: str, epoch: int) -> None:
+    def _save(self, name: str, progress: dict[str, Any] | None = None) -> None:
         if self.checkpoint_dir is not None:
-            save_checkpoint(self.checkpoint_dir / name, self.state_dict(epoch))
+            save_checkpoint(self.checkpoint_dir / name, self.state_dict(progress))
+
+    def _resume(self, path: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """Restore everything :meth:`state_dict` saved; returns the mid-epoch progress (``None``: an epoch end)."""
+        data = load_checkpoint(path, map_location=self.device)
+        if "rng" not in data or "trainer" not in data:
+            raise CheckpointError(f"{str(path)!r} has no training state to resume from (only weights)")
+        differences = spec_differences(data.get("model_spec"), getattr(self.model, "spec", None))
+        why = state_mismatch(self.model, data["model"])
+        if differences or why:
+            raise CheckpointError(
+                f"{str(path)!r} was written for a different model: {'; '.join(differences) or why}; "
+                "build the model with the checkpoint's settings (vaerepair.load_model rebuilds a built-in one)"
+            )
+        saved = data["trainer"]
+        if saved.get("batch_size") != self.batch_size or saved.get("seed") != self.seed:
+            raise CheckpointError(
+                f"{str(path)!r} was written with batch_size={saved.get('batch_size')}, seed={saved.get('seed')}; "
+                f"this Trainer has batch_size={self.batch_size}, seed={self.seed}: an exact resume needs the same"
+            )
+        self.model.load_state_dict(data["model"])
+        try:
+            self.optimizer.load_state_dict(data["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"the optimizer state in {str(path)!r} does not fit this optimizer: {err}") from err
+        if self.scheduler is not None and data.get("scheduler") is not None:
+            self.scheduler.load_state_dict(data["scheduler"])
+        load_objective = getattr(self.objective, "load_state_dict", None)
+        if load_objective is not None and data.get("objective") is not None:
+            load_objective(data["objective"])
+        self.history = History.from_dict(data["history"])
+        self.global_step = int(saved["global_step"])
+        self._target_epoch = int(saved["target_epoch"])
+        self._best, self._since_best = saved["best"], int(saved["since_best"])
+        restore_rng(data["rng"], {"batch": self._batch_gen, "corruption": self._corrupt_gen})
+        self._checked = True
+        progress: dict[str, Any] | None = data.get("progress")
+        return progress
