@@ -166,3 +166,39 @@ def test_fisher_autoencoder_trains_from_the_command_line(mnist_root, tmp_path, c
     first = metrics["history"]["records"][0]
     assert all(f"{split}_{term}" in first for split in ("train", "val")
                for term in ("fisher_z", "score_qx", "score_px", "laplacian"))
+
+
+def test_train_resume_after_sigterm_continues_exactly(mnist_root, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from vaerepair import cli
+
+    args = [*TRAIN, "--root", str(mnist_root), "--epochs", "3", "--checkpoint-every", "1"]
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    make_objective = cli._objective
+
+    def stopping_objective(parsed):
+        inner, calls = make_objective(parsed), []
+
+        def objective(model, x_input, x_target, condition=None):
+            if model.training:
+                calls.append(1)
+                if len(calls) == 4:  # call 1 is the first-batch check; 2 steps per epoch: epoch 2, step 1
+                    os.kill(os.getpid(), signal.SIGTERM)
+            return inner(model, x_input, x_target, condition)
+
+        return objective
+
+    monkeypatch.setattr(cli, "_objective", stopping_objective)
+    assert main([*args, "--out", str(out)]) == 130
+    assert "SIGTERM stopped training at epoch 2, step 1" in capsys.readouterr().err
+    assert torch.load(out / "last.pt", weights_only=True)["progress"]["step"] == 1
+    monkeypatch.setattr(cli, "_objective", make_objective)
+    assert main([*args, "--out", str(out), "--resume", str(out / "last.pt")]) == 0
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
+    resumed = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert main([*args, "--latent-dim", "5", "--out", str(out), "--resume", str(out / "last.pt")]) == 2
+    assert "latent_dim=4 in the checkpoint, 5 in this model" in capsys.readouterr().err

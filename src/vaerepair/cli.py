@@ -18,7 +18,14 @@ from vaerepair.models.factory import ACTIVATIONS
 from vaerepair.objectives import ELBO, FisherDivergence, Objective, Reconstruction
 from vaerepair.plots import plot_history, plot_latent_scatter, save_image_rows, save_repair_grid, save_samples_grid
 from vaerepair.sweep import SELECT_METRICS, SweepResult, beta_range, beta_sweep, plot_sweep
-from vaerepair.training import CheckpointError, EarlyStopping, Trainer, load_checkpoint, load_model
+from vaerepair.training import (
+    CheckpointError,
+    EarlyStopping,
+    Trainer,
+    TrainingInterrupted,
+    load_checkpoint,
+    load_model,
+)
 from vaerepair.training.history import write_json
 
 __all__ = ["main", "build_parser"]
@@ -122,6 +129,10 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, default=Path(defaults.get("out", "runs/train")))
+    p.add_argument("--resume", type=Path, default=None,
+                   help="continue an interrupted run exactly from its last.pt (give the same arguments)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="also write last.pt every N steps (mid-epoch), so a crash loses at most N steps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,11 +235,13 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device, seed=args.seed, checkpoint_dir=args.out, progress=not args.no_progress,
         early_stopping=EarlyStopping("val_loss", patience=args.patience) if args.patience else None,
         metadata={"dataset": args.dataset, "corruption": args.corruption if corruption else None},
+        checkpoint_every=args.checkpoint_every,
     )
     print(f"training {args.arch} {args.model} (latent {args.latent_dim}) on {args.dataset} "
           f"({len(train)} train / {len(val)} val), corruption {args.corruption if corruption else 'none'}, "
-          f"{args.epochs} epochs on {trainer.device}", flush=True)
-    history = trainer.fit(train, val)
+          f"{args.epochs} epochs on {trainer.device}" + (f", resuming {args.resume}" if args.resume else ""),
+          flush=True)
+    history = trainer.fit(train, val, resume=args.resume)
     # Report on the best epoch's weights, which best.pt holds.
     model.load_state_dict(load_checkpoint(args.out / "best.pt", map_location=trainer.device)["model"])
     test_corruption = corruption or corr.from_spec(args.corruption)
@@ -318,6 +331,8 @@ def _sweep(args: argparse.Namespace) -> SweepResult:
         raise CLIError(f"a beta sweep trains VAEs; --model must be vae, got {args.model!r}")
     if args.objective != "elbo":
         raise CLIError("a beta sweep trains beta-VAEs with the ELBO; drop --objective fisher")
+    if args.resume is not None:
+        raise CLIError("--resume continues one training run; a sweep trains one model per beta")
     t_start = time.perf_counter()
     train, val, _ = _splits(args)
     spec = _spec(args, train)
@@ -444,4 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, DatasetNotFoundError, CheckpointError, ValueError, TypeError) as err:
         print(f"vaerepair {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as err:
+        print(f"vaerepair {args.command}: {err}", file=sys.stderr)
+        return 130
     return 0
