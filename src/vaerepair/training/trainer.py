@@ -32,6 +32,7 @@ from vaerepair.training.state import capture_rng, restore_rng, spec_differences,
 __all__ = ["Trainer", "EarlyStopping", "NonFiniteLossError", "TrainingInterrupted"]
 
 _POSTFIX_EVERY = 10  # steps between progress-bar loss updates (each one reads the loss off the device)
+_PRECISIONS: dict[str | None, torch.dtype | None] = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -147,6 +148,13 @@ class Trainer:
             step on CPU, every 50 on CUDA, where a check costs a synchronisation).
         metadata: plain values stored in every checkpoint (the CLI records the
             dataset and corruption there).
+        precision: ``None`` (the model's dtype), ``"bf16"`` (autocast to
+            bfloat16: CUDA, and CPU) or ``"fp16"`` (autocast to float16 with a
+            gradient scaler, whose state is checkpointed). Parameters stay in
+            their dtype; validation runs without autocast.
+        compile: ``True`` compiles the training step's objective call with
+            ``torch.compile`` (a string picks the backend, e.g. ``"aot_eager"``).
+            Exact resume is guaranteed in eager mode only.
         checkpoint_every: also write ``last.pt`` every N optimizer steps
             (mid-epoch), so that :meth:`fit` with ``resume=`` loses at most N steps.
         nan_policy: ``"raise"`` (stop with :class:`NonFiniteLossError` naming the
@@ -181,6 +189,8 @@ class Trainer:
         metadata: dict[str, Any] | None = None,
         checkpoint_every: int | None = None,
         nan_policy: str = "raise",
+        precision: str | None = None,
+        compile: bool | str = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -197,6 +207,8 @@ class Trainer:
             raise ValueError(f"checkpoint_every must be an integer >= 1 or None, got {checkpoint_every!r}")
         if nan_policy not in ("raise", "skip"):
             raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {list(_PRECISIONS)}, got {precision!r}")
         self.device = as_device(device)
         self.model = model.to(self.device)
         self.objective = objective
@@ -223,6 +235,13 @@ class Trainer:
         self.metadata = dict(metadata or {})
         self.checkpoint_every = checkpoint_every
         self.nan_policy = nan_policy
+        self.precision = precision
+        self._autocast_dtype = _PRECISIONS[precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self._objective_call: Callable[..., ObjectiveResult] = self._run_objective
+        if compile:
+            backend = compile if isinstance(compile, str) else "inductor"
+            self._objective_call = torch.compile(self._run_objective, backend=backend)
         self.global_step = 0  # optimizer steps taken, across fit calls
         self._since_best = 0  # epochs since the monitored metric last improved
         self._target_epoch = 0  # the epoch the current run ends at (a resumed run keeps its target)
@@ -454,7 +473,9 @@ class Trainer:
                 x = _to_unit_float(images[index], self.dtype)
                 x_in, mask = self._corrupt(x, self._corrupt_gen, with_mask=self.condition is not None)
                 condition = self._condition_of(x_in, mask, labels[index] if labels is not None else None)
-                result = self._run_objective(x_in, x, condition)
+                with torch.autocast(self.device.type, dtype=self._autocast_dtype,
+                                    enabled=self._autocast_dtype is not None):
+                    result = self._objective_call(x_in, x, condition)
                 check = (step + 1) % self.check_every == 0 or step + 1 == n_steps
                 if self.nan_policy == "skip" and not bool(torch.isfinite(result.loss)):
                     skipped += 1
@@ -463,15 +484,17 @@ class Trainer:
                         # Before the update: a bad loss never reaches the weights when checked every step.
                         self._check_finite(loss_sum + result.loss.detach(), result.terms, epoch, step + 1)
                     self.optimizer.zero_grad(set_to_none=True)
-                    result.loss.backward(inputs=self._trainable or None)
-                    if check and not self._gradients_finite(epoch, step + 1):
+                    self.scaler.scale(result.loss).backward(inputs=self._trainable or None)
+                    # with fp16 the scaler itself skips steps whose (scaled) gradients overflow
+                    if check and not self.scaler.is_enabled() and not self._gradients_finite(epoch, step + 1):
                         skipped += 1
                         self.optimizer.zero_grad(set_to_none=True)
                     else:
-                        loss_sum += result.loss.detach() * len(x)
+                        loss_sum += result.loss.detach().float() * len(x)
                         for k, v in result.terms.items():
-                            term_sums[k] = term_sums.get(k, 0.0) + v.detach().sum()
-                        self.optimizer.step()
+                            term_sums[k] = term_sums.get(k, 0.0) + v.detach().float().sum()
+                        self.scaler.step(self.optimizer)
+                        self.scaler.update()
                         if step_objective is not None:
                             step_objective()
                         self.global_step += 1
@@ -632,6 +655,7 @@ class Trainer:
             "trainer": {"epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
                         "corruption": repr(self.corruption), "global_step": self.global_step,
                         "target_epoch": self._target_epoch, "best": self._best, "since_best": self._since_best},
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": capture_rng({"batch": self._batch_gen, "corruption": self._corrupt_gen}),
             "progress": progress,
             "metadata": self.metadata,
@@ -666,6 +690,8 @@ class Trainer:
             raise CheckpointError(f"the optimizer state in {str(path)!r} does not fit this optimizer: {err}") from err
         if self.scheduler is not None and data.get("scheduler") is not None:
             self.scheduler.load_state_dict(data["scheduler"])
+        if self.scaler.is_enabled() and data.get("scaler"):
+            self.scaler.load_state_dict(data["scaler"])
         load_objective = getattr(self.objective, "load_state_dict", None)
         if load_objective is not None and data.get("objective") is not None:
             load_objective(data["objective"])
