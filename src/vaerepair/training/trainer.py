@@ -26,6 +26,7 @@ from vaerepair.metrics import psnr, ssim
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives import ObjectiveResult, likelihood_metrics
 from vaerepair.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vaerepair.training.distributed import Distributed, init_from_env
 from vaerepair.training.history import History
 from vaerepair.training.state import capture_rng, restore_rng, spec_differences, state_mismatch
 
@@ -162,6 +163,15 @@ class Trainer:
             or ``"skip"`` (drop that step's update and count it in the history as
             ``skipped_steps``; checks every step).
 
+    Under ``torchrun --nproc_per_node=N`` (or any launcher that sets
+    ``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``/``MASTER_PORT``) the same Trainer
+    trains data-parallel with ``torch.distributed`` (gloo on CPU, NCCL on
+    GPUs, one GPU per process): every process corrupts the same global batch
+    of ``batch_size`` images and trains on its share, the gradients are summed
+    in one ``all_reduce`` per step, rank 0 validates (its record is broadcast)
+    and writes the checkpoints, and ``resume=`` works as in one process.
+    Each process draws its own latent noise.
+
     Example:
         >>> trainer = Trainer(model, Reconstruction(), GaussianNoise(0.5), epochs=5)  # doctest: +SKIP
         >>> history = trainer.fit(train, val)  # doctest: +SKIP
@@ -210,7 +220,12 @@ class Trainer:
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {list(_PRECISIONS)}, got {precision!r}")
         self.device = as_device(device)
+        init_from_env(self.device)  # under torchrun: join the process group
+        self.dist = Distributed.current()
+        if self.dist.enabled and device == "auto" and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.dist.rank)))
         self.model = model.to(self.device)
+        self.dist.broadcast_parameters(self.model)  # every process starts from rank 0's weights
         self.objective = objective
         self.corruption: Corruption | None = corruption.to(self.device) if corruption is not None else None
         self.optimizer: torch.optim.Optimizer
@@ -352,6 +367,8 @@ class Trainer:
             progress = self._resume(resume)
         else:
             self._target_epoch = len(self.history) + self.epochs
+            if not self._checked and self.dist.rank > 0:  # independent latent noise in each process
+                torch.manual_seed(torch.initial_seed() + 1_000_003 * self.dist.rank)
             if not self._checked:
                 first = slice(0, min(len(train_images), self.batch_size))
                 self._sanity_check(train_images[first], train_labels[first] if train_labels is not None else None)
@@ -364,7 +381,8 @@ class Trainer:
                 record.update(self._train_epoch(train_images, train_labels, epoch, progress))
                 progress = None
                 if val_fixed is not None:
-                    measured = {**self._evaluate_fixed(val_fixed, val_labels), **val_input}
+                    measured = {**self._evaluate_fixed(val_fixed, val_labels), **val_input} if self.dist.is_main else {}
+                    measured = self.dist.broadcast_object(measured)
                     record.update({f"val_{k}": v for k, v in measured.items() if k != "n"})
                 record["lr"] = float(self.optimizer.param_groups[0]["lr"])
                 hparams = getattr(self.objective, "hparams", None)
@@ -471,20 +489,38 @@ class Trainer:
             for step in range(start, n_steps):
                 index = order[step * self.batch_size : (step + 1) * self.batch_size]
                 x = _to_unit_float(images[index], self.dtype)
+                # every process corrupts the whole global batch (the same random stream), then takes its share
                 x_in, mask = self._corrupt(x, self._corrupt_gen, with_mask=self.condition is not None)
-                condition = self._condition_of(x_in, mask, labels[index] if labels is not None else None)
+                batch_labels = labels[index] if labels is not None else None
+                weight = 1.0
+                if self.dist.enabled:
+                    part, n_global = self.dist.shard(len(x)), len(x)
+                    x, x_in = x[part], x_in[part]
+                    mask = mask[part] if mask is not None else None
+                    batch_labels = batch_labels[part] if batch_labels is not None else None
+                    weight = len(x) / n_global  # the all-reduced sum of weighted means is the global mean
+                condition = self._condition_of(x_in, mask, batch_labels)
                 with torch.autocast(self.device.type, dtype=self._autocast_dtype,
                                     enabled=self._autocast_dtype is not None):
                     result = self._objective_call(x_in, x, condition)
-                check = (step + 1) % self.check_every == 0 or step + 1 == n_steps
-                if self.nan_policy == "skip" and not bool(torch.isfinite(result.loss)):
+                check = (step + 1) % self.check_every == 0 or step + 1 == n_steps or self.dist.enabled
+                if self.dist.enabled:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.scaler.scale(result.loss * weight).backward(inputs=self._trainable or None)
+                    finite = self._sync_step(result.loss)
+                else:
+                    finite = self.nan_policy == "raise" or bool(torch.isfinite(result.loss))
+                if self.nan_policy == "skip" and not finite:
                     skipped += 1
+                    self.optimizer.zero_grad(set_to_none=True)
                 else:
                     if check and self.nan_policy == "raise":
                         # Before the update: a bad loss never reaches the weights when checked every step.
-                        self._check_finite(loss_sum + result.loss.detach(), result.terms, epoch, step + 1)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.scaler.scale(result.loss).backward(inputs=self._trainable or None)
+                        bad = loss_sum + result.loss.detach() if finite else torch.tensor(float("nan"))
+                        self._check_finite(bad, result.terms, epoch, step + 1)
+                    if not self.dist.enabled:
+                        self.optimizer.zero_grad(set_to_none=True)
+                        self.scaler.scale(result.loss).backward(inputs=self._trainable or None)
                     # with fp16 the scaler itself skips steps whose (scaled) gradients overflow
                     if check and not self.scaler.is_enabled() and not self._gradients_finite(epoch, step + 1):
                         skipped += 1
@@ -509,11 +545,26 @@ class Trainer:
                                            "term_sums": {k: torch.as_tensor(v).detach().clone()
                                                          for k, v in term_sums.items()}})
                     self._raise_if_stopped(epoch, step + 1)
+        if self.dist.enabled:  # each process summed its shares: add them up
+            names = sorted(term_sums)
+            totals = self.dist.all_sum(torch.stack([loss_sum.float(), *(torch.as_tensor(
+                term_sums[k], device=self.device).float() for k in names)]))
+            loss_sum, term_sums = totals[0], dict(zip(names, totals[1:], strict=True))
         record = {"train_loss": loss_sum.item() / n}
         record.update({f"train_{k}": float(v) / n for k, v in term_sums.items()})
         if self.nan_policy == "skip":
             record["skipped_steps"] = float(skipped)
         return record
+
+    def _sync_step(self, loss: Tensor) -> bool:
+        """Sum gradients over the processes with two flags (a non-finite loss, a stop signal) riding along;
+        returns whether every process's loss was finite, and adopts a stop signal any process received."""
+        flags = torch.stack([(~torch.isfinite(loss.detach())).float(),
+                             torch.tensor(float(self._stop_signal is not None), device=loss.device)])
+        summed = self.dist.sync_gradients(self._trainable, flags)
+        if bool(summed[1] > 0) and self._stop_signal is None:
+            self._stop_signal = signal.SIGTERM
+        return not bool(summed[0] > 0)
 
     def _gradients_finite(self, epoch: int, step: int) -> bool:
         """Whether every gradient is finite; under ``nan_policy="raise"`` a bad one raises, naming the parameters."""
@@ -657,13 +708,16 @@ class Trainer:
                         "target_epoch": self._target_epoch, "best": self._best, "since_best": self._since_best},
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": capture_rng({"batch": self._batch_gen, "corruption": self._corrupt_gen}),
+            "rng_ranks": self.dist.gather_object(torch.get_rng_state()) if self.dist.enabled else None,
             "progress": progress,
             "metadata": self.metadata,
         }
 
     def _save(self, name: str, progress: dict[str, Any] | None = None) -> None:
         if self.checkpoint_dir is not None:
-            save_checkpoint(self.checkpoint_dir / name, self.state_dict(progress))
+            state = self.state_dict(progress)  # every process takes part (the random states are gathered)
+            if self.dist.is_main:
+                save_checkpoint(self.checkpoint_dir / name, state)
 
     def _resume(self, path: str | os.PathLike[str]) -> dict[str, Any] | None:
         """Restore everything :meth:`state_dict` saved; returns the mid-epoch progress (``None``: an epoch end)."""
@@ -700,6 +754,9 @@ class Trainer:
         self._target_epoch = int(saved["target_epoch"])
         self._best, self._since_best = saved["best"], int(saved["since_best"])
         restore_rng(data["rng"], {"batch": self._batch_gen, "corruption": self._corrupt_gen})
+        ranks = data.get("rng_ranks")
+        if self.dist.enabled and ranks is not None and len(ranks) == self.dist.world_size:
+            torch.set_rng_state(ranks[self.dist.rank].cpu())  # each process's own latent-noise stream
         self._checked = True
         progress: dict[str, Any] | None = data.get("progress")
         return progress
