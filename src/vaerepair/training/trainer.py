@@ -260,7 +260,8 @@ class Trainer:
         self.global_step = 0  # optimizer steps taken, across fit calls
         self._since_best = 0  # epochs since the monitored metric last improved
         self._target_epoch = 0  # the epoch the current run ends at (a resumed run keeps its target)
-        self._stop_signal: int | None = None  # set by the SIGINT/SIGTERM handler during fit
+        self._signal_received: int | None = None  # set by the SIGINT/SIGTERM handler during fit
+        self._stop_signal: int | None = None  # the signal acted on (across processes: once all know of it)
         self.condition: Any = getattr(self.model, "condition", None)  # a conditional model's Condition
         self.history = History()
         self._checked = False
@@ -413,10 +414,10 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        self._stop_signal = None
+        self._signal_received = self._stop_signal = None
 
         def handler(signum: int, frame: Any) -> None:
-            self._stop_signal = signum
+            self._signal_received = signum
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -426,6 +427,8 @@ class Trainer:
                 signal.signal(sig, old)
 
     def _raise_if_stopped(self, epoch: int, step: int | None) -> None:
+        if not self.dist.enabled:  # one process acts on its signal at once; a group once all have heard
+            self._stop_signal = self._signal_received
         if self._stop_signal is None:
             return
         name = signal.Signals(self._stop_signal).name
@@ -503,11 +506,11 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self._autocast_dtype,
                                     enabled=self._autocast_dtype is not None):
                     result = self._objective_call(x_in, x, condition)
-                check = (step + 1) % self.check_every == 0 or step + 1 == n_steps or self.dist.enabled
+                check = (step + 1) % self.check_every == 0 or step + 1 == n_steps
                 if self.dist.enabled:
                     self.optimizer.zero_grad(set_to_none=True)
                     self.scaler.scale(result.loss * weight).backward(inputs=self._trainable or None)
-                    finite = self._sync_step(result.loss)
+                    finite = self._sync_step(result.loss, read=check)
                 else:
                     finite = self.nan_policy == "raise" or bool(torch.isfinite(result.loss))
                 if self.nan_policy == "skip" and not finite:
@@ -539,6 +542,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", refresh=False)
                 bar.update(1)
                 periodic = self.checkpoint_every is not None and self.global_step % self.checkpoint_every == 0
+                if not self.dist.enabled:
+                    self._stop_signal = self._signal_received
                 if periodic or self._stop_signal is not None:
                     self._save("last.pt", {"epoch": epoch, "step": step + 1, "batch_gen_at_epoch_start": epoch_start,
                                            "loss_sum": loss_sum.detach().clone(), "skipped": skipped,
@@ -556,14 +561,20 @@ class Trainer:
             record["skipped_steps"] = float(skipped)
         return record
 
-    def _sync_step(self, loss: Tensor) -> bool:
-        """Sum gradients over the processes with two flags (a non-finite loss, a stop signal) riding along;
-        returns whether every process's loss was finite, and adopts a stop signal any process received."""
+    def _sync_step(self, loss: Tensor, read: bool) -> bool:
+        """Sum gradients over the processes with two flags (a non-finite loss, a stop signal) riding along.
+
+        Only when ``read`` (a check step; reading costs a host synchronisation on a GPU) are the flags
+        looked at: returns whether every process's loss was finite, and adopts a stop signal any process
+        received. Without ``read`` it returns ``True``.
+        """
         flags = torch.stack([(~torch.isfinite(loss.detach())).float(),
-                             torch.tensor(float(self._stop_signal is not None), device=loss.device)])
+                             torch.tensor(float(self._signal_received is not None), device=loss.device)])
         summed = self.dist.sync_gradients(self._trainable, flags)
+        if not read:
+            return True
         if bool(summed[1] > 0) and self._stop_signal is None:
-            self._stop_signal = signal.SIGTERM
+            self._stop_signal = self._signal_received or signal.SIGTERM
         return not bool(summed[0] > 0)
 
     def _gradients_finite(self, epoch: int, step: int) -> bool:
