@@ -486,7 +486,8 @@ class Trainer:
             skipped = progress["skipped"]
         order = torch.randperm(n, generator=self._batch_gen, device=self.device)
         step_objective = getattr(self.objective, "step", None)  # e.g. a beta schedule's clock
-        bar = tqdm(total=n_steps, initial=start, desc=f"epoch {epoch}", disable=not self.progress, leave=False,
+        shown = self.progress and self.dist.is_main
+        bar = tqdm(total=n_steps, initial=start, desc=f"epoch {epoch}", disable=not shown, leave=False,
                    dynamic_ncols=True)
         with validation(False), bar:
             for step in range(start, n_steps):
@@ -537,7 +538,7 @@ class Trainer:
                         if step_objective is not None:
                             step_objective()
                         self.global_step += 1
-                if self.progress and ((step + 1) % _POSTFIX_EVERY == 0 or step + 1 == n_steps):
+                if not bar.disable and ((step + 1) % _POSTFIX_EVERY == 0 or step + 1 == n_steps):
                     seen = min((step + 1) * self.batch_size, n)
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", refresh=False)
                 bar.update(1)
