@@ -67,7 +67,8 @@ def main() -> None:
     for name, s in speed.items():
         loss = trainers[name].history["train_loss"][-1]
         print(f"{name:>34}: {s:7.1f} steps/s  ({s / speed['eager']:.2f} x eager), last train loss {loss:.2f}")
-    print(f"speed ratio (checkpoint every 50 / eager): {speed['eager + checkpoint every 50 steps'] / speed['eager']:.2f}")
+    saving = speed["eager + checkpoint every 50 steps"] / speed["eager"]
+    print(f"speed ratio (checkpoint every 50 / eager): {saving:.2f}")
     print(f"speed ratio (compile / eager): {speed['compile'] / speed['eager']:.2f}")
     print(f"speed ratio (bf16 / eager): {speed['bf16'] / speed['eager']:.2f}")
     tmp.cleanup()
