@@ -491,6 +491,7 @@ class Trainer:
                    dynamic_ncols=True)
         with validation(False), bar:
             for step in range(start, n_steps):
+                steps_before = self.global_step
                 index = order[step * self.batch_size : (step + 1) * self.batch_size]
                 x = _to_unit_float(images[index], self.dtype)
                 # every process corrupts the whole global batch (the same random stream), then takes its share
@@ -542,7 +543,8 @@ class Trainer:
                     seen = min((step + 1) * self.batch_size, n)
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", refresh=False)
                 bar.update(1)
-                periodic = self.checkpoint_every is not None and self.global_step % self.checkpoint_every == 0
+                periodic = (self.checkpoint_every is not None and self.global_step > steps_before
+                            and self.global_step % self.checkpoint_every == 0)
                 if not self.dist.enabled:
                     self._stop_signal = self._signal_received
                 if periodic or self._stop_signal is not None:
