@@ -269,6 +269,8 @@ class FisherDivergence:
         relax_discrete: accept a Bernoulli likelihood as the relaxation above.
     """
 
+    needs_grad = True  # it differentiates inside its loss (with respect to z and the images)
+
     def __init__(self, n_samples: int = 1, closed_form: bool = False, relax_discrete: bool = False) -> None:
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
