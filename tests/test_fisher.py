@@ -353,3 +353,31 @@ def test_trainer_trains_a_fisher_autoencoder() -> None:
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert all(math.isfinite(v) for v in history["val_loss"])
     assert {"val_fisher_z", "val_score_qx", "val_score_px", "val_laplacian"} <= set(history.keys())
+
+
+def test_continuous_bernoulli_closed_form_equals_autograd() -> None:
+    from vaerepair.distributions import ContinuousBernoulli
+
+    model = LatentVariableModel(TinyEncoder(), GaussianPosterior(HIDDEN, LATENT), TinyDecoder(), ContinuousBernoulli(),
+                                prior=StandardNormal(LATENT)).double()
+    x = images(3)
+    torch.manual_seed(2)
+    auto = fisher_scores(model, x, x)
+    torch.manual_seed(2)
+    closed = fisher_scores(model, x, x, closed_form=True)
+    for name, a, c in zip(auto._fields, auto, closed, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_closed_form_without_the_closed_forms_is_a_clear_error() -> None:
+    class PlainGaussian(Gaussian):
+        def forward(self, params):
+            image = super().forward(params)
+            return type("Bare", (), {"log_prob": image.log_prob, "mean": image.mean})()
+
+    model = LatentVariableModel(TinyEncoder(), GaussianPosterior(HIDDEN, LATENT), TinyDecoder(), PlainGaussian(0.7),
+                                prior=StandardNormal(LATENT)).double()
+    x = images()
+    with pytest.raises(TypeError, match="closed_form=True needs.*x_score, x_laplacian, param_score"):
+        FisherDivergence(closed_form=True)(model, x, x)
+    assert torch.isfinite(FisherDivergence()(model, x, x).loss)

@@ -35,7 +35,35 @@ def _check_target(x: Tensor, like: Tensor, who: str) -> None:
         )
 
 
-class BernoulliImage:
+class _LogitScores:
+    r"""Closed-form derivatives shared by the logit likelihoods (exponential families with natural parameter
+    :math:`l`): :math:`\log p(x|z) = x l - A(l)` (plus, for the continuous Bernoulli, a term free of x), so
+    the x-score is :math:`l`, the x-Laplacian 0, and :math:`\partial \log p / \partial l = x - E[x]`."""
+
+    logits: Tensor
+    _name: str
+
+    @property
+    def mean(self) -> Tensor:
+        raise NotImplementedError
+
+    def x_score(self, x: Tensor) -> Tensor:
+        r""":math:`\nabla_x \log p(x|z) = l` (a Bernoulli: of its continuous extension), shaped like the logits."""
+        _check_target(x, self.logits, self._name)
+        return self.logits
+
+    def x_laplacian(self, x: Tensor) -> Tensor:
+        r""":math:`\Delta_x \log p(x|z) = 0` (linear in x): ``(..., B)``."""
+        _check_target(x, self.logits, self._name)
+        return self.logits.new_zeros(self.logits.shape[:-3])
+
+    def param_score(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The logits and :math:`\partial \log p(x|z) / \partial l = x - E[x \mid l]`."""
+        _check_target(x, self.logits, self._name)
+        return self.logits, x - self.mean
+
+
+class BernoulliImage(_LogitScores):
     r"""Independent Bernoulli pixels with logits ``l``: the binary cross-entropy likelihood.
 
     :math:`\log p(x|z) = \sum_i x_i l_i - \log(1 + e^{l_i})`, computed stably from
@@ -47,6 +75,7 @@ class BernoulliImage:
     """
 
     discrete = True
+    _name = "Bernoulli"
 
     def __init__(self, logits: Tensor) -> None:
         self.logits = logits
@@ -64,20 +93,6 @@ class BernoulliImage:
         bce = F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none")
         return -bce.sum(dim=(-3, -2, -1))
 
-    def x_score(self, x: Tensor) -> Tensor:
-        r"""x-score of the continuous extension, :math:`\nabla_x [x l - \log(1 + e^l)] = l`, shaped like the logits."""
-        _check_target(x, self.logits, "Bernoulli")
-        return self.logits
-
-    def x_laplacian(self, x: Tensor) -> Tensor:
-        r""":math:`\Delta_x \log p(x|z) = 0` (the log-likelihood is linear in x): ``(..., B)``."""
-        _check_target(x, self.logits, "Bernoulli")
-        return self.logits.new_zeros(self.logits.shape[:-3])
-
-    def param_score(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r"""The logits and :math:`\partial \log p(x|z) / \partial l = x - \sigma(l)`."""
-        _check_target(x, self.logits, "Bernoulli")
-        return self.logits, x - torch.sigmoid(self.logits)
 
 
 class Bernoulli(nn.Module):
@@ -115,7 +130,7 @@ def _continuous_bernoulli_mean(logits: Tensor) -> Tensor:
     return torch.where(small, series, closed)
 
 
-class ContinuousBernoulliImage:
+class ContinuousBernoulliImage(_LogitScores):
     r"""Independent continuous Bernoulli pixels (Loaiza-Ganem & Cunningham, 2019) with logits ``l``.
 
     :math:`\log p(x|z) = \sum_i x_i l_i - \log(1 + e^{l_i}) + \log C(\lambda_i)`: the BCE
@@ -123,6 +138,8 @@ class ContinuousBernoulliImage:
     log-likelihoods of grey images are comparable densities. Its ``mean`` is the
     distribution's expectation, which differs from :math:`\sigma(l) = 1/(1 + e^{-l})`.
     """
+
+    _name = "ContinuousBernoulli"
 
     def __init__(self, logits: Tensor) -> None:
         self.logits = logits
@@ -140,15 +157,6 @@ class ContinuousBernoulliImage:
         bce = F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none")
         return (_log_normaliser(self.logits) - bce).sum(dim=(-3, -2, -1))
 
-    def x_score(self, x: Tensor) -> Tensor:
-        r""":math:`\nabla_x \log p(x|z) = l` (the normaliser does not depend on x), shaped like the logits."""
-        _check_target(x, self.logits, "ContinuousBernoulli")
-        return self.logits
-
-    def x_laplacian(self, x: Tensor) -> Tensor:
-        r""":math:`\Delta_x \log p(x|z) = 0`: ``(..., B)``."""
-        _check_target(x, self.logits, "ContinuousBernoulli")
-        return self.logits.new_zeros(self.logits.shape[:-3])
 
 
 class ContinuousBernoulli(nn.Module):

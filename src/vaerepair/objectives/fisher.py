@@ -211,6 +211,12 @@ def fisher_scores(
                 "FisherDivergence(relax_discrete=True) for the continuous relaxation (x-score = logits, Laplacian 0)."
             )
         log_p = p.log_prob(x_t)
+        missing = [m for m in ("x_score", "x_laplacian", "param_score") if not hasattr(p, m)]
+        if closed_form and missing:
+            raise TypeError(
+                f"closed_form=True needs the likelihood's closed-form derivatives, but {type(p).__name__} has no "
+                f"{', '.join(missing)}; use closed_form=False (autograd)"
+            )
         if closed_form:
             params, d_params = p.param_score(x_t)
             s_lik = _grad(params, z, grad_outputs=d_params)[0]

@@ -185,7 +185,7 @@ def check_likelihood(
     included) and carries a leading sample dimension ``(S, B)``; ``mean`` is
     ``(B, C, H, W)``; gradients reach the decoder outputs (and the likelihood's
     own parameters); ``log_prob`` equals ``torch.distributions`` for the built-in
-    kinds; ``x_score`` / ``x_laplacian`` (when present) equal autograd.
+    kinds; ``x_score`` / ``x_laplacian`` / ``param_score`` (when present) equal autograd.
     """
     import copy
 
@@ -221,6 +221,11 @@ def check_likelihood(
         report.extend(check_score(lambda v: p.x_score(v.view_as(x)).flatten(1),
                                   lambda v: p.log_prob(v.view_as(x)), x.flatten(1), name="x_score",
                                   raise_on_failure=False))
+    if hasattr(p, "param_score"):
+        tensor, derivative = p.param_score(x)
+        (expected,) = torch.autograd.grad(p.log_prob(x).sum(), tensor)
+        ok, why = _close(derivative, expected, 1e-8, 1e-10)
+        report.add("param_score equals autograd", ok, why)
     if hasattr(p, "x_laplacian"):
         xv = x.clone().requires_grad_(True)
         (score,) = torch.autograd.grad(p.log_prob(xv).sum(), xv, create_graph=True)
