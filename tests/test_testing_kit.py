@@ -305,3 +305,12 @@ def test_with_the_exact_posterior_the_elbo_is_the_log_likelihood() -> None:
         torch.manual_seed(seed)
         elbo = vr.ELBO(kl="mc")(model, x, x).terms["elbo"]
         torch.testing.assert_close(elbo, model.log_marginal(x).detach(), rtol=1e-10, atol=1e-10)
+
+
+def test_checks_leave_the_callers_random_state_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_objective(vr.ELBO(), dtypes=(torch.float64,))
+    check_bound(vr.ELBO(), n_repeats=5)
+    torch.testing.assert_close(torch.rand(3), expected)

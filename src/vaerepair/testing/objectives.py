@@ -212,11 +212,12 @@ def check_objective(
     else:
         factories = [(f"model {i}", f) for i, f in enumerate(models)]
     report = CheckReport(f"check_objective({objective!r})")
-    for (name, factory), dtype in product(factories, dtypes):
-        tol = rtol if rtol is not None else (1e-9 if dtype == torch.float64 else 1e-4)
-        model = factory(dtype)
-        report.extend(_check_one(objective, model, dtype, device, batch_size, tol, ignore_params),
-                      prefix=f"[{name}, {str(dtype).removeprefix('torch.')}] ")
+    with torch.random.fork_rng(devices=[]):  # the checks reseed torch's generator; the caller's state comes back
+        for (name, factory), dtype in product(factories, dtypes):
+            tol = rtol if rtol is not None else (1e-9 if dtype == torch.float64 else 1e-4)
+            model = factory(dtype)
+            report.extend(_check_one(objective, model, dtype, device, batch_size, tol, ignore_params),
+                          prefix=f"[{name}, {str(dtype).removeprefix('torch.')}] ")
     return report.raise_if_failed() if raise_on_failure else report
 
 
@@ -275,7 +276,7 @@ def check_bound(
                             "(vaerepair.testing.linear_gaussian_model())")
         ref = next(m.parameters())
         x = _images(n_images, tuple(m.image_shape), 3, ref.dtype, ref.device)
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             exact = log_marginal(x)
             draws = torch.stack([_bound_of(_run(objective, m, x, x, seed=i), bound).detach()
                                  for i in range(n_repeats)])
