@@ -312,5 +312,7 @@ def test_checks_leave_the_callers_random_state_alone() -> None:
     expected = torch.rand(3)
     torch.manual_seed(123)
     check_objective(vr.ELBO(), dtypes=(torch.float64,))
-    check_bound(vr.ELBO(), n_repeats=5)
+    check_bound(vr.ELBO(), n_repeats=30)
     torch.testing.assert_close(torch.rand(3), expected)
+    with pytest.raises(ValueError, match="n_repeats must be >= 30"):
+        check_bound(vr.ELBO(), n_repeats=5)

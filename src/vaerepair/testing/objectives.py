@@ -260,10 +260,12 @@ def check_bound(
         bound: the per-image bound: a term name, a function of the result, or
             ``"auto"`` (the ``elbo`` term, else minus the ``nll`` term).
         n_images: images per model.
-        n_repeats: Monte-Carlo repeats.
+        n_repeats: Monte-Carlo repeats (>= 30: the tolerance is in standard errors estimated from them).
         n_sigma: tolerance in standard errors.
         raise_on_failure: raise :class:`~vaerepair.testing.ContractError` on failure.
     """
+    if n_repeats < 30:
+        raise ValueError(f"n_repeats must be >= 30 for a reliable standard error, got {n_repeats}")
     models: dict[str, Any] = {"given model": model} if model is not None else {
         "exact-posterior encoder": linear_gaussian_model(exact_posterior=True),
         "random encoder": linear_gaussian_model(),
