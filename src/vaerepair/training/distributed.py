@@ -79,7 +79,7 @@ class Distributed:
         offset = 0
         for p, g in zip(params, grads, strict=True):
             n = g.numel()
-            p.grad = flat[offset : offset + n].view_as(p).clone()
+            p.grad = flat[offset : offset + n].view_as(p)  # a view of this step's fresh buffer: no copy
             offset += n
         return flat[offset:]
 

@@ -574,8 +574,9 @@ class Trainer:
         looked at: returns whether every process's loss was finite, and adopts a stop signal any process
         received. Without ``read`` it returns ``True``.
         """
-        flags = torch.stack([(~torch.isfinite(loss.detach())).float(),
-                             torch.tensor(float(self._signal_received is not None), device=loss.device)])
+        nonfinite = (~torch.isfinite(loss.detach())).float()
+        stop = torch.full_like(nonfinite, float(self._signal_received is not None))  # a fill, not a host copy
+        flags = torch.stack([nonfinite, stop])
         summed = self.dist.sync_gradients(self._trainable, flags)
         if not read:
             return True
