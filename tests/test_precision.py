@@ -36,7 +36,7 @@ def test_autocast_on_cpu_trains_close_to_full_precision(precision: str) -> None:
 def test_fp16_scaler_state_is_checkpointed_and_restored(tmp_path: Path) -> None:
     _, trainer, _ = _fit("fp16", checkpoint_dir=tmp_path)
     trainer.scaler.update(new_scale=123.0)  # a scale a fresh scaler would not have
-    trainer._save("last.pt")
+    trainer.checkpointer.save(trainer, "last.pt")
     assert load_checkpoint(tmp_path / "last.pt")["scaler"]["scale"] == 123.0
     torch.manual_seed(1)
     model = vr.variational_autoencoder((1, 12, 12), latent_dim=3, hidden=(32,))
@@ -53,7 +53,7 @@ def test_compiled_step_matches_eager() -> None:
 
     eager, _, h_eager = _fit(objective=vr.Reconstruction(), model=dae())
     compiled, trainer, h_compiled = _fit(objective=vr.Reconstruction(), model=dae(), compile="aot_eager")
-    assert trainer._objective_call is not trainer._run_objective
+    assert trainer.forward is not trainer.step_module  # the compiled step
     assert h_compiled["train_loss"] == pytest.approx(h_eager["train_loss"], rel=1e-4)
     for a, b in zip(eager.state_dict().values(), compiled.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

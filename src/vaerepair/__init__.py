@@ -14,7 +14,7 @@ from vaerepair.data import ImageDataset, load, train_val_split
 from vaerepair.metrics import psnr, ssim
 from vaerepair.models import LatentVariableModel, autoencoder, conditional_vae, flow_vae, variational_autoencoder
 from vaerepair.objectives import ELBO, FisherDivergence, ObjectiveResult, Reconstruction
-from vaerepair.training import EarlyStopping, History, Trainer, load_checkpoint, load_model
+from vaerepair.training import Callback, EarlyStopping, History, Trainer, load_checkpoint, load_model
 
 __all__ = [
     "__version__",
@@ -29,6 +29,7 @@ __all__ = [
     "plots",
     "training",
     "Trainer",
+    "Callback",
     "EarlyStopping",
     "History",
     "load_checkpoint",

@@ -1,6 +1,6 @@
 """Objectives: objects holding only their settings, called with a model and a batch."""
 
-from vaerepair.objectives.base import Objective, ObjectiveResult
+from vaerepair.objectives.base import Objective, ObjectiveBase, ObjectiveResult, objective_hooks
 from vaerepair.objectives.elbo import ELBO
 from vaerepair.objectives.fisher import FisherDivergence, FisherScores, batch_coupling_layers, fisher_scores
 from vaerepair.objectives.iwae import IWAE, iwae_nll, likelihood_metrics, log_weights
@@ -10,6 +10,8 @@ from vaerepair.objectives.schedules import Constant, Cyclical, LinearWarmup, Sch
 __all__ = [
     "Objective",
     "ObjectiveResult",
+    "ObjectiveBase",
+    "objective_hooks",
     "Reconstruction",
     "ELBO",
     "FisherDivergence",

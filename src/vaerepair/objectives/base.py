@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 from torch import Tensor
 
 from vaerepair.models.latent import LatentModel
 
-__all__ = ["ObjectiveResult", "Objective"]
+__all__ = ["ObjectiveResult", "Objective", "ObjectiveBase", "objective_hooks"]
 
 
 class ObjectiveResult(NamedTuple):
@@ -26,19 +27,89 @@ class ObjectiveResult(NamedTuple):
 
 @runtime_checkable
 class Objective(Protocol):
-    """A training objective.
+    """A training objective: ``objective(model, x_input, x_target, condition=None) -> ObjectiveResult``.
 
     ``x_input`` is what the encoder sees (the corrupted image), ``x_target``
     what the likelihood scores (the clean image); both ``(B, C, H, W)``.
 
-    An objective that differentiates inside its loss (score terms with
-    ``torch.autograd.grad``) sets the attribute ``needs_grad = True``: the
-    Trainer then keeps autograd on when it computes validation losses.
-    Two more optional hooks: ``step()``, called after each optimizer step (a
-    beta schedule's clock), and ``hparams() -> dict``, whose values the Trainer
-    records in the history every epoch.
+    Only ``__call__`` is required. The other members are optional hooks the
+    Trainer uses when present (:class:`ObjectiveBase` gives them defaults, and
+    :func:`objective_hooks` fills them in for any callable):
+
+    - ``needs_grad``: the objective differentiates inside its loss (score terms
+      with ``torch.autograd.grad``), so autograd stays on when the Trainer
+      computes validation losses, and ``backward`` is taken with respect to the
+      trainable parameters only.
+    - ``step()``: called after each optimizer step (a beta schedule's clock).
+    - ``hparams() -> dict[str, float]``: values recorded in the history every epoch.
+    - ``state_dict()`` / ``load_state_dict(state)``: state that must survive a
+      resume (plain values and tensors), stored in every checkpoint.
     """
+
+    needs_grad: bool
 
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult: ...
+
+    def step(self) -> None:
+        """Advance the objective's clock by one optimizer step."""
+
+    def hparams(self) -> dict[str, float]:
+        """The objective's current hyperparameters, for the history."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint stores of the objective."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class ObjectiveBase:
+    """Defaults for the optional hooks of :class:`Objective`: no inner derivatives, no clock, no state."""
+
+    needs_grad: bool = False
+
+    def step(self) -> None:
+        """Nothing to advance."""
+
+    def hparams(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore."""
+
+
+class _Hooked(ObjectiveBase):
+    """A callable without the optional hooks, seen through :class:`ObjectiveBase`'s defaults."""
+
+    def __init__(self, fn: Callable[..., ObjectiveResult]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> ObjectiveResult:
+        return self.fn(*args)
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+
+_HOOKS = ("needs_grad", "step", "hparams", "state_dict", "load_state_dict")
+
+
+def objective_hooks(objective: Callable[..., ObjectiveResult]) -> Objective:
+    """``objective`` with every optional hook of :class:`Objective`: itself when it has them all, else a
+    view whose missing hooks are :class:`ObjectiveBase`'s defaults (the ones it has are its own)."""
+    if not callable(objective):
+        raise TypeError(f"objective must be callable as objective(model, x_input, x_target), got {objective!r}")
+    if all(hasattr(objective, name) for name in _HOOKS):
+        return cast(Objective, objective)
+    view = _Hooked(objective)
+    for name in _HOOKS:
+        if hasattr(objective, name):
+            setattr(view, name, getattr(objective, name))
+    return cast(Objective, view)

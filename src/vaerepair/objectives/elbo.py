@@ -7,13 +7,13 @@ from torch import Tensor
 from vaerepair._checks import check_positive
 from vaerepair.distributions import StandardNormal
 from vaerepair.models.latent import LatentModel
-from vaerepair.objectives.base import ObjectiveResult
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
 from vaerepair.objectives.schedules import Constant, Schedule
 
 __all__ = ["ELBO"]
 
 
-class ELBO:
+class ELBO(ObjectiveBase):
     r"""Negative (beta-)ELBO per image, in nats.
 
     .. math::

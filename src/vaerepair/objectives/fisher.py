@@ -29,7 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from vaerepair.distributions import DiagonalGaussian
 from vaerepair.models.latent import LatentModel
-from vaerepair.objectives.base import ObjectiveResult
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
 
 __all__ = ["FisherDivergence", "FisherScores", "fisher_scores", "batch_coupling_layers"]
 
@@ -235,7 +235,7 @@ def fisher_scores(
     return scores
 
 
-class FisherDivergence:
+class FisherDivergence(ObjectiveBase):
     r"""The Fisher autoencoder loss: a joint Fisher divergence of q(x, z) and p(x, z), up to a constant.
 
     Per image (and per draw :math:`z \sim q(z \mid x^{input})`, averaged over ``n_samples``):

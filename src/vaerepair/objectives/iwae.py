@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from vaerepair.models.latent import LatentModel
-from vaerepair.objectives.base import ObjectiveResult
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
 from vaerepair.objectives.elbo import ELBO
 
 __all__ = ["IWAE", "log_weights", "iwae_nll", "likelihood_metrics"]
@@ -32,7 +32,7 @@ def _check_k(k: int) -> int:
     return k
 
 
-class IWAE:
+class IWAE(ObjectiveBase):
     r"""The k-sample importance-weighted bound as a loss, in nats per image.
 
     .. math::

@@ -5,12 +5,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from vaerepair.models.latent import LatentModel
-from vaerepair.objectives.base import ObjectiveResult
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
 
 __all__ = ["Reconstruction"]
 
 
-class Reconstruction:
+class Reconstruction(ObjectiveBase):
     r"""Negative log-likelihood of the clean target given the code of the input.
 
     Per sample :math:`\ell_b = -\log p(x^{target}_b \mid z_b)`, with

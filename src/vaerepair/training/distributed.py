@@ -1,11 +1,22 @@
-"""Multi-process data parallelism with ``torch.distributed``: the Trainer's side of ``torchrun``.
+"""Multi-process data parallelism: the Trainer's side of ``torchrun``, on ``DistributedDataParallel``.
 
 Every process holds the whole model and sees the same global batch order;
-process ``r`` of ``W`` trains on its contiguous share of each global batch.
-After the backward pass one ``all_reduce`` sums the gradients (each process
-scaled its loss by its share of the batch, so the sum is the gradient of the
-global batch mean) together with two flags: a non-finite loss anywhere, and
-a stop signal anywhere, so that every process takes the same decision.
+process ``r`` of ``W`` trains on its contiguous share of each global batch
+(:meth:`Distributed.shard`). The objective runs inside :class:`ObjectiveStep`,
+a small module whose ``forward`` calls ``objective(model, x_input, x_target,
+condition)``; wrapped in ``torch.nn.parallel.DistributedDataParallel`` its
+backward pass all-reduces the gradients in buckets, overlapped with the
+computation. Each process scales its loss by ``W * share / global batch`` so
+that DDP's average is the gradient of the global batch mean.
+
+Objectives that differentiate inside their loss (the Fisher divergence's
+``torch.autograd.grad(..., create_graph=True)`` with respect to the latent code
+and the image) work under DDP: those inner derivatives are taken with respect
+to activations, not parameters, so they fire none of DDP's parameter hooks;
+only the final ``backward`` does, once per parameter.
+
+The NaN and stop flags travel in one further ``all_reduce`` of two numbers,
+on check steps only (:class:`~vaerepair.training.guard.Guard`).
 """
 
 from __future__ import annotations
@@ -16,9 +27,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["Distributed", "init_from_env"]
+__all__ = ["Distributed", "ObjectiveStep", "init_from_env"]
 
 
 def init_from_env(device: torch.device | None = None) -> bool:
@@ -34,6 +45,24 @@ def init_from_env(device: torch.device | None = None) -> bool:
     backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend)
     return dist.get_world_size() > 1
+
+
+class ObjectiveStep(nn.Module):
+    """``forward(x_input, x_target, condition)`` = ``objective(model, x_input, x_target[, condition])``.
+
+    The module DDP wraps: its parameters are the model's, and the objective's
+    calls to ``model.encode``/``decode`` run inside its ``forward``.
+    """
+
+    def __init__(self, model: nn.Module, objective: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None) -> Any:
+        if condition is None:
+            return self.objective(self.model, x_input, x_target)
+        return self.objective(self.model, x_input, x_target, condition)
 
 
 @dataclass
@@ -63,25 +92,15 @@ class Distributed:
         start = self.rank * base + min(self.rank, extra)
         return slice(start, start + base + (1 if self.rank < extra else 0))
 
-    def broadcast_parameters(self, module: torch.nn.Module) -> None:
-        """Give every process rank 0's parameters and buffers."""
-        if self.enabled:
-            for t in [*module.parameters(), *module.buffers()]:
-                dist.broadcast(t.data, src=0)
-
-    def sync_gradients(self, params: list[Tensor], flags: Tensor) -> Tensor:
-        """Sum the gradients of ``params`` and the ``flags`` over all processes, in one ``all_reduce``."""
+    def wrap(self, step: ObjectiveStep, device: torch.device) -> nn.Module:
+        """``step`` in ``DistributedDataParallel`` (which first gives every process rank 0's weights);
+        ``step`` itself in one process."""
         if not self.enabled:
-            return flags
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads] + [flags.to(grads[0].dtype)])
-        dist.all_reduce(flat)
-        offset = 0
-        for p, g in zip(params, grads, strict=True):
-            n = g.numel()
-            p.grad = flat[offset : offset + n].view_as(p)  # a view of this step's fresh buffer: no copy
-            offset += n
-        return flat[offset:]
+            return step
+        ids = [device.index] if device.type == "cuda" and device.index is not None else None
+        # Objectives may leave parameters out of a step's graph (a fixed-scale likelihood's log-sigma, say):
+        # find_unused_parameters lets DDP mark them ready instead of waiting for them.
+        return nn.parallel.DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
 
     def all_sum(self, values: Tensor) -> Tensor:
         """``values`` summed over all processes."""

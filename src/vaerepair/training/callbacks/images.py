@@ -1,0 +1,59 @@
+"""A grid of repairs (clean / corrupted / repaired) written as a PNG every few epochs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import torch
+
+from vaerepair.training.callbacks.base import Callback
+from vaerepair.training.sources import condition_of
+
+if TYPE_CHECKING:
+    from vaerepair.models.latent import LatentModel
+    from vaerepair.training.trainer import Trainer
+
+__all__ = ["ImageGrid"]
+
+
+class ImageGrid(Callback):
+    """After every ``every`` epochs, repair the first ``n`` validation images (their fixed corruption) and
+    write ``folder/pattern`` (``pattern`` is formatted with ``epoch``). The grid uses the weights that
+    validation used (with an :class:`~vaerepair.training.callbacks.EMA` before this callback: the average).
+
+    Args:
+        folder: where the PNGs go.
+        n: images per row.
+        every: epochs between grids.
+        pattern: the file name, e.g. ``"grid_{epoch:03d}.png"``.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], n: int = 8, every: int = 1,
+                 pattern: str = "grid_{epoch:03d}.png") -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.folder, self.n, self.every, self.pattern = Path(folder), n, every, pattern
+        self.written: list[Path] = []
+
+    def on_validation_end(self, trainer: Trainer) -> None:
+        fixed = trainer.val_fixed
+        epoch = trainer.epoch
+        if fixed is None or not trainer.dist.is_main or epoch % self.every:
+            return
+        from vaerepair.plots import save_repair_grid
+
+        part = slice(0, self.n)
+        clean, corrupted, mask = fixed.clean[part], fixed.corrupted[part], fixed.mask[part]
+        labels = fixed.labels[part] if fixed.labels is not None else None
+        model = cast("LatentModel", trainer.model)
+        was_training = trainer.model.training
+        trainer.model.eval()
+        try:
+            with torch.no_grad():
+                repaired = model.reconstruct(corrupted, condition_of(trainer.condition, corrupted, mask, labels))
+        finally:
+            trainer.model.train(was_training)
+        path = self.folder / self.pattern.format(epoch=epoch)
+        self.written.append(save_repair_grid(path, clean.cpu(), corrupted.cpu(), repaired.float().cpu(), n=self.n))

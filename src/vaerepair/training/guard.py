@@ -1,0 +1,167 @@
+"""The NaN guard and the stop signals: what may end a training step early, and how.
+
+:class:`Guard` checks, on *check steps*, that the loss (and the epoch's running
+sum, which carries any NaN from the unchecked steps before) and every gradient
+are finite before the optimizer step; it raises :class:`NonFiniteLossError`
+naming the step and what went bad, or, with ``nan_policy="skip"``, drops the
+step. A check reads values off the device (a host synchronisation on a GPU),
+so by default it runs every step on the CPU and every 50 steps on CUDA, and
+always on the last step of an epoch and on any step after which a checkpoint
+is written: a checkpoint only ever holds verified weights.
+
+SIGINT and SIGTERM during ``fit`` only set a flag (:meth:`Guard.listening`);
+the Trainer stops at the next step boundary, saves and raises
+:class:`TrainingInterrupted`. Under ``torchrun`` the NaN flag and the stop flag
+are summed over the processes in one ``all_reduce`` on check steps (which
+every process reaches at the same step), so every process takes the same
+decision and none waits in a collective the others skipped.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vaerepair.training.distributed import Distributed
+
+__all__ = ["Guard", "NonFiniteLossError", "TrainingInterrupted"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss or gradient; the message names the step and what went bad."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training at a step boundary, after ``last.pt`` was written."""
+
+
+class Guard:
+    """Checks steps for non-finite values and listens for stop signals.
+
+    Args:
+        nan_policy: ``"raise"`` or ``"skip"`` (which checks every step).
+        check_every: steps between checks (``None``: 1 on the CPU, 50 on CUDA).
+        device: the training device.
+        dist: the process group.
+    """
+
+    def __init__(self, nan_policy: str = "raise", check_every: int | None = None,
+                 device: torch.device | None = None, dist: Distributed | None = None) -> None:
+        if nan_policy not in ("raise", "skip"):
+            raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
+        if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int)
+                                        or check_every < 1):
+            raise ValueError(f"check_every must be an integer >= 1 or None, got {check_every!r}")
+        on_cpu = device is None or device.type == "cpu"
+        self.nan_policy = nan_policy
+        self.check_every = 1 if nan_policy == "skip" else (check_every or (1 if on_cpu else 50))
+        self.dist = dist or Distributed()
+        self.received: int | None = None  # a signal this process received during fit
+        self.stop_signal: int | None = None  # the signal acted on (in a group: once every process knows)
+
+    # ----------------------------------------------------------------- checks
+
+    def due(self, step: int, last: bool, forced: bool) -> bool:
+        """Whether step ``step`` (1-based within the epoch) is a check step."""
+        if forced or last or step % self.check_every == 0:
+            return True
+        # one process acts on its own signal at once (and verifies the step it saves after)
+        return not self.dist.enabled and self.received is not None
+
+    def verify(self, loss: Tensor, running: Tensor, terms: dict[str, Tensor], params: list[nn.Parameter],
+               model: nn.Module, gradients: bool, where: str) -> bool:
+        """On a check step, after ``backward`` and before the optimizer step: whether to take the step.
+
+        ``running`` is the epoch's running loss sum (NaN when an unchecked step
+        went bad). A non-finite value raises :class:`NonFiniteLossError` under
+        ``nan_policy="raise"`` and returns ``False`` under ``"skip"``.
+        ``gradients=False`` leaves the gradients to an fp16 scaler (which skips
+        overflowing steps itself). ``where`` names the step in messages.
+        """
+        bad_loss = ~torch.isfinite(running + loss.detach())
+        if self.dist.enabled:  # one collective: the NaN flag and the stop flag of every process
+            stop = torch.full_like(bad_loss, self.received is not None, dtype=torch.float32)
+            flags = self.dist.all_sum(torch.stack([bad_loss.float(), stop]))
+            bad_loss = flags[0] > 0
+            if bool(flags[1] > 0) and self.stop_signal is None:
+                self.stop_signal = self.received or signal.SIGTERM
+        if bool(bad_loss):
+            if self.nan_policy == "skip":
+                return False
+            bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
+            raise NonFiniteLossError(
+                f"non-finite loss at {where} (or up to check_every steps before); terms that went bad: "
+                f"{bad or 'none of the logged terms'}. Training stopped before the update; the last good "
+                "checkpoint (if any) is kept. Try a lower learning rate or check the inputs."
+            )
+        return not gradients or self._gradients_finite(params, model, where)
+
+    def _gradients_finite(self, params: list[nn.Parameter], model: nn.Module, where: str) -> bool:
+        grads = [p.grad for p in params if p.grad is not None]
+        # NaN and Inf propagate through a sum: one reduction per tensor (a norm costs several times more)
+        if not grads or bool(torch.isfinite(torch.stack([g.sum() for g in grads]).sum())):
+            return True
+        if self.nan_policy == "skip":
+            return False
+        names = {id(p): n for n, p in model.named_parameters()}
+        bad = [names.get(id(p), "?") for p in params if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        raise NonFiniteLossError(
+            f"non-finite gradient at {where} (or up to check_every steps before) in "
+            f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. Training stopped before the update; the last "
+            "good checkpoint (if any) is kept. Try a lower learning rate, or nan_policy='skip'."
+        )
+
+    @staticmethod
+    def first_batch(loss: Any, terms: dict[str, Any], batch_size: int) -> None:
+        """Check an objective's result on the first batch, before any update; explain what is wrong."""
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise ValueError(f"the objective's loss must be a scalar tensor, got {getattr(loss, 'shape', loss)!r}")
+        for name, term in terms.items():
+            if not isinstance(term, Tensor) or term.shape != (batch_size,):
+                raise ValueError(
+                    f"the objective's term {name!r} must have shape ({batch_size},) (one value per image), "
+                    f"got {getattr(term, 'shape', term)!r}"
+                )
+        if not bool(torch.isfinite(loss)):
+            bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
+            raise NonFiniteLossError(f"the loss is {loss.item()} on the first batch, before any update; bad terms: {bad}")
+
+    # ---------------------------------------------------------------- signals
+
+    @contextmanager
+    def listening(self) -> Iterator[None]:
+        """During ``fit``: SIGINT/SIGTERM only set a flag; training stops at the next step boundary."""
+        self.received = self.stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            self.received = signum
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def stop_requested(self) -> bool:
+        """Whether to stop at this step boundary (in a group: read off the last check step's flags)."""
+        if not self.dist.enabled:
+            self.stop_signal = self.received
+        return self.stop_signal is not None
+
+    def interrupted(self, where: str, saved_to: str | None) -> TrainingInterrupted:
+        """The exception that ends ``fit`` after a stop signal; ``saved_to`` is the ``last.pt`` written."""
+        assert self.stop_signal is not None
+        name = signal.Signals(self.stop_signal).name
+        saved = (f"{saved_to} holds the state; continue with fit(..., resume={saved_to!r})" if saved_to
+                 else "no checkpoint_dir was given, so nothing was saved")
+        return TrainingInterrupted(f"{name} stopped training at {where}; {saved}")

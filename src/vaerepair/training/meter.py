@@ -1,0 +1,61 @@
+"""The epoch's running sums of the loss and its terms, kept on the device (no host synchronisation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vaerepair.objectives import ObjectiveResult
+from vaerepair.training.distributed import Distributed
+
+__all__ = ["EpochMeter"]
+
+
+class EpochMeter:
+    """Sums of ``loss * batch size`` and of each term over the steps taken, and the steps skipped."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.term_sums: dict[str, Tensor] = {}
+        self.seen = 0
+        self.skipped = 0
+
+    def add(self, result: ObjectiveResult, n: int) -> None:
+        self.loss_sum += result.loss.detach().float() * n
+        for k, v in result.terms.items():
+            total = v.detach().float().sum()
+            self.term_sums[k] = self.term_sums[k] + total if k in self.term_sums else total
+        self.seen += n
+
+    def skip(self) -> None:
+        self.skipped += 1
+
+    def running_loss(self) -> float:
+        """The mean loss over the steps taken so far this epoch (reads the device)."""
+        return float(self.loss_sum) / max(self.seen, 1)
+
+    def record(self, n_images: int, dist: Distributed, count_skipped: bool) -> dict[str, float]:
+        """``train_loss`` and ``train_<term>`` (means over the epoch's ``n_images``, all processes)."""
+        names = sorted(self.term_sums)
+        totals = torch.stack([self.loss_sum, *(self.term_sums[k] for k in names)])
+        totals = dist.all_sum(totals).tolist()  # one read of the device per epoch
+        record = {"train_loss": totals[0] / n_images}
+        record.update({f"train_{k}": v / n_images for k, v in zip(names, totals[1:], strict=True)})
+        if count_skipped:
+            record["skipped_steps"] = float(self.skipped)
+        return record
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum.detach().clone(), "seen": self.seen, "skipped": self.skipped,
+                "term_sums": {k: v.detach().clone() for k, v in self.term_sums.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.term_sums = {k: v.to(self.device) for k, v in state["term_sums"].items()}
+        self.seen, self.skipped = int(state["seen"]), int(state["skipped"])

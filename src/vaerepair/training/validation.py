@@ -1,0 +1,141 @@
+r"""Validation and evaluation on one fixed corruption of a split.
+
+The corruption is drawn once from a seeded generator (:func:`fix_corruption`),
+so every epoch sees the same noise. :class:`Validator` records the
+objective's loss and terms, PSNR/SSIM of ``model.reconstruct(x_corrupted)``
+against the clean images, the PSNR over the missing region when the
+corruption left some pixels untouched (erasures, masks), the same numbers
+for the corrupted input itself, and, on request, the IWAE estimate of
+:math:`-\log p(x)`. All are means per image.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, cast
+
+import torch
+from torch import Tensor, nn
+
+from vaerepair.corruptions import Corruption
+from vaerepair.distributions import validation
+from vaerepair.metrics import psnr, ssim
+from vaerepair.models.latent import LatentModel
+from vaerepair.objectives import Objective, likelihood_metrics
+from vaerepair.training.distributed import ObjectiveStep
+from vaerepair.training.sources import condition_of, to_unit_float
+
+__all__ = ["FixedCorruption", "fix_corruption", "Validator"]
+
+
+class FixedCorruption(NamedTuple):
+    """One fixed corruption of a split: clean and corrupted images ``(N, C, H, W)``, the mask, the labels."""
+
+    clean: Tensor
+    corrupted: Tensor
+    mask: Tensor
+    labels: Tensor | None = None
+
+    def partial_mask(self) -> bool:
+        """Whether the corruption left some pixels untouched (erasures, masks): then the
+        missing-region PSNR means something."""
+        return bool(self.mask.any()) and not bool(self.mask.all())
+
+    def n_with_missing(self) -> int:
+        return int(self.mask.flatten(1).any(dim=1).sum())
+
+
+def fix_corruption(images: Tensor, corruption: Corruption | None, seed: int, dtype: torch.dtype,
+                   batch_size: int, labels: Tensor | None = None) -> FixedCorruption:
+    """Clean float images (on their device) and one corruption of them, the same for the same seed."""
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    clean = to_unit_float(images, dtype)
+    if corruption is None:
+        return FixedCorruption(clean, clean, torch.zeros_like(clean, dtype=torch.bool), labels)
+    parts = [corruption(clean[i : i + batch_size], generator=generator, return_mask=True)
+             for i in range(0, len(clean), batch_size)]
+    return FixedCorruption(clean, torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), labels)
+
+
+class Validator:
+    """Loss, terms and repair quality of ``model`` under ``objective`` on fixed corruptions.
+
+    Args:
+        model: the model (its ``reconstruct`` gives the repairs).
+        objective: the training objective; autograd stays on for its loss when
+            it declares ``needs_grad`` (it differentiates inside).
+        condition: a conditional model's Condition, else ``None``.
+        batch_size: images per evaluation batch.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, condition: Any, batch_size: int) -> None:
+        self.model, self.objective, self.condition, self.batch_size = model, objective, condition, batch_size
+        self._step = ObjectiveStep(model, objective)
+
+    def condition_for(self, fixed: FixedCorruption) -> Tensor | None:
+        """The condition of every image of ``fixed`` (``None`` for an unconditional model)."""
+        return condition_of(self.condition, fixed.corrupted, fixed.mask, fixed.labels)
+
+    def _batches(self, fixed: FixedCorruption) -> Any:
+        for i in range(0, len(fixed.clean), self.batch_size):
+            part = slice(i, i + self.batch_size)
+            labels = fixed.labels[part] if fixed.labels is not None else None
+            x_in, mask = fixed.corrupted[part], fixed.mask[part]
+            yield fixed.clean[part], x_in, mask, condition_of(self.condition, x_in, mask, labels)
+
+    def repair_quality(self, fixed: FixedCorruption) -> dict[str, float]:
+        """Loss, terms, ``psnr``, ``ssim`` (and ``psnr_missing``) of the repairs, and ``n``."""
+        was_training = self.model.training
+        self.model.eval()
+        partial = fixed.partial_mask()
+        sums: dict[str, Tensor | float] = {}
+        try:
+            with validation(False):
+                for x, x_in, mask, condition in self._batches(fixed):
+                    with torch.set_grad_enabled(self.objective.needs_grad):
+                        loss, terms = self._step(x_in, x, condition)
+                    with torch.no_grad():
+                        repaired = cast(LatentModel, self.model).reconstruct(x_in, condition)
+                        batch = {"loss": loss.detach() * len(x), **{k: v.detach().sum() for k, v in terms.items()},
+                                 "psnr": psnr(repaired, x, reduction="none").sum(),
+                                 "ssim": ssim(repaired, x, reduction="none").sum()}
+                        if partial:
+                            batch["psnr_missing"] = psnr(repaired, x, reduction="none", mask=mask).nansum()
+                    for k, v in batch.items():
+                        sums[k] = sums.get(k, 0.0) + v
+        finally:
+            self.model.train(was_training)
+        out = {k: float(v) / len(fixed.clean) for k, v in sums.items()}
+        if partial:
+            out["psnr_missing"] = float(sums["psnr_missing"]) / fixed.n_with_missing()
+        out["n"] = float(len(fixed.clean))
+        return out
+
+    def input_quality(self, fixed: FixedCorruption) -> dict[str, float]:
+        """PSNR/SSIM of the corrupted inputs themselves (the "before repair" numbers)."""
+        partial = fixed.partial_mask()
+        sums = {"psnr_input": 0.0, "ssim_input": 0.0, "psnr_missing_input": 0.0}
+        for i in range(0, len(fixed.clean), self.batch_size):
+            x, x_in, mask = (t[i : i + self.batch_size] for t in (fixed.clean, fixed.corrupted, fixed.mask))
+            sums["psnr_input"] += float(psnr(x_in, x, reduction="none").sum())
+            sums["ssim_input"] += float(ssim(x_in, x, reduction="none").sum())
+            if partial:
+                sums["psnr_missing_input"] += float(psnr(x_in, x, reduction="none", mask=mask).nansum())
+        out = {k: v / len(fixed.clean) for k, v in sums.items()}
+        if partial:
+            out["psnr_missing_input"] = sums["psnr_missing_input"] / fixed.n_with_missing()
+        else:
+            del out["psnr_missing_input"]
+        return out
+
+    def likelihood(self, fixed: FixedCorruption, k: int) -> dict[str, float]:
+        """``neg_elbo`` and ``nll_iwae`` (``k`` samples) on the clean images, for a model with a prior."""
+        if getattr(self.model, "prior", None) is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with validation(False):
+                return likelihood_metrics(cast(LatentModel, self.model), fixed.clean, k=k,
+                                          condition=self.condition_for(fixed))
+        finally:
+            self.model.train(was_training)
