@@ -130,7 +130,8 @@ class Guard:
                 )
         if not bool(torch.isfinite(loss)):
             bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
-            raise NonFiniteLossError(f"the loss is {loss.item()} on the first batch, before any update; bad terms: {bad}")
+            raise NonFiniteLossError(
+                f"the loss is {loss.item()} on the first batch, before any update; bad terms: {bad}")
 
     # ---------------------------------------------------------------- signals
 

@@ -44,9 +44,9 @@ class EpochMeter:
         """``train_loss`` and ``train_<term>`` (means over the epoch's ``n_images``, all processes)."""
         names = sorted(self.term_sums)
         totals = torch.stack([self.loss_sum, *(self.term_sums[k] for k in names)])
-        totals = dist.all_sum(totals).tolist()  # one read of the device per epoch
-        record = {"train_loss": totals[0] / n_images}
-        record.update({f"train_{k}": v / n_images for k, v in zip(names, totals[1:], strict=True)})
+        values: list[float] = dist.all_sum(totals).tolist()  # one read of the device per epoch
+        record = {"train_loss": values[0] / n_images}
+        record.update({f"train_{k}": v / n_images for k, v in zip(names, values[1:], strict=True)})
         if count_skipped:
             record["skipped_steps"] = float(self.skipped)
         return record

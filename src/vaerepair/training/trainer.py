@@ -1,12 +1,11 @@
 """The training loop: for each epoch, for each batch of a batch source, autocast -> objective -> backward
 -> NaN guard -> optimizer step -> callbacks.
 
-Everything else lives in a piece of its own: batches in ``sources.py`` (and
-``patches.py``, ``loader.py``), validation in ``validation.py``, the NaN guard
-and stop signals in ``guard.py``, autocast/scaler/compile in ``precision.py``,
-checkpoints and exact resume in ``resume.py``, several processes in
-``distributed.py``, and progress bars, loggers, best checkpoint, early
-stopping, schedules, clipping and weight averaging in ``callbacks/``.
+Everything else is a piece of its own: batches in ``sources.py`` (``patches.py``, ``loader.py``),
+validation in ``validation.py``, the NaN guard and stop signals in ``guard.py``, autocast/scaler/compile
+in ``precision.py``, checkpoints and exact resume in ``resume.py``, several processes in
+``distributed.py``, and progress, loggers, best checkpoint, early stopping, schedules, clipping and
+weight averaging in ``callbacks/``.
 """
 
 from __future__ import annotations
@@ -24,17 +23,16 @@ from vaerepair.corruptions import Corruption
 from vaerepair.data import ImageDataset
 from vaerepair.distributions import validation
 from vaerepair.objectives import ObjectiveResult, objective_hooks
-from vaerepair.training.callbacks import (BestCheckpoint, Callback, CallbackList, EarlyStopping, LRSchedule,
-                                          ProgressBar)
+from vaerepair.training.callbacks import Callback, EarlyStopping
+from vaerepair.training.callbacks.defaults import builtin_callbacks
 from vaerepair.training.distributed import Distributed, ObjectiveStep, init_from_env
 from vaerepair.training.guard import Guard, NonFiniteLossError, TrainingInterrupted
 from vaerepair.training.history import History
 from vaerepair.training.meter import EpochMeter
 from vaerepair.training.precision import Precision
 from vaerepair.training.resume import Checkpointer
-from vaerepair.training.sources import (Batch, BatchSource, SourceContext, TensorSource, as_images,
-                                        check_image_shape, labels_of)
-from vaerepair.training.validation import FixedCorruption, Validator, fix_corruption
+from vaerepair.training.sources import Batch, BatchSource, SourceContext, TensorSource
+from vaerepair.training.validation import FixedCorruption, Validator
 
 __all__ = ["Trainer", "EarlyStopping", "NonFiniteLossError", "TrainingInterrupted"]
 
@@ -74,7 +72,7 @@ class Trainer:
             direction is not in :data:`~vaerepair.training.callbacks.METRIC_MODES`.
         checkpoint_dir: where ``best.pt`` and ``last.pt`` go (``None``: none written).
         progress: show a tqdm progress bar.
-        eval_batch_size: batch size for validation and evaluation.
+        eval_batch_size: images per validation (and evaluation) batch.
         check_every: NaN-guard check interval (default: 1 on CPU, 50 on CUDA); a
             step after which a checkpoint is written is always checked.
         metadata: plain values stored in every checkpoint.
@@ -129,6 +127,7 @@ class Trainer:
         # DDP (under torchrun) broadcasts rank 0's weights, then all-reduces gradients during backward
         self.step_module = self.dist.wrap(ObjectiveStep(self.model, self.objective), self.device)
         self.forward = self.precision.compiled(self.step_module)
+        self.optimizer: torch.optim.Optimizer
         if optimizer is None:
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         else:
@@ -137,19 +136,8 @@ class Trainer:
         self.trainable = [p for group in self.optimizer.param_groups for p in group["params"] if p.requires_grad]
         # an objective that differentiates inside its loss leaves leaves (z, the images) nobody steps
         self._backward_inputs = self.trainable if self.objective.needs_grad and self.trainable else None
-        self.validator = Validator(self.model, self.objective, self.condition, eval_batch_size)
-        self.eval_batch_size = eval_batch_size
-        builtin: list[Callback] = [ProgressBar()] if progress else []
-        builtin += [LRSchedule(scheduler, "epoch")] if scheduler is not None else []
-        builtin += [early_stopping] if early_stopping is not None else []
-        self._default_monitor = False
-        if not any(isinstance(cb, BestCheckpoint) for cb in callbacks):
-            default = early_stopping.mode if early_stopping is not None and monitor is None else monitor_mode
-            builtin.append(BestCheckpoint(monitor or getattr(early_stopping, "monitor", "val_loss"), default))
-            self._default_monitor = monitor is None and early_stopping is None  # val_loss, or train_loss
-        self.callbacks = CallbackList(builtin + list(callbacks))
-        floats = [p.dtype for p in self.model.parameters() if p.is_floating_point()]
-        self.dtype = floats[0] if floats else torch.get_default_dtype()  # images are cast to the model's dtype
+        self.validator = Validator(self.model, self.objective, self.condition, eval_batch_size, self.device)
+        self.callbacks = builtin_callbacks(progress, scheduler, early_stopping, monitor, monitor_mode, callbacks)
         self.history = History()
         self.meter = EpochMeter(self.device)
         self.global_step = 0  # optimizer steps taken, across fit calls
@@ -158,18 +146,17 @@ class Trainer:
         self.step_taken = False  # whether the last step updated the weights (False: skipped by the guard)
         self.stop_training = False  # a callback sets it to end fit after the epoch
         self.source: BatchSource = TensorSource(torch.zeros(1, 1, 1, 1))  # replaced by fit
-        self.val_fixed: FixedCorruption | None = None
-        self._checked = False
+        self.val_fixed: FixedCorruption | None = None  # the validation images and their fixed corruption
+        self._checked = False  # whether the first-batch check ran
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's floating-point dtype, which images are cast to."""
+        return self.validator.dtype
 
     @property
     def scaler(self) -> torch.amp.GradScaler:
         return self.precision.scaler
-
-    @property
-    def scheduler(self) -> Any:
-        """The per-epoch LR scheduler built from ``scheduler=``, if any (after ``fit`` started)."""
-        schedule = self.callbacks.find(LRSchedule)
-        return schedule.scheduler if schedule is not None else None
 
     # --------------------------------------------------------------- training
 
@@ -192,17 +179,14 @@ class Trainer:
                                         self.condition, getattr(self.model, "image_shape", None), self.dist))
         if streams is not None:
             self.source.load_state_dict({**streams, "step": 0})
-        self.val_fixed = self._fix(val, self.seed + 1, self.corruption, "val") if val is not None else None
+        self.val_fixed = self.validator.fix(val, self.seed + 1, self.corruption, "val") if val is not None else None
         val_input = self.validator.input_quality(self.val_fixed) if self.val_fixed is not None else {}
-        best = self.callbacks.find(BestCheckpoint)
-        if best is not None and self._default_monitor:
-            best.monitor = "val_loss" if val is not None else "train_loss"
         self.stop_training = False
         progress = self.checkpointer.restore(self, resume) if resume is not None else self._start()
         self.callbacks.call("on_fit_start", self)
         with self.guard.listening():
-            for self.epoch in range(len(self.history) + 1, self.target_epoch + 1):
-                t0 = time.perf_counter()
+            for epoch in range(len(self.history) + 1, self.target_epoch + 1):
+                self.epoch, t0 = epoch, time.perf_counter()
                 if progress is None:
                     self.meter.reset()
                 progress = None
@@ -224,14 +208,16 @@ class Trainer:
         self.callbacks.call("on_fit_end", self)
         return self.history
 
-    def _start(self) -> None:
-        """A fresh run: its target epoch, and once per Trainer the first-batch check."""
+    def _start(self) -> dict[str, Any] | None:
+        """A fresh run: its target epoch, and once per Trainer the first-batch check; no mid-epoch progress."""
         self.target_epoch = len(self.history) + self.epochs
         if not self._checked:
             if self.dist.rank > 0:  # independent latent noise in each process
                 torch.manual_seed(torch.initial_seed() + 1_000_003 * self.dist.rank)
-            self._first_batch_check()
+            self.validator.first_batch_check(*self.source.first_batch(), self.corruption, self.seed + 4)
+            self.optimizer.zero_grad(set_to_none=True)
             self._checked = True
+        return None
 
     def _train_epoch(self) -> None:
         self.model.train()
@@ -270,32 +256,7 @@ class Trainer:
             self.meter.skip()
         return result, checked
 
-    def _first_batch_check(self) -> None:
-        """Run the objective once on a first batch and explain what goes wrong."""
-        x, labels = self.source.first_batch()
-        fixed = fix_corruption(x, self.corruption, self.seed + 4, self.dtype, len(x), labels)
-        try:
-            condition = self.validator.condition_for(fixed)
-            result = ObjectiveStep(self.model, self.objective)(fixed.corrupted, fixed.clean, condition)
-        except Exception as err:
-            raise RuntimeError(f"the objective failed on a first batch of shape {tuple(x.shape)} "
-                               f"({type(err).__name__}: {err})") from err
-        if not isinstance(result, tuple) or len(result) != 2:
-            raise TypeError(f"the objective must return an ObjectiveResult(loss, terms), got {type(result).__name__}")
-        Guard.first_batch(result[0], result[1], len(x))
-        self.optimizer.zero_grad(set_to_none=True)
-
     # ------------------------------------------------------------ evaluation
-
-    def _fix(self, data: Data, seed: int, corruption: Corruption | None, name: str) -> FixedCorruption:
-        """``data`` on the device with one fixed corruption drawn from ``seed``."""
-        images = as_images(data, name)
-        check_image_shape(tuple(images.shape[1:]), getattr(self.model, "image_shape", None), name)
-        if len(images) == 0:
-            raise ValueError(f"{name} is empty")
-        labels = labels_of(data, self.condition, name)
-        return fix_corruption(images.to(self.device), corruption, seed, self.dtype, self.eval_batch_size,
-                              labels.to(self.device) if labels is not None else None)
 
     def _validate(self, val_input: dict[str, float]) -> dict[str, float]:
         """The epoch's validation record (rank 0 measures, every process gets it)."""
@@ -324,7 +285,7 @@ class Trainer:
         pixels only (the missing region), averaged over the images that have any.
         """
         corruption = corruption.to(self.device) if corruption is not None else self.corruption
-        fixed = self._fix(data, self.seed + 5 if seed is None else seed, corruption, "data")
+        fixed = self.validator.fix(data, self.seed + 5 if seed is None else seed, corruption, "data")
         out = {**self.validator.repair_quality(fixed), **self.validator.input_quality(fixed)}
         if iwae_k:
             out.update(self.validator.likelihood(fixed, iwae_k))

@@ -17,12 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from vaerepair.corruptions import Corruption
+from vaerepair.data import ImageDataset
 from vaerepair.distributions import validation
 from vaerepair.metrics import psnr, ssim
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives import Objective, likelihood_metrics
 from vaerepair.training.distributed import ObjectiveStep
-from vaerepair.training.sources import condition_of, to_unit_float
+from vaerepair.training.guard import Guard
+from vaerepair.training.sources import as_images, check_image_shape, condition_of, labels_of, to_unit_float
 
 __all__ = ["FixedCorruption", "fix_corruption", "Validator"]
 
@@ -60,16 +62,44 @@ class Validator:
     """Loss, terms and repair quality of ``model`` under ``objective`` on fixed corruptions.
 
     Args:
-        model: the model (its ``reconstruct`` gives the repairs).
+        model: the model (its ``reconstruct`` gives the repairs; images are cast to its dtype).
         objective: the training objective; autograd stays on for its loss when
             it declares ``needs_grad`` (it differentiates inside).
         condition: a conditional model's Condition, else ``None``.
         batch_size: images per evaluation batch.
+        device: where the images go.
     """
 
-    def __init__(self, model: nn.Module, objective: Objective, condition: Any, batch_size: int) -> None:
+    def __init__(self, model: nn.Module, objective: Objective, condition: Any, batch_size: int,
+                 device: torch.device) -> None:
         self.model, self.objective, self.condition, self.batch_size = model, objective, condition, batch_size
+        self.device = device
+        floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+        self.dtype = floats[0] if floats else torch.get_default_dtype()  # images are cast to the model's dtype
         self._step = ObjectiveStep(model, objective)
+
+    def fix(self, data: ImageDataset | Tensor, seed: int, corruption: Corruption | None,
+            name: str) -> FixedCorruption:
+        """``data`` (a dataset or images ``(N, C, H, W)``) on the device, with one corruption drawn from ``seed``."""
+        images = as_images(data, name)
+        check_image_shape(tuple(images.shape[1:]), getattr(self.model, "image_shape", None), name)
+        if len(images) == 0:
+            raise ValueError(f"{name} is empty")
+        labels = labels_of(data, self.condition, name)
+        return fix_corruption(images.to(self.device), corruption, seed, self.dtype, self.batch_size,
+                              labels.to(self.device) if labels is not None else None)
+
+    def first_batch_check(self, x: Tensor, labels: Tensor | None, corruption: Corruption | None, seed: int) -> None:
+        """Run the objective once on clean images ``x`` (corrupted from ``seed``) and explain what goes wrong."""
+        fixed = fix_corruption(x, corruption, seed, self.dtype, len(x), labels)
+        try:
+            result = self._step(fixed.corrupted, fixed.clean, self.condition_for(fixed))
+        except Exception as err:
+            raise RuntimeError(f"the objective failed on a first batch of shape {tuple(x.shape)} "
+                               f"({type(err).__name__}: {err})") from err
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise TypeError(f"the objective must return an ObjectiveResult(loss, terms), got {type(result).__name__}")
+        Guard.first_batch(result[0], result[1], len(x))
 
     def condition_for(self, fixed: FixedCorruption) -> Tensor | None:
         """The condition of every image of ``fixed`` (``None`` for an unconditional model)."""

@@ -94,15 +94,21 @@ class BestCheckpoint(_Monitor):
     and keep ``trainer.history.best_epoch``.
 
     Args:
-        monitor: a history key (``"val_loss"``, ``"val_psnr"``, ...).
+        monitor: a history key (``"val_loss"``, ``"val_psnr"``, ...); ``None``: ``val_loss`` when
+            ``fit`` has validation data, else ``train_loss``.
         mode: ``"min"`` or ``"max"``; required for metrics outside :data:`METRIC_MODES`.
         filename: the checkpoint's name in the checkpoint folder.
     """
 
-    def __init__(self, monitor: str = "val_loss", mode: str | None = None, filename: str = "best.pt",
+    def __init__(self, monitor: str | None = "val_loss", mode: str | None = None, filename: str = "best.pt",
                  min_delta: float = 0.0) -> None:
-        super().__init__(monitor, mode, min_delta)
+        self.auto = monitor is None  # val_loss when fit has validation data, else train_loss (both "min")
+        super().__init__(monitor or "val_loss", mode, min_delta)
         self.filename = filename
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.auto:
+            self.monitor = "val_loss" if trainer.val_fixed is not None else "train_loss"
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
         value = self._value(record)
