@@ -172,12 +172,12 @@ def test_train_resume_after_sigterm_continues_exactly(mnist_root, tmp_path, monk
     import os
     import signal
 
-    from vaerepair import cli
+    from vaerepair import commands
 
     args = [*TRAIN, "--root", str(mnist_root), "--epochs", "3", "--checkpoint-every", "1"]
     out = tmp_path / "run"
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
-    make_objective = cli._objective
+    make_objective = commands._objective
 
     def stopping_objective(parsed):
         inner, calls = make_objective(parsed), []
@@ -191,11 +191,11 @@ def test_train_resume_after_sigterm_continues_exactly(mnist_root, tmp_path, monk
 
         return objective
 
-    monkeypatch.setattr(cli, "_objective", stopping_objective)
+    monkeypatch.setattr(commands, "_objective", stopping_objective)
     assert main([*args, "--out", str(out)]) == 130
     assert "SIGTERM stopped training at epoch 2, step 1" in capsys.readouterr().err
     assert torch.load(out / "last.pt", weights_only=True)["progress"]["step"] == 1
-    monkeypatch.setattr(cli, "_objective", make_objective)
+    monkeypatch.setattr(commands, "_objective", make_objective)
     assert main([*args, "--out", str(out), "--resume", str(out / "last.pt")]) == 0
     full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
     resumed = torch.load(out / "last.pt", weights_only=True)["model"]

@@ -1,0 +1,282 @@
+"""What each ``vaerepair`` command does, given its parsed arguments (the parser is in :mod:`vaerepair.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaerepair import corruptions as corr
+from vaerepair.data import DatasetNotFoundError, ImageDataset, fetch, load, locate, train_val_split
+from vaerepair.models import LabelCondition, LatentVariableModel, ModelSpec, build
+from vaerepair.objectives import ELBO, FisherDivergence, Objective, Reconstruction
+from vaerepair.plots import plot_history, plot_latent_scatter, save_image_rows, save_repair_grid, save_samples_grid
+from vaerepair.sweep import SweepResult, beta_sweep, plot_sweep
+from vaerepair.training import EarlyStopping, Trainer, load_checkpoint, load_model
+from vaerepair.training.history import write_json
+
+__all__ = ["CLIError", "train_command", "sweep_command", "evaluate_command", "denoise_command", "fetch_command"]
+
+
+class CLIError(Exception):
+    """An error the CLI reports as one line, without a traceback."""
+
+def _spec(args: argparse.Namespace, data: ImageDataset) -> ModelSpec:
+    return ModelSpec(
+        kind=args.model, image_shape=data.image_shape, latent_dim=args.latent_dim, arch=args.arch,
+        hidden=args.hidden, features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
+        learn_sigma=args.learn_sigma,
+        activation=args.activation, spatial=args.spatial, condition=args.condition,
+        n_classes=max(10, int(data.labels.max()) + 1), flows=args.flows, amortized=not args.global_flows,
+    )
+
+
+def _splits(args: argparse.Namespace) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """Train, validation and test sets as the training arguments ask."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    full = load(args.dataset, "train", root=args.root, download=args.download)
+    test = load(args.dataset, "test", root=args.root, download=False)[: args.eval_n]
+    if args.limit:
+        full = full[: args.limit]
+    train, val = train_val_split(full, args.val_fraction, seed=args.seed)
+    return train, val, test
+
+
+def _objective(args: argparse.Namespace) -> Objective:
+    if args.objective == "fisher":
+        if args.model != "vae":
+            raise CLIError(f"--objective fisher needs --model vae (a posterior with a score), got --model {args.model}")
+        if args.likelihood != "gaussian":
+            raise CLIError(
+                f"--objective fisher needs a density in x: use --likelihood gaussian (e.g. --link sigmoid "
+                f"--learn-sigma), got --likelihood {args.likelihood}"
+            )
+        return FisherDivergence()
+    return ELBO(beta=args.beta) if args.model == "vae" else Reconstruction()
+
+
+def train_command(args: argparse.Namespace) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    train, val, test = _splits(args)
+    torch.manual_seed(args.seed)
+    model = build(_spec(args, train))
+    corruption = corr.from_spec(args.corruption) if args.model != "ae" else None
+    objective = _objective(args)
+    trainer = Trainer(
+        model, objective, corruption, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs),
+        device=args.device, seed=args.seed, checkpoint_dir=args.out, progress=not args.no_progress,
+        early_stopping=EarlyStopping("val_loss", patience=args.patience) if args.patience else None,
+        metadata={"dataset": args.dataset, "corruption": args.corruption if corruption else None},
+        checkpoint_every=args.checkpoint_every,
+    )
+    print(f"training {args.arch} {args.model} (latent {args.latent_dim}) on {args.dataset} "
+          f"({len(train)} train / {len(val)} val), corruption {args.corruption if corruption else 'none'}, "
+          f"{args.epochs} epochs on {trainer.device}" + (f", resuming {args.resume}" if args.resume else ""),
+          flush=True)
+    history = trainer.fit(train, val, resume=args.resume)
+    # Report on the best epoch's weights, which best.pt holds.
+    model.load_state_dict(load_checkpoint(args.out / "best.pt", map_location=trainer.device)["model"])
+    test_corruption = corruption or corr.from_spec(args.corruption)
+    result = trainer.evaluate(test, corruption=test_corruption, seed=args.seed + 100, iwae_k=args.iwae_k)
+    _write_grid(args.out / "grid.png", test, test_corruption, model, trainer.device, args.seed)
+    plot_history(history, args.out / "loss.png", title=f"{args.model} on {args.dataset}, {args.corruption}")
+    pictures = "grid.png, loss.png"
+    if model.prior is not None:
+        _write_samples(args.out / "samples.png", model, test, test_corruption, trainer.device, args.seed)
+        images = test.float_images().to(trainer.device)
+        condition = (_conditions(model, test, test_corruption, trainer.device, args.seed)[1]
+                     if model.condition is not None else None)
+        plot_latent_scatter(args.out / "latent.png", model, images, test.labels,
+                            title=f"{args.dataset} test images, latent means", condition=condition)
+        pictures += ", samples.png, latent.png"
+    metrics = {
+        "config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                   for k, v in vars(args).items()},
+        "test": {"n": int(result.pop("n")), "corruption": args.corruption, **result},
+        "best_epoch": history.best_epoch,
+        "seconds": time.perf_counter() - t_start,
+        "history": history.to_dict(),
+    }
+    write_json(args.out / "metrics.json", metrics)
+    _print_table(args.dataset, len(test), args.corruption, result)
+    print(f"wrote {args.out}/best.pt, last.pt, metrics.json, {pictures} ({metrics['seconds']:.0f} s)")
+    return metrics
+
+
+def _conditions(
+    model: LatentVariableModel, data: ImageDataset, corruption: corr.Corruption, device: torch.device, seed: int,
+) -> tuple[corr.Corrupted, torch.Tensor | None]:
+    """One corruption of ``data`` (with its mask) and, for a conditional model, the conditions it gives."""
+    clean = data.float_images().to(device)
+    out = corruption.to(device)(clean, generator=torch.Generator(device).manual_seed(seed), return_mask=True)
+    if model.condition is None:
+        return out, None
+    return out, model.condition.prepare(out.images, out.mask, data.labels.to(device))
+
+
+def _write_grid(
+    path: Path, test: ImageDataset, corruption: corr.Corruption, model: LatentVariableModel,
+    device: torch.device, seed: int, n: int = 8,
+) -> None:
+    """The clean / corrupted / repaired grid of the first ``n`` test images."""
+    first = test[:n]
+    corrupted, condition = _conditions(model, first, corruption, device, seed)
+    save_repair_grid(path, first.float_images(), corrupted.images, model.repair(corrupted.images, condition))
+
+
+def _write_samples(
+    path: Path, model: LatentVariableModel, test: ImageDataset, corruption: corr.Corruption,
+    device: torch.device, seed: int,
+) -> None:
+    """Prior samples: 64 of them; per class (one row each) for a label condition; for an image
+    condition, three completions drawn from the prior for each of 8 incomplete test images."""
+    generator = torch.Generator(device).manual_seed(0)
+    if model.condition is None:
+        save_samples_grid(path, model, generator=generator)
+    elif isinstance(model.condition, LabelCondition):
+        classes = torch.arange(model.condition.n_classes, device=device).repeat_interleave(8)
+        save_samples_grid(path, model, n=len(classes), generator=generator, condition=model.condition(classes))
+    else:
+        first = test[:8]
+        corrupted, condition = _conditions(model, first, corruption, device, seed)
+        assert condition is not None
+        rows = {"clean": first.float_images(), "corrupted": corrupted.images}
+        for i in range(3):
+            rows[f"completion {i + 1}"] = model.sample(len(first), condition=condition, generator=generator)
+        save_image_rows(path, rows)
+
+
+def _print_table(dataset: str, n: int, corruption: str, r: dict[str, float]) -> None:
+    print(f"\n{dataset} test images (first {n}), corruption {corruption}")
+    print(f"{'':12}{'PSNR (dB)':>12}{'SSIM':>10}")
+    print(f"{'corrupted':12}{r['psnr_input']:12.2f}{r['ssim_input']:10.3f}")
+    print(f"{'repaired':12}{r['psnr']:12.2f}{r['ssim']:10.3f}")
+    if "psnr_missing" in r:
+        print(f"missing region only: PSNR {r['psnr_missing_input']:.2f} dB corrupted, "
+              f"{r['psnr_missing']:.2f} dB repaired")
+    if "nll_iwae" in r:
+        print(f"clean images: negative ELBO {r['neg_elbo']:.2f} nats, IWAE -log p(x) {r['nll_iwae']:.2f} nats")
+
+
+def sweep_command(args: argparse.Namespace) -> SweepResult:
+    if args.model != "vae":
+        raise CLIError(f"a beta sweep trains VAEs; --model must be vae, got {args.model!r}")
+    if args.objective != "elbo":
+        raise CLIError("a beta sweep trains beta-VAEs with the ELBO; drop --objective fisher")
+    if args.resume is not None:
+        raise CLIError("--resume continues one training run; a sweep trains one model per beta")
+    t_start = time.perf_counter()
+    train, val, _ = _splits(args)
+    spec = _spec(args, train)
+
+    def make_model() -> LatentVariableModel:
+        torch.manual_seed(args.seed)  # every beta starts from the same weights
+        return build(spec)
+
+    corruption = corr.from_spec(args.corruption)
+    print(f"beta sweep: {len(args.betas)} {args.arch} VAEs (latent {args.latent_dim}) on {args.dataset} "
+          f"({len(train)} train / {len(val)} val), corruption {args.corruption}, {args.epochs} epochs each; "
+          f"selecting by validation {args.select}", flush=True)
+
+    def report(row: dict[str, float]) -> None:
+        print(f"beta {row['beta']:g}: val -ELBO {row['val_neg_elbo']:.2f}, loss {row['val_loss']:.2f}, "
+              f"PSNR {row['val_psnr']:.2f} dB ({row['seconds']:.0f} s)", flush=True)
+
+    options = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
+                   progress=not args.no_progress)
+    result = beta_sweep(args.betas, make_model, train, val, corruption, select=args.select, on_result=report,
+                        **options)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result.write_csv(args.out / "sweep.csv")
+    (args.out / "sweep.md").write_text(result.table() + "\n")
+    write_json(args.out / "sweep.json", {"select": args.select, "rows": result.rows, "histories": result.histories,
+                                         "config": {k: (str(v) if isinstance(v, Path) else v)
+                                                    for k, v in vars(args).items()}})
+    plot_sweep(result, args.out / "sweep.png", title=f"beta sweep on {args.dataset}, {args.corruption}")
+    print("\n" + result.table())
+    print(f"\nbest beta: {result.best['beta']:g} (by validation {args.select}); "
+          f"wrote {args.out}/sweep.csv, sweep.md, sweep.json, sweep.png ({time.perf_counter() - t_start:.0f} s)")
+    return result
+
+
+def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
+    ckpt = load_checkpoint(args.checkpoint)
+    meta = ckpt.get("metadata") or {}
+    dataset = args.dataset or meta.get("dataset")
+    spec_text = args.corruption or meta.get("corruption")
+    if dataset is None:
+        raise CLIError("the checkpoint does not record its dataset; pass --dataset")
+    if spec_text is None:
+        raise CLIError("the checkpoint does not record a corruption; pass --corruption (e.g. gaussian:0.5)")
+    model = load_model(args.checkpoint)
+    test = load(dataset, args.split, root=args.root)[: args.n]
+    corruption = corr.from_spec(spec_text)
+    objective = ELBO() if (model.spec or {}).get("kind") == "vae" else Reconstruction()
+    trainer = Trainer(model, objective, corruption, device=args.device, progress=False, seed=args.seed)
+    result = trainer.evaluate(test, seed=args.seed + 100, iwae_k=args.iwae_k)
+    _print_table(dataset, len(test), spec_text, result)
+    if args.grid:
+        _write_grid(args.grid, test, corruption, model, trainer.device, args.seed)
+    if args.out:
+        write_json(args.out, {"checkpoint": str(args.checkpoint), "dataset": dataset, "corruption": spec_text,
+                              **result})
+    return result
+
+
+def denoise_command(args: argparse.Namespace) -> None:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.v2 import functional as TF
+    from torchvision.utils import save_image
+
+    model = load_model(args.checkpoint)
+    if model.condition is not None:
+        raise CLIError(
+            f"{str(args.checkpoint)!r} holds a conditional model ({type(model.condition).__name__}), which needs "
+            "a label or a mask per image; repair with the Python API: model.repair(x, model.condition.prepare(...))"
+        )
+    c, h, w = model.image_shape
+    if len(args.inputs) > 1:
+        args.output.mkdir(parents=True, exist_ok=True)
+    for path in args.inputs:
+        if not path.is_file():
+            raise CLIError(f"input image {str(path)!r} does not exist")
+        try:
+            with Image.open(path) as pil:
+                img = TF.pil_to_tensor(pil.convert("L" if c == 1 else "RGB"))  # (C, H, W) uint8
+        except (UnidentifiedImageError, OSError) as err:
+            raise CLIError(f"cannot read {str(path)!r} as an image (PNG, JPEG, ... expected): {err}") from err
+        size = tuple(img.shape[-2:])
+        if size != (h, w):
+            if not args.resize:
+                raise CLIError(
+                    f"{str(path)!r} is {size[0]}x{size[1]} pixels but the model takes {h}x{w} "
+                    f"({'grey' if c == 1 else 'RGB'}) images; pass --resize to scale it, or crop it to {h}x{w}"
+                )
+            img = TF.resize(img, [h, w], antialias=True)
+        repaired = model.repair(img.unsqueeze(0).float() / 255.0)[0].clamp(0, 1)
+        if size != (h, w):
+            repaired = TF.resize(repaired, list(size), antialias=True).clamp(0, 1)
+        out = args.output if len(args.inputs) == 1 else args.output / f"{path.stem}_repaired.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(repaired, out)
+        print(f"{path} -> {out}")
+
+
+def fetch_command(args: argparse.Namespace) -> int:
+    if args.check:
+        try:
+            print(locate(args.dataset, args.root))
+            return 0
+        except DatasetNotFoundError as err:
+            print(err, file=sys.stderr)
+            return 1
+    print(fetch(args.dataset, args.root))
+    return 0
+
+
