@@ -18,6 +18,8 @@ from vaerepair.training.callbacks import (
 from vaerepair.training.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from vaerepair.training.guard import NonFiniteLossError, TrainingInterrupted
 from vaerepair.training.history import History
+from vaerepair.training.loader import LoaderSource
+from vaerepair.training.patches import PatchSource
 from vaerepair.training.sources import Batch, BatchSource, TensorSource
 from vaerepair.training.trainer import Trainer
 
@@ -38,6 +40,8 @@ __all__ = [
     "Batch",
     "BatchSource",
     "TensorSource",
+    "PatchSource",
+    "LoaderSource",
     "NonFiniteLossError",
     "TrainingInterrupted",
     "History",

@@ -58,8 +58,15 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return data
 
 
-def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LatentVariableModel:
-    """Rebuild a built-in model from a checkpoint's spec and load its weights (eval mode)."""
+def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+               ema: bool = True) -> LatentVariableModel:
+    """Rebuild a built-in model from a checkpoint's spec and load its weights (eval mode).
+
+    With ``ema`` (the default) a checkpoint written with an
+    :class:`~vaerepair.training.callbacks.EMA` callback gives its averaged
+    weights (``model_ema``, the ones validation measured); ``ema=False`` gives
+    the live training weights (``model``).
+    """
     data = load_checkpoint(path, map_location)
     spec = data.get("model_spec")
     if spec is None:
@@ -69,7 +76,7 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         )
     model = build(spec)
     try:
-        model.load_state_dict(data["model"])
+        model.load_state_dict(data["model_ema"] if ema and data.get("model_ema") is not None else data["model"])
     except RuntimeError as err:
         raise CheckpointError(f"the weights in {str(path)!r} do not fit its model spec: {err}") from err
     return model.eval()

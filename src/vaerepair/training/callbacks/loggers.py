@@ -66,7 +66,7 @@ class TensorBoardLogger(Callback):
 
     def on_step_end(self, trainer: Trainer, batch: Batch, result: ObjectiveResult) -> None:
         if self.writer is not None and self.log_every and trainer.global_step % self.log_every == 0:
-            self.writer.add_scalar("step/loss", float(result.loss), trainer.global_step)
+            self.writer.add_scalar("step/loss", float(result.loss.detach()), trainer.global_step)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
         if self.writer is None:
