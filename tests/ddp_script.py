@@ -1,7 +1,7 @@
 """Child process for the multi-process test: one data-parallel (or single-process) training run.
 
-torchrun --nproc_per_node=2 tests/ddp_script.py OUT ddp|ddp-stop-at-N|ddp-resume
-python tests/ddp_script.py OUT single
+torchrun --nproc_per_node=2 tests/ddp_script.py OUT ddp|ddp-stop-at-N|ddp-resume|ddp-fisher
+python tests/ddp_script.py OUT single|single-fisher
 Rank 0 writes OUT/final.pt (weights) and OUT/history.json.
 """
 
@@ -13,9 +13,13 @@ import signal
 import sys
 from pathlib import Path
 
+from functools import partial
+
 import torch
 
 import vaerepair as vr
+from vaerepair.models import LatentVariableModel
+from vaerepair.testing.models import ExchangeableModel, _image_keys, _keyed_noise, small_model
 from vaerepair.training import TrainingInterrupted
 
 
@@ -33,9 +37,36 @@ class StopAt:
         return self.inner(model, x_input, x_target, condition)
 
 
+class SameDrawsEverywhere(ExchangeableModel):
+    """A VAE whose posterior noise depends only on each image's bytes (one fixed salt): the same draws in
+    one process and in two, so that the two runs can be compared exactly."""
+
+    def encode(self, x, condition=None):
+        q = LatentVariableModel.encode(self, x, condition)
+        q.standard_noise = partial(_keyed_noise, keys=_image_keys(x), salt=0, like=q.loc)
+        return q
+
+
+def fisher_run(out: Path) -> None:
+    """The Fisher autoencoder (autograd.grad with create_graph inside the loss) under DDP or alone."""
+    data = torch.rand(100, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    model = SameDrawsEverywhere.from_model(small_model("mlp", "gaussian", "gaussian", (1, 12, 12), seed=0))
+    trainer = vr.Trainer(model, vr.FisherDivergence(), vr.GaussianNoise(0.2), epochs=2, batch_size=31,
+                         device="cpu", progress=False)
+    trainer.fit(data[:80], data[80:])
+    if trainer.dist.is_main:
+        torch.save(model.state_dict(), out / "final.pt")
+        (out / "history.json").write_text(json.dumps({"world_size": trainer.dist.world_size,
+                                                      "records": trainer.history.records}))
+
+
 def main() -> None:
     out, mode = Path(sys.argv[1]), sys.argv[2]
     torch.set_num_threads(1)
+    if mode.endswith("fisher"):
+        out.mkdir(parents=True, exist_ok=True)
+        fisher_run(out)
+        return
     data = torch.rand(100, 1, 12, 12, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     model = vr.autoencoder((1, 12, 12), latent_dim=4, hidden=(32,), likelihood="gaussian", sigma=0.3)

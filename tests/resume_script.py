@@ -1,7 +1,8 @@
 """Child process for the resume tests: train a tiny VAE, optionally killing itself mid-epoch.
 
-python tests/resume_script.py OUT_DIR full|kill-at-N|resume
-Writes OUT_DIR/final.pt (the final weights) when training ends.
+python tests/resume_script.py OUT_DIR full|kill-at-N|resume [tensor|loader]
+Writes OUT_DIR/final.pt (the final weights) when training ends. ``loader`` trains from a LoaderSource with
+two worker processes instead of the in-memory source.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def main() -> None:
     trainer = vr.Trainer(model, KillAt(kill), vr.GaussianNoise(0.2), epochs=3, batch_size=32, progress=False,
                          checkpoint_dir=out / "ckpt", checkpoint_every=2,
                          scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5))
-    trainer.fit(data[:120], data[120:], resume=out / "ckpt" / "last.pt" if mode == "resume" else None)
+    train = data[:120]
+    if len(sys.argv) > 3 and sys.argv[3] == "loader":
+        train = vr.training.LoaderSource(vr.ImageDataset((train * 255).round().to(torch.uint8)), num_workers=2)
+    trainer.fit(train, data[120:], resume=out / "ckpt" / "last.pt" if mode == "resume" else None)
     torch.save(model.state_dict(), out / "final.pt")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from vaerepair.testing.models import small_model
 from vaerepair.training.distributed import Distributed
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
@@ -50,6 +51,23 @@ def test_two_processes_train_like_one_and_resume_exactly(tmp_path: Path) -> None
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     c = _weights(tmp_path / "run")
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_an_objective_that_differentiates_inside_its_loss_trains_under_ddp_as_in_one_process(tmp_path: Path) -> None:
+    # the Fisher divergence takes autograd.grad(..., create_graph=True) with respect to z and the images inside
+    # DDP's forward; only the final backward reaches the parameters, so DDP's bucketed all-reduce sees each once
+    ddp = _torchrun(tmp_path / "ddp", "ddp-fisher")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "single"), "single-fisher"],
+                            capture_output=True, text=True, timeout=120)
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    h = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert h["world_size"] == 2 and {"train_fisher_z", "val_laplacian"} <= set(h["records"][-1])
+    initial = small_model("mlp", "gaussian", "gaussian", (1, 12, 12), seed=0).state_dict()
+    assert any(not torch.allclose(a[k], initial[k]) for k in a)  # it trained
 
 
 def test_shards_cover_the_batch_once() -> None:

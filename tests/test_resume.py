@@ -18,20 +18,22 @@ from vaerepair.training import CheckpointError, NonFiniteLossError, TrainingInte
 SCRIPT = Path(__file__).with_name("resume_script.py")
 
 
-def _child(out: Path, mode: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), str(out), mode], capture_output=True, text=True, timeout=120)
+def _child(out: Path, mode: str, source: str = "tensor") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), str(out), mode, source], capture_output=True, text=True,
+                          timeout=120)
 
 
-def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
-    full = _child(tmp_path / "full", "full")
+@pytest.mark.parametrize("source", ["tensor", "loader"])
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, source: str) -> None:
+    full = _child(tmp_path / "full", "full", source)
     assert full.returncode == 0, full.stderr
     # call 1 is the Trainer's first-batch check, so call 8 is step 7 of 12: epoch 2, step 3 of 4, before the
     # update; the last checkpoint (checkpoint_every=2) was written after step 6
-    killed = _child(tmp_path / "run", "kill-at-8")
+    killed = _child(tmp_path / "run", "kill-at-8", source)
     assert killed.returncode == -signal.SIGKILL
     state = load_checkpoint(tmp_path / "run" / "ckpt" / "last.pt")
     assert state["progress"]["epoch"] == 2 and state["progress"]["step"] == 2 and state["trainer"]["global_step"] == 6
-    resumed = _child(tmp_path / "run", "resume")  # a fresh process, a different initialisation
+    resumed = _child(tmp_path / "run", "resume", source)  # a fresh process, a different initialisation
     assert resumed.returncode == 0, resumed.stderr
     a = torch.load(tmp_path / "full" / "final.pt", weights_only=True)
     b = torch.load(tmp_path / "run" / "final.pt", weights_only=True)

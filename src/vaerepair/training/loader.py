@@ -62,7 +62,7 @@ class LoaderSource(BatchSource):
             raise ValueError("the dataset is empty")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-        for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
+        for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last", "generator"):
             if key in loader_options:
                 raise ValueError(f"{key} is set by the source and the Trainer, not through loader_options")
         self.dataset, self.num_workers, self.pin_memory = dataset, num_workers, pin_memory
@@ -77,9 +77,12 @@ class LoaderSource(BatchSource):
         pin = self.ctx.device.type == "cuda" if self.pin_memory is None else self.pin_memory
         self._non_blocking = pin
         workers = self.num_workers
+        # the loader draws its workers' base seed from its own generator, not from the global stream (the
+        # models' latent noise), which a resumed run must continue unchanged
         self._loader = DataLoader(self.dataset, batch_sampler=self._plan, num_workers=workers, pin_memory=pin,
                                   persistent_workers=workers > 0, prefetch_factor=self.prefetch_factor if workers
-                                  else None, **self.loader_options)
+                                  else None, generator=torch.Generator().manual_seed(self.ctx.seed + 6),
+                                  **self.loader_options)
         image = self._split(self.dataset[0])[0]
         check_image_shape(tuple(image.shape), self.ctx.image_shape, "train")
         if self.ctx.condition is not None and getattr(self.ctx.condition, "needs_labels", False) and \
