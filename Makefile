@@ -23,6 +23,7 @@ docs: install
 benchmarks: install data
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/quality.py
+	$(PY) benchmarks/distributed_step.py
 
 lint: install
 	$(PY) -m pip install -q -e ".[dev]"

@@ -6,9 +6,14 @@ several epochs is compared. The plain loop is what one writes by hand: index the
 uint8 tensor, scale, add noise, forward, MSE/BCE, backward, step, and accumulate
 the loss with ``.item()`` for printing.
 
-Run: python benchmarks/throughput.py [--threads 1 2] [--repeats 7] [--n 12000]
+Three Trainer configurations are timed against the plain loop, alternated:
+callbacks off (``progress=False``), the progress bar and a CSV logger on, and
+(for the MLP) the data read through a ``LoaderSource`` (a ``DataLoader`` over
+the in-memory dataset, no workers) instead of the in-memory source.
+
+Run: python benchmarks/throughput.py [--threads 2 1] [--repeats 7] [--n 12000]
 Ends with the line ``time ratio (Trainer / plain): X.XX`` (for the reports' MLP
-784-400-20 at the first thread count; other settings are printed above it).
+784-400-20 at the first thread count, callbacks off; other settings are printed above it).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +52,8 @@ def plain_epoch(model: vr.LatentVariableModel, opt: torch.optim.Optimizer, image
     return total / len(images)
 
 
-def measure(arch: str, images: torch.Tensor, repeats: int, batch_size: int) -> tuple[float, float, float]:
+def measure(arch: str, images: torch.Tensor, repeats: int, batch_size: int) -> dict[str, float]:
+    """Median epoch seconds of the plain loop and of each Trainer configuration."""
     sigma, seed = 0.5, 0
     torch.manual_seed(0)
     if arch == "mlp":
@@ -54,24 +62,37 @@ def measure(arch: str, images: torch.Tensor, repeats: int, batch_size: int) -> t
         model = vr.autoencoder(arch="conv", latent_dim=32, hidden=(32, 64), features=256)
     plain_model = copy.deepcopy(model)
     plain_opt = torch.optim.Adam(plain_model.parameters(), lr=1e-3)
-    trainer = vr.Trainer(model, vr.Reconstruction(), vr.GaussianNoise(sigma), epochs=1, batch_size=batch_size,
-                         device="cpu", seed=seed, progress=False)
-    # Warm-up (allocator, first-call costs), and a check that both compute the same thing.
-    trainer.fit(images)
+    log = Path(tempfile.mkdtemp()) / "log.csv"
+    configs = {
+        "off": (vr.Trainer(copy.deepcopy(model), vr.Reconstruction(), vr.GaussianNoise(sigma), epochs=1,
+                           batch_size=batch_size, device="cpu", seed=seed, progress=False), images),
+        "bar+csv": (vr.Trainer(copy.deepcopy(model), vr.Reconstruction(), vr.GaussianNoise(sigma), epochs=1,
+                               batch_size=batch_size, device="cpu", seed=seed, progress=True,
+                               callbacks=[vr.training.CSVLogger(log)]), images),
+    }
+    if arch == "mlp":
+        configs["loader"] = (vr.Trainer(copy.deepcopy(model), vr.Reconstruction(), vr.GaussianNoise(sigma), epochs=1,
+                                        batch_size=batch_size, device="cpu", seed=seed, progress=False),
+                             vr.training.LoaderSource(vr.ImageDataset(images)))
+    # Warm-up (allocator, first-call costs), and a check that all compute the same thing.
     loss_plain = plain_epoch(plain_model, plain_opt, images, sigma, batch_size, seed)
-    loss_trainer = trainer.history.last["train_loss"]
-    if abs(loss_plain - loss_trainer) > 1e-3 * abs(loss_plain):
-        raise SystemExit(f"the two loops disagree: plain {loss_plain:.4f} vs Trainer {loss_trainer:.4f}")
-    t_trainer, t_plain = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        trainer.fit(images)
-        t_trainer.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        plain_epoch(plain_model, plain_opt, images, sigma, batch_size, seed)
-        t_plain.append(time.perf_counter() - t0)
-    mt, mp = statistics.median(t_trainer), statistics.median(t_plain)
-    return mt, mp, mt / mp
+    for name, (trainer, data) in configs.items():
+        trainer.fit(data)
+        loss = trainer.history.last["train_loss"]
+        if abs(loss_plain - loss) > 1e-3 * abs(loss_plain):
+            raise SystemExit(f"the loops disagree: plain {loss_plain:.4f} vs Trainer ({name}) {loss:.4f}")
+    times: dict[str, list[float]] = {"plain": [], **{name: [] for name in configs}}
+    names = list(times)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # a different order each round
+            t0 = time.perf_counter()
+            if name == "plain":
+                plain_epoch(plain_model, plain_opt, images, sigma, batch_size, seed)
+            else:
+                trainer, data = configs[name]
+                trainer.fit(data)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -84,15 +105,21 @@ def main() -> None:
     args = parser.parse_args()
     images = vr.load("fashion-mnist", "train").images[: args.n]
     headline = None
-    print(f"{'arch':6}{'threads':>8}{'Trainer s':>11}{'plain s':>10}{'ratio':>8}   (median of {args.repeats}, "
-          f"{args.n} images, batch {args.batch_size})")
+    print(f"{'arch':6}{'threads':>8}{'config':>9}{'Trainer s':>11}{'plain s':>10}{'ratio':>8}   "
+          f"(median of {args.repeats}, {args.n} images, batch {args.batch_size})")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for arch in args.archs:
-            mt, mp, ratio = measure(arch, images, args.repeats, args.batch_size)
-            print(f"{arch:6}{threads:8d}{mt:11.3f}{mp:10.3f}{ratio:8.3f}", flush=True)
-            if headline is None:
-                headline = ratio
+            medians = measure(arch, images, args.repeats, args.batch_size)
+            for name, seconds in medians.items():
+                if name == "plain":
+                    continue
+                ratio = seconds / medians["plain"]
+                print(f"{arch:6}{threads:8d}{name:>9}{seconds:11.3f}{medians['plain']:10.3f}{ratio:8.3f}", flush=True)
+                if headline is None:
+                    headline = ratio
+            if "loader" in medians:
+                print(f"{'':14}LoaderSource / in-memory source: {medians['loader'] / medians['off']:.3f}")
     print(f"time ratio (Trainer / plain): {headline:.2f}")
 
 
