@@ -11,9 +11,8 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
-
 from functools import partial
+from pathlib import Path
 
 import torch
 
