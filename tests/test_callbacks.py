@@ -250,6 +250,21 @@ def test_ema_matches_its_recurrence_and_is_what_validation_and_load_model_use(tm
     assert torch.equal(load_model(tmp_path / "last.pt", ema=False).state_dict()[name], live)
 
 
+def test_an_image_grid_after_an_ema_shows_the_averaged_weights(tmp_path: Path) -> None:
+    seen = []
+
+    class Grid(ImageGrid):
+        def on_validation_end(self, trainer):
+            seen.append(next(trainer.model.parameters()).detach().clone())
+            super().on_validation_end(trainer)
+
+    ema = EMA(decay=0.5)
+    trainer = _trainer(_vae(), epochs=1, callbacks=[ema, Grid(tmp_path, n=2)])
+    trainer.fit(DATA[:80], DATA[80:])
+    assert ema.shadow is not None and torch.equal(seen[0], ema.shadow[0])
+    assert not torch.equal(next(trainer.model.parameters()), ema.shadow[0])  # the live weights came back
+
+
 def test_early_stopping_stops_and_resumes_its_counter(tmp_path: Path) -> None:
     stop = EarlyStopping("val_psnr", patience=1, min_delta=100.0)  # nothing improves by 100 dB
     history = _trainer(_vae(), epochs=5, early_stopping=stop, checkpoint_dir=tmp_path).fit(DATA[:80], DATA[80:])

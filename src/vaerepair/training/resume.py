@@ -93,7 +93,9 @@ class Checkpointer:
         """Load everything :meth:`state` saved into ``trainer``; returns the mid-epoch progress (or ``None``)."""
         data = load_checkpoint(path, map_location=trainer.device)
         if "rng" not in data or "trainer" not in data or "source" not in data:
-            raise CheckpointError(f"{str(path)!r} has no training state to resume from (only weights)")
+            raise CheckpointError(f"{str(path)!r} has no training state to resume from (only weights, or written by an "
+                                  "earlier version of vaerepair); load its weights with "
+                                  "vaerepair.load_model and start a new run")
         differences = spec_differences(data.get("model_spec"), getattr(trainer.model, "spec", None))
         why = state_mismatch(trainer.model, data["model"])
         if differences or why:

@@ -61,7 +61,7 @@ class Callback:
         """Before the epoch's validation (an EMA swaps its weights in here)."""
 
     def on_validation_end(self, trainer: Trainer) -> None:
-        """After the epoch's validation."""
+        """After the epoch's validation (called in the reverse order of the callbacks)."""
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
         """After an epoch's record (train and validation metrics) was appended to ``trainer.history``.
@@ -117,8 +117,11 @@ class CallbackList:
             cb.on_step_end(trainer, batch, result)
 
     def call(self, hook: str, trainer: Trainer, *args: Any) -> None:
-        """Call ``hook`` on every callback (the once-per-epoch hooks)."""
-        for cb in self.callbacks:
+        """Call ``hook`` on every callback (the once-per-epoch hooks); ``on_validation_end`` in reverse
+        order, so that validation hooks nest like ``with`` blocks (an EMA listed before an ImageGrid has
+        its averaged weights in place for the grid, and takes them out after it)."""
+        order = reversed(self.callbacks) if hook == "on_validation_end" else iter(self.callbacks)
+        for cb in order:
             getattr(cb, hook)(trainer, *args)
 
     def state_dict(self) -> dict[str, Any]:
