@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from vaerepair.training.sources import BatchSource, check_image_shape, to_unit_float
+from vaerepair.training.sources import ShuffledSource, check_image_shape, to_unit_float
 
 __all__ = ["LoaderSource"]
 
@@ -38,7 +38,7 @@ class _EpochPlan:
         return len(self.batches)
 
 
-class LoaderSource(BatchSource):
+class LoaderSource(ShuffledSource):
     """Batches from a map-style dataset through a ``DataLoader``.
 
     Args:
@@ -71,8 +71,7 @@ class LoaderSource(BatchSource):
 
     def _setup(self) -> None:
         self._n = len(self.dataset)  # type: ignore[arg-type]
-        self._order_gen = torch.Generator().manual_seed(self.ctx.seed + 2)
-        self._epoch_start: Tensor | None = None
+        self._start_order(torch.device("cpu"))  # the order is drawn on the CPU, where the loader indexes
         self._plan = _EpochPlan()
         pin = self.ctx.device.type == "cuda" if self.pin_memory is None else self.pin_memory
         self._non_blocking = pin
@@ -110,12 +109,7 @@ class LoaderSource(BatchSource):
         return images, labels
 
     def _clean_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor | None]]:
-        if start == 0:
-            self._epoch_start = self._order_gen.get_state()
-        else:  # resuming mid-epoch: the same order, from the step where the checkpoint was taken
-            assert self._epoch_start is not None
-            self._order_gen.set_state(self._epoch_start)
-        order = torch.randperm(self._n, generator=self._order_gen).tolist()
+        order = self._epoch_order(self._n, start).tolist()  # resumed: the same order, from step ``start``
         b = self.ctx.batch_size
         self._plan.batches = [order[i * b : (i + 1) * b] for i in range(start, self.steps_per_epoch())]
         assert self._loader is not None
@@ -124,12 +118,3 @@ class LoaderSource(BatchSource):
             images = images.to(self.ctx.device, non_blocking=self._non_blocking)
             labels = labels.to(self.ctx.device, non_blocking=self._non_blocking) if labels is not None else None
             yield to_unit_float(images, self.ctx.dtype), labels
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "order": self._order_gen.get_state(), "epoch_start": self._epoch_start}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._order_gen.set_state(state["order"].cpu())
-        start = state.get("epoch_start")
-        self._epoch_start = start.cpu() if start is not None else None

@@ -28,8 +28,8 @@ from vaerepair.corruptions import Corruption
 from vaerepair.data import ImageDataset
 from vaerepair.training.distributed import Distributed
 
-__all__ = ["Batch", "BatchSource", "SourceContext", "TensorSource", "as_images", "to_unit_float", "condition_of",
-           "check_image_shape", "labels_of"]
+__all__ = ["Batch", "BatchSource", "SourceContext", "ShuffledSource", "TensorSource", "as_images", "to_unit_float",
+           "condition_of", "check_image_shape", "labels_of"]
 
 
 class Batch(NamedTuple):
@@ -192,7 +192,34 @@ class BatchSource:
         self._corrupt_gen.set_state(state["corruption"].cpu())
 
 
-class TensorSource(BatchSource):
+class ShuffledSource(BatchSource):
+    """A source of ``N`` items shuffled each epoch by a seeded ``torch.randperm``; a resumed epoch draws
+    the same order again from the generator's state at the epoch's start."""
+
+    def _start_order(self, device: torch.device) -> None:
+        self._order_gen = torch.Generator(device=device).manual_seed(self.ctx.seed + 2)
+        self._epoch_start: Tensor | None = None
+
+    def _epoch_order(self, n: int, start: int) -> Tensor:
+        """This epoch's permutation of ``n`` items (the same one again when resuming at ``start > 0``)."""
+        if start == 0:
+            self._epoch_start = self._order_gen.get_state()
+        else:
+            assert self._epoch_start is not None
+            self._order_gen.set_state(self._epoch_start)
+        return torch.randperm(n, generator=self._order_gen, device=self._order_gen.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "order": self._order_gen.get_state(), "epoch_start": self._epoch_start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._order_gen.set_state(state["order"].cpu())
+        start = state.get("epoch_start")
+        self._epoch_start = start.cpu() if start is not None else None
+
+
+class TensorSource(ShuffledSource):
     """A dataset held in memory on the device, shuffled each epoch and batched by index.
 
     Args:
@@ -212,8 +239,7 @@ class TensorSource(BatchSource):
         self._images = self.images.to(self.ctx.device)
         labels = labels_of(self.data, self.ctx.condition, self.name)
         self._labels = labels.to(self.ctx.device) if labels is not None else None
-        self._order_gen = torch.Generator(device=self.ctx.device).manual_seed(self.ctx.seed + 2)
-        self._epoch_start: Tensor | None = None
+        self._start_order(self.ctx.device)
         if self.drop_last and len(self._images) < self.ctx.batch_size:
             raise ValueError(f"{self.name} has {len(self._images)} images, fewer than one batch "
                              f"of {self.ctx.batch_size} with drop_last=True")
@@ -231,23 +257,9 @@ class TensorSource(BatchSource):
         return to_unit_float(self._images[first], self.ctx.dtype), labels
 
     def _clean_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor | None]]:
-        if start == 0:
-            self._epoch_start = self._order_gen.get_state()
-        else:  # resuming mid-epoch: regenerate this epoch's order from the state at its start
-            assert self._epoch_start is not None
-            self._order_gen.set_state(self._epoch_start)
-        order = torch.randperm(len(self._images), generator=self._order_gen, device=self.ctx.device)
+        order = self._epoch_order(len(self._images), start)
         b = self.ctx.batch_size
         for step in range(start, self.steps_per_epoch()):
             index = order[step * b : (step + 1) * b]
             yield (to_unit_float(self._images[index], self.ctx.dtype),
                    self._labels[index] if self._labels is not None else None)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "order": self._order_gen.get_state(), "epoch_start": self._epoch_start}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._order_gen.set_state(state["order"].cpu())
-        start = state.get("epoch_start")
-        self._epoch_start = start.cpu() if start is not None else None
