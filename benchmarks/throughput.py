@@ -92,7 +92,11 @@ def measure(arch: str, images: torch.Tensor, repeats: int, batch_size: int) -> d
                 trainer, data = configs[name]
                 trainer.fit(data)
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    # the ratio within each round (the two timed minutes apart at most) cancels slow drifts of a shared machine
+    medians.update({f"{name}/round": statistics.median(t / p for t, p in zip(times[name], times["plain"], strict=True))
+                    for name in configs})
+    return medians
 
 
 def main() -> None:
@@ -106,15 +110,16 @@ def main() -> None:
     images = vr.load("fashion-mnist", "train").images[: args.n]
     headline = None
     print(f"{'arch':6}{'threads':>8}{'config':>9}{'Trainer s':>11}{'plain s':>10}{'ratio':>8}   "
-          f"(median of {args.repeats}, {args.n} images, batch {args.batch_size})")
+          f"(medians of {args.repeats} rounds; ratio: the median of the rounds' ratios; {args.n} images, "
+          f"batch {args.batch_size})")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for arch in args.archs:
             medians = measure(arch, images, args.repeats, args.batch_size)
             for name, seconds in medians.items():
-                if name == "plain":
+                if name == "plain" or name.endswith("/round"):
                     continue
-                ratio = seconds / medians["plain"]
+                ratio = medians[f"{name}/round"]
                 print(f"{arch:6}{threads:8d}{name:>9}{seconds:11.3f}{medians['plain']:10.3f}{ratio:8.3f}", flush=True)
                 if headline is None:
                     headline = ratio

@@ -237,9 +237,10 @@ class Trainer:
     def _step(self, batch: Batch, forced: bool, n_steps: int) -> tuple[ObjectiveResult, bool]:
         """One optimizer step on ``batch``; returns the objective's result and whether the step was checked."""
         step = self.source.step
-        self.optimizer.zero_grad(set_to_none=True)
         with self.precision.autocast():
             result: ObjectiveResult = self.forward(batch.input, batch.target, batch.condition)
+        # as a hand-written loop does: the old gradients are dropped just before backward
+        self.optimizer.zero_grad(set_to_none=True)
         self.precision.backward(result.loss if batch.weight == 1.0 else result.loss * batch.weight,
                                 self._backward_inputs)
         checked = self.guard.due(step, last=step == n_steps, forced=forced)
