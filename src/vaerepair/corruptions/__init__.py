@@ -8,18 +8,24 @@ reproducible corruption (the Trainer does so for validation).
 :func:`from_spec` builds corruptions from short strings, as the CLI does:
 ``"gaussian:0.5"``, ``"saltpepper:0.1"``, ``"block:12"`` (side in pixels),
 ``"block:0.25"`` (area fraction), ``"mask:0.5"`` or ``"mask:0.5:4"`` (p, patch
-size), ``"invert"`` or ``"invert:0.3"``, and ``"+"`` to compose:
-``"gaussian:0.25+block:10"``.
+size), ``"invert"`` or ``"invert:0.3"``, ``"poisson:0.01"`` (gain),
+``"poissongaussian:0.01:0.02"`` (gain, read noise), and ``"+"`` to compose:
+``"gaussian:0.25+block:10"``. Noise levels may be ranges, each image drawing
+its own value (blind training), and may be divided by a number, so that 8-bit
+levels read as they are written: ``"gaussian:0-55/255"`` is σ uniform in
+[0, 55/255], ``"gaussian:25/255"`` is σ = 25/255.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from vaerepair.corruptions._base import Corrupted, Corruption
 from vaerepair.corruptions.compose import Compose, OneOf
 from vaerepair.corruptions.erasure import BlockErasure, RandomMask
 from vaerepair.corruptions.noise import GaussianNoise, PixelInversion, SaltAndPepper
+from vaerepair.corruptions.sensor import Poisson, PoissonGaussian
 
 __all__ = [
     "Corruption",
@@ -27,6 +33,8 @@ __all__ = [
     "GaussianNoise",
     "SaltAndPepper",
     "PixelInversion",
+    "Poisson",
+    "PoissonGaussian",
     "BlockErasure",
     "RandomMask",
     "Compose",
@@ -41,6 +49,31 @@ def _number(text: str, spec: str) -> float:
         return float(text)
     except ValueError:
         raise ValueError(f"corruption {spec!r}: {text!r} is not a number") from None
+
+
+_NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_LEVEL = re.compile(rf"^({_NUMBER})(?:-({_NUMBER}))?(?:/({_NUMBER}))?$")
+
+
+def _level(text: str, spec: str) -> float | tuple[float, float]:
+    """A noise level: ``V``, ``V/D``, or a range ``LOW-HIGH`` or ``LOW-HIGH/D`` (each image draws its own)."""
+    match = _LEVEL.match(text.strip())
+    if match is None:
+        raise ValueError(f"corruption {spec!r}: {text!r} is not a number (nor a level such as 0.1, 25/255 or the range 0-55/255)")
+    low, high, divisor = match.groups()
+    d = float(divisor) if divisor is not None else 1.0
+    if d == 0:
+        raise ValueError(f"corruption {spec!r}: {text!r} divides by zero")
+    return float(low) / d if high is None else (float(low) / d, float(high) / d)
+
+
+def _levels(make: Callable[..., Corruption], usage: str, n: int) -> Callable[[list[str], str], Corruption]:
+    def build(args: list[str], spec: str) -> Corruption:
+        if len(args) != n:
+            raise ValueError(f"corruption {spec!r}: use {usage}")
+        return make(*(_level(a, spec) for a in args))
+
+    return build
 
 
 def _block(args: list[str], spec: str) -> Corruption:
@@ -73,7 +106,9 @@ def _one_number(
 
 
 _BUILDERS: dict[str, Callable[[list[str], str], Corruption]] = {
-    "gaussian": _one_number(GaussianNoise, "gaussian:SIGMA"),
+    "gaussian": _levels(GaussianNoise, "gaussian:SIGMA (e.g. gaussian:0.1, gaussian:25/255, gaussian:0-55/255)", 1),
+    "poisson": _levels(Poisson, "poisson:GAIN (e.g. poisson:0.01 or poisson:0.002-0.02)", 1),
+    "poissongaussian": _levels(PoissonGaussian, "poissongaussian:GAIN:SIGMA (e.g. poissongaussian:0.01:0.02)", 2),
     "saltpepper": _one_number(SaltAndPepper, "saltpepper:AMOUNT"),
     "invert": _one_number(PixelInversion, "invert or invert:AMOUNT", default=1.0),
     "block": _block,

@@ -13,7 +13,7 @@ from typing import Any, Literal, NamedTuple, overload
 import torch
 from torch import Tensor, nn
 
-from vaerepair._checks import check_images
+from vaerepair._checks import check_images, check_positive
 
 __all__ = ["Corruption", "Corrupted"]
 
@@ -94,3 +94,26 @@ def uniform(shape: tuple[int, ...], x: Tensor, generator: torch.Generator | None
 def full_mask(x: Tensor) -> Tensor:
     """A ``True`` mask shaped like ``x`` (a corruption that touches every pixel)."""
     return torch.ones_like(x, dtype=torch.bool)
+
+
+def parameter_range(value: float | tuple[float, float], name: str, allow_zero: bool = True) -> tuple[float, float]:
+    """A non-negative parameter as ``(low, high)``: a number ``v`` is ``(v, v)``; a pair is a range each image
+    draws its own value from, uniformly."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} range must be (low, high), got {value!r}")
+        low = check_positive(value[0], f"{name} low", allow_zero=allow_zero)
+        high = check_positive(value[1], f"{name} high", allow_zero=allow_zero)
+        if low > high:
+            raise ValueError(f"{name} range must have low <= high, got {value!r}")
+        return low, high
+    v = check_positive(value, name, allow_zero=allow_zero)
+    return v, v
+
+
+def per_image(bounds: tuple[float, float], x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One value per image ``(B, 1, 1, 1)``: the fixed value, or a uniform draw from the range."""
+    low, high = bounds
+    if low == high:
+        return torch.full((x.shape[0], 1, 1, 1), low, device=x.device, dtype=x.dtype)
+    return low + (high - low) * uniform((x.shape[0], 1, 1, 1), x, generator)

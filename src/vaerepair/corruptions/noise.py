@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaerepair._checks import check_positive, check_probability
-from vaerepair.corruptions._base import Corrupted, Corruption, full_mask, uniform
+from vaerepair._checks import check_probability
+from vaerepair.corruptions._base import Corrupted, Corruption, full_mask, parameter_range, per_image, uniform
 
 __all__ = ["GaussianNoise", "SaltAndPepper", "PixelInversion"]
 
@@ -30,26 +30,11 @@ class GaussianNoise(Corruption):
 
     def __init__(self, sigma: float | tuple[float, float], clip: bool = False) -> None:
         super().__init__()
-        if isinstance(sigma, (tuple, list)):
-            if len(sigma) != 2:
-                raise ValueError(f"sigma range must be (low, high), got {sigma!r}")
-            low = check_positive(sigma[0], "sigma low", allow_zero=True)
-            high = check_positive(sigma[1], "sigma high", allow_zero=True)
-            if low > high:
-                raise ValueError(f"sigma range must have low <= high, got {sigma!r}")
-            self.sigma: tuple[float, float] = (low, high)
-        else:
-            s = check_positive(sigma, "sigma", allow_zero=True)
-            self.sigma = (s, s)
+        self.sigma: tuple[float, float] = parameter_range(sigma, "sigma")
         self.clip = bool(clip)
 
     def make_params(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
-        low, high = self.sigma
-        b = x.shape[0]
-        if low == high:
-            sigma = torch.full((b, 1, 1, 1), low, device=x.device, dtype=x.dtype)
-        else:
-            sigma = low + (high - low) * uniform((b, 1, 1, 1), x, generator)
+        sigma = per_image(self.sigma, x, generator)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return {"sigma": sigma, "noise": noise}
 
