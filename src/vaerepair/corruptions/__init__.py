@@ -59,7 +59,8 @@ def _level(text: str, spec: str) -> float | tuple[float, float]:
     """A noise level: ``V``, ``V/D``, or a range ``LOW-HIGH`` or ``LOW-HIGH/D`` (each image draws its own)."""
     match = _LEVEL.match(text.strip())
     if match is None:
-        raise ValueError(f"corruption {spec!r}: {text!r} is not a number (nor a level such as 0.1, 25/255 or the range 0-55/255)")
+        raise ValueError(f"corruption {spec!r}: {text!r} is not a number "
+                         "(nor a level such as 0.1, 25/255 or the range 0-55/255)")
     low, high, divisor = match.groups()
     d = float(divisor) if divisor is not None else 1.0
     if d == 0:

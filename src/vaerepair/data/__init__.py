@@ -1,10 +1,15 @@
-"""Datasets as whole uint8 tensors: loading, locating, fetching, splitting."""
+"""Datasets: whole uint8 tensors (loading, locating, fetching, splitting) and folders of photographs."""
 
 from vaerepair.data.dataset import ImageDataset, train_val_split
+from vaerepair.data.folder import IMAGE_SUFFIXES, ImageFolder, ImageReadError, read_image
 from vaerepair.data.registry import DATASETS, DatasetNotFoundError, cache_dir, fetch, load, locate, search_roots
 
 __all__ = [
     "ImageDataset",
+    "ImageFolder",
+    "ImageReadError",
+    "read_image",
+    "IMAGE_SUFFIXES",
     "train_val_split",
     "load",
     "locate",

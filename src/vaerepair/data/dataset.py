@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import overload
+from typing import TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -73,19 +73,27 @@ class ImageDataset:
         return f"ImageDataset(name={self.name!r}{split}, n={len(self)}, image_shape={self.image_shape})"
 
 
-def train_val_split(
-    dataset: ImageDataset, val_fraction: float = 0.2, seed: int = 0
-) -> tuple[ImageDataset, ImageDataset]:
-    """Split into train and validation parts by a seeded permutation.
+_Split = TypeVar("_Split")
 
-    The same ``seed`` gives the same split on every machine (a CPU
-    ``torch.Generator``). Default: 20 % validation, as in the reports.
+
+def train_val_split(dataset: _Split, val_fraction: float = 0.2, seed: int = 0) -> tuple[_Split, _Split]:
+    """Split into train and validation parts by a seeded permutation of the images.
+
+    ``dataset`` is an :class:`ImageDataset` or anything with ``len`` and
+    ``subset(indices)`` (an :class:`~vaerepair.data.ImageFolder`: whole
+    photographs go to one side). The same ``seed`` gives the same split on every
+    machine (a CPU ``torch.Generator``). Default: 20 % validation, as in the reports.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    n = len(dataset)
+    n = len(dataset)  # type: ignore[arg-type]
     n_val = int(round(n * val_fraction))
     if n_val < 1 or n_val >= n:
         raise ValueError(f"val_fraction={val_fraction} leaves an empty part of a dataset of {n} images")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return dataset[perm[n_val:]], dataset[perm[:n_val]]
+    if isinstance(dataset, ImageDataset):
+        return dataset[perm[n_val:]], dataset[perm[:n_val]]  # type: ignore[return-value]
+    subset = getattr(dataset, "subset", None)
+    if subset is None:
+        raise TypeError(f"train_val_split needs an ImageDataset or an ImageFolder, got {type(dataset).__name__}")
+    return subset(perm[n_val:]), subset(perm[:n_val])
