@@ -64,7 +64,8 @@ class SignalAt:
 
 
 def _trainer(model: torch.nn.Module, objective, tmp_path: Path, **kw) -> vr.Trainer:
-    return vr.Trainer(model, objective, vr.GaussianNoise(0.2), epochs=3, batch_size=32, progress=False,
+    kw.setdefault("epochs", 3)
+    return vr.Trainer(model, objective, vr.GaussianNoise(0.2), batch_size=32, progress=False,
                       checkpoint_dir=tmp_path, **kw)
 
 
@@ -161,3 +162,15 @@ def test_skip_policy_drops_bad_steps_and_counts_them(tmp_path: Path, gradient_on
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
     with pytest.raises(ValueError, match="nan_policy"):
         _trainer(model, vr.ELBO(), tmp_path, nan_policy="ignore")
+
+
+def test_a_fit_after_a_resumed_fit_continues_the_streams(tmp_path: Path) -> None:
+    one = _trainer(_model(), vr.ELBO(), tmp_path / "one", epochs=1)
+    one.fit(DATA[:64])
+    one.fit(DATA[:64])  # a second fit continues the first one's random streams
+    two = _trainer(_model(seed=5), vr.ELBO(), tmp_path / "two", epochs=1)
+    _trainer(_model(), vr.ELBO(), tmp_path / "a", epochs=1).fit(DATA[:64])
+    two.fit(DATA[:64], resume=tmp_path / "a" / "last.pt")  # nothing left to train: the state comes back
+    two.fit(DATA[:64])  # ... and this fit must go on as one's second fit did (no new first-batch check)
+    for a, b in zip(one.model.state_dict().values(), two.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

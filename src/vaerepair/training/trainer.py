@@ -1,5 +1,4 @@
-"""The training loop: for each epoch, for each batch of a batch source, autocast -> objective -> backward
--> NaN guard -> optimizer step -> callbacks.
+"""The training loop: per epoch, per batch of a source: autocast, objective, backward, guard, step, callbacks.
 
 Everything else is a piece of its own: batches in ``sources.py`` (``patches.py``, ``loader.py``),
 validation in ``validation.py``, the NaN guard and stop signals in ``guard.py``, autocast/scaler/compile
@@ -182,7 +181,11 @@ class Trainer:
         self.val_fixed = self.validator.fix(val, self.seed + 1, self.corruption, "val") if val is not None else None
         val_input = self.validator.input_quality(self.val_fixed) if self.val_fixed is not None else {}
         self.stop_training = False
-        progress = self.checkpointer.restore(self, resume) if resume is not None else self._start()
+        if resume is not None:
+            progress = self.checkpointer.restore(self, resume)
+            self._checked = True  # a later fit continues these streams, without a first-batch check
+        else:
+            progress = self._start()
         self.callbacks.call("on_fit_start", self)
         with self.guard.listening():
             for epoch in range(len(self.history) + 1, self.target_epoch + 1):
@@ -192,7 +195,7 @@ class Trainer:
                 progress = None
                 self.callbacks.call("on_epoch_start", self, self.epoch)
                 self._train_epoch()
-                record = {"epoch": float(self.epoch), **self.meter.record(
+                record: dict[str, float] = {"epoch": self.epoch, **self.meter.record(
                     self.source.n_images(), self.dist, self.guard.nan_policy == "skip")}
                 record.update(self._validate(val_input))
                 record["lr"] = float(self.optimizer.param_groups[0]["lr"])
