@@ -66,6 +66,13 @@ def test_denoise_own_image_and_errors(trained: Path, tmp_path: Path, capsys):
     assert "is 40x50 pixels but the model takes 28x28" in capsys.readouterr().err
     assert main(["denoise", "-c", str(trained / "best.pt"), str(big), "-o", str(tmp_path / "y.png"), "--resize"]) == 0
     assert _read(str(tmp_path / "y.png")).shape[-2:] == (40, 50)
+    tiled = tmp_path / "t.png"
+    assert main(["denoise", "-c", str(trained / "best.pt"), str(big), "-o", str(tiled), "--tile"]) == 0
+    assert _read(str(tiled)).shape[-2:] == (40, 50)  # full size, no rescaling
+    small = tmp_path / "small.png"
+    save_image(torch.rand(1, 20, 50), small)
+    assert main(["denoise", "-c", str(trained / "best.pt"), str(small), "-o", str(tiled), "--tile"]) == 2
+    assert "smaller than the model's 28x28 tiles" in capsys.readouterr().err
 
     text = tmp_path / "notes.png"
     text.write_text("not an image")

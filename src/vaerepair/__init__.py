@@ -8,7 +8,19 @@ corruption (:mod:`vaerepair.corruptions`), and train with :class:`Trainer`.
 
 __version__ = "0.1.0"
 
-from vaerepair import corruptions, data, distributions, flows, metrics, models, nets, objectives, plots, training
+from vaerepair import (
+    corruptions,
+    data,
+    distributions,
+    flows,
+    metrics,
+    models,
+    nets,
+    objectives,
+    plots,
+    tiling,
+    training,
+)
 from vaerepair.corruptions import BlockErasure, GaussianNoise, PixelInversion, RandomMask, SaltAndPepper
 from vaerepair.data import ImageDataset, load, train_val_split
 from vaerepair.metrics import psnr, ssim
@@ -27,6 +39,7 @@ __all__ = [
     "nets",
     "objectives",
     "plots",
+    "tiling",
     "training",
     "Trainer",
     "Callback",

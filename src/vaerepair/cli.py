@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (one input) or folder (several inputs)")
     p.add_argument("--resize", action="store_true",
                    help="resize inputs to the model's size and the result back to the input's size")
+    p.add_argument("--tile", action="store_true",
+                   help="repair an image larger than the model tile by tile (tiles of the model's size, blended)")
+    p.add_argument("--overlap", type=int, default=8, help="pixels shared by neighbouring tiles (with --tile)")
 
     p = command("fetch", help="make a dataset available (Debian files or torchvision's download)")
     p.add_argument("dataset", type=_dataset)

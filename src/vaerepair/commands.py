@@ -252,15 +252,21 @@ def denoise_command(args: argparse.Namespace) -> None:
         except (UnidentifiedImageError, OSError) as err:
             raise CLIError(f"cannot read {str(path)!r} as an image (PNG, JPEG, ... expected): {err}") from err
         size = tuple(img.shape[-2:])
-        if size != (h, w):
+        tiled = args.tile and size != (h, w)
+        if tiled and (size[0] < h or size[1] < w):
+            raise CLIError(f"{str(path)!r} is {size[0]}x{size[1]} pixels, smaller than the model's {h}x{w} tiles; "
+                           "pass --resize instead of --tile")
+        if size != (h, w) and not tiled:
             if not args.resize:
                 raise CLIError(
                     f"{str(path)!r} is {size[0]}x{size[1]} pixels but the model takes {h}x{w} "
-                    f"({'grey' if c == 1 else 'RGB'}) images; pass --resize to scale it, or crop it to {h}x{w}"
+                    f"({'grey' if c == 1 else 'RGB'}) images; pass --tile to repair it tile by tile, --resize "
+                    f"to scale it, or crop it to {h}x{w}"
                 )
             img = TF.resize(img, [h, w], antialias=True)
-        repaired = model.repair(img.unsqueeze(0).float() / 255.0)[0].clamp(0, 1)
-        if size != (h, w):
+        x = img.unsqueeze(0).float() / 255.0
+        repaired = (model.repair(x, tile=(h, w), overlap=args.overlap) if tiled else model.repair(x))[0].clamp(0, 1)
+        if size != (h, w) and not tiled:
             repaired = TF.resize(repaired, list(size), antialias=True).clamp(0, 1)
         out = args.output if len(args.inputs) == 1 else args.output / f"{path.stem}_repaired.png"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -169,13 +169,25 @@ class LatentVariableModel(nn.Module):
         return self.decode(z, condition).mean
 
     @torch.no_grad()
-    def repair(self, x: Tensor, condition: Tensor | None = None, batch_size: int = 512) -> Tensor:
+    def repair(self, x: Tensor, condition: Tensor | None = None, batch_size: int = 512,
+               tile: int | tuple[int, int] | None = None, overlap: int = 8) -> Tensor:
         """Repaired images ``(B, C, H, W)``: :meth:`reconstruct` in eval mode, in batches, without gradients.
 
         ``x`` may live on any device: batches go to the model's device and the
         result comes back on ``x``'s. The model's train/eval mode is restored.
         A conditional model needs ``condition`` (one row per image).
+
+        With ``tile`` (for a model of fixed size: its ``(H, W)``) an image larger
+        than the model is repaired tile by tile, the ``overlap`` pixels shared by
+        neighbouring tiles blended (:func:`vaerepair.tiling.repair_tiled`).
         """
+        if tile is not None:
+            if condition is not None:
+                raise ValueError("tiled repair takes no condition (a condition belongs to a whole image)")
+            from vaerepair.tiling import repair_tiled
+
+            return repair_tiled(lambda t: self.repair(t, batch_size=batch_size), x, tile, overlap,
+                                batch_size=batch_size)
         self.check_input(x)
         if condition is not None and len(condition) != len(x):
             raise ValueError(f"condition must have one row per image ({len(x)}), got {shape_str(condition.shape)}")
