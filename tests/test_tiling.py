@@ -83,3 +83,13 @@ def test_bad_tiling_arguments_are_refused() -> None:
         repair_tiled(lambda t: t, torch.rand(1, 1, 50, 50), tile=16, overlap=8, margin=5)
     with pytest.raises(ValueError, match="changed the tiles' shape"):
         repair_tiled(lambda t: t[..., :-1], torch.rand(1, 1, 50, 50), tile=16, overlap=4)
+
+
+def test_a_list_of_images_of_different_sizes() -> None:
+    torch.manual_seed(0)
+    model = vr.autoencoder((1, 28, 28), latent_dim=8, hidden=(32,))
+    images = [torch.rand(1, 28, 28), torch.rand(1, 37, 53), torch.rand(1, 321, 481)]
+    repaired = model.repair(images, tile=(28, 28), overlap=8)
+    assert [tuple(r.shape) for r in repaired] == [(1, 28, 28), (1, 37, 53), (1, 321, 481)]
+    torch.testing.assert_close(repaired[0], model.repair(images[0][None])[0])
+    torch.testing.assert_close(repaired[2], model.repair(images[2][None], tile=(28, 28), overlap=8)[0])

@@ -6,7 +6,7 @@ variational models are configurations with stochastic posteriors and a prior.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import torch
 from torch import Tensor, nn
@@ -168,9 +168,17 @@ class LatentVariableModel(nn.Module):
         z = prior.sample(n, device=ref.device, dtype=ref.dtype, generator=generator)
         return self.decode(z, condition).mean
 
-    @torch.no_grad()
+    @overload
     def repair(self, x: Tensor, condition: Tensor | None = None, batch_size: int = 512,
-               tile: int | tuple[int, int] | None = None, overlap: int = 8) -> Tensor:
+               tile: int | tuple[int, int] | None = None, overlap: int = 8) -> Tensor: ...
+
+    @overload
+    def repair(self, x: list[Tensor], condition: Tensor | None = None, batch_size: int = 512,
+               tile: int | tuple[int, int] | None = None, overlap: int = 8) -> list[Tensor]: ...
+
+    @torch.no_grad()
+    def repair(self, x: Tensor | list[Tensor], condition: Tensor | None = None, batch_size: int = 512,
+               tile: int | tuple[int, int] | None = None, overlap: int = 8) -> Tensor | list[Tensor]:
         """Repaired images ``(B, C, H, W)``: :meth:`reconstruct` in eval mode, in batches, without gradients.
 
         ``x`` may live on any device: batches go to the model's device and the
@@ -180,7 +188,13 @@ class LatentVariableModel(nn.Module):
         With ``tile`` (for a model of fixed size: its ``(H, W)``) an image larger
         than the model is repaired tile by tile, the ``overlap`` pixels shared by
         neighbouring tiles blended (:func:`vaerepair.tiling.repair_tiled`).
+        A list of images ``(C, H_i, W_i)`` of different sizes gives the list of
+        their repairs (each repaired alone, tiled when ``tile`` is given).
         """
+        if isinstance(x, list):
+            if condition is not None:
+                raise ValueError("a list of images takes no condition; repair conditional models batch by batch")
+            return [self.repair(im.unsqueeze(0), batch_size=batch_size, tile=tile, overlap=overlap)[0] for im in x]
         if tile is not None:
             if condition is not None:
                 raise ValueError("tiled repair takes no condition (a condition belongs to a whole image)")
