@@ -13,6 +13,7 @@ from torch import Tensor
 
 __all__ = [
     "check_images",
+    "check_finite_images",
     "check_probability",
     "check_positive",
     "check_in_unit_interval",
@@ -72,12 +73,22 @@ def check_images(
             f"got {shape_str(x.shape)}"
         )
     if unit_range and x.numel() > 0:
+        check_finite_images(x, name)
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
                 f"expected {name} with values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
                 "scale uint8 images with x / 255, or clip with x.clamp(0, 1)"
             )
+    return x
+
+
+def check_finite_images(x: Tensor, name: str = "images") -> Tensor:
+    """Refuse NaN or infinite pixels (which every range check lets through), naming the first image with one."""
+    if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).nonzero()[0, 0]) if x.dim() > 1 else 0
+        raise ValueError(f"{name} has non-finite pixel values (NaN or Inf) in image {bad}; "
+                         "fix or drop those images before training or repairing")
     return x
 
 

@@ -13,7 +13,8 @@ from typing import Any, Literal, NamedTuple, overload
 import torch
 from torch import Tensor, nn
 
-from vaerepair._checks import check_images, check_positive
+from vaerepair._checks import check_finite_images, check_images, check_positive
+from vaerepair.distributions._validation import validation_enabled
 
 __all__ = ["Corruption", "Corrupted"]
 
@@ -77,6 +78,8 @@ class Corruption(nn.Module):
             ``(images, mask)`` when ``return_mask`` is true.
         """
         check_images(x, "x")
+        if validation_enabled():  # off inside the Trainer's step, whose data were checked once
+            check_finite_images(x, "x")
         if generator is not None and generator.device.type != x.device.type:
             raise ValueError(
                 f"generator is on {generator.device} but the images are on {x.device}; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    _verify_crcs(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -55,7 +57,31 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupted: {err}") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a vaerepair checkpoint (no format={FORMAT!r} field)")
+    for field in ("model", "model_ema"):
+        weights = data.get(field)
+        bad = [k for k, v in (weights or {}).items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+               and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise CheckpointError(f"{str(path)!r} holds non-finite (NaN or Inf) weights in {field}: "
+                                  f"{', '.join(bad[:5])}; use an earlier checkpoint")
     return data
+
+
+def _verify_crcs(path: Path) -> None:
+    """Check every member of the checkpoint's zip container against its stored CRC-32 (a damaged file,
+    even by a single bit, is refused instead of loading changed weights)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupted (not a readable zip "
+                              f"container: {err}); delete it or restore a copy") from err
+    except (OSError, EOFError, ValueError, RuntimeError) as err:  # damaged headers, sizes beyond the file
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupted ({err}); delete it or restore "
+                              "a copy") from err
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: {bad!r} does not match its CRC-32 (a damaged "
+                              "file); delete it or restore a copy")
 
 
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from vaerepair.objectives import ObjectiveResult
 from vaerepair.training.distributed import Distributed
+from vaerepair.training.guard import NonFiniteLossError
 
 __all__ = ["EpochMeter"]
 
@@ -40,8 +41,16 @@ class EpochMeter:
         """The mean loss over the steps taken so far this epoch (reads the device)."""
         return float(self.loss_sum) / max(self.seen, 1)
 
-    def record(self, n_images: int, dist: Distributed, count_skipped: bool) -> dict[str, float]:
-        """``train_loss`` and ``train_<term>`` (means over the epoch's ``n_images``, all processes)."""
+    def record(self, n_images: int, dist: Distributed, count_skipped: bool, epoch: int = 0) -> dict[str, float]:
+        """``train_loss`` and ``train_<term>`` (means over the epoch's ``n_images``, all processes).
+
+        Raises:
+            NonFiniteLossError: every step of the epoch was skipped (``nan_policy="skip"``).
+        """
+        if self.seen == 0 and self.skipped:
+            raise NonFiniteLossError(
+                f"all {self.skipped} steps of epoch {epoch} were skipped (non-finite loss or gradients): nothing "
+                "was trained; try a lower learning rate or check the inputs")
         names = sorted(self.term_sums)
         totals = torch.stack([self.loss_sum, *(self.term_sums[k] for k in names)])
         values: list[float] = dist.all_sum(totals).tolist()  # one read of the device per epoch

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vaerepair._io import remove_stale_temporaries
 from vaerepair.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vaerepair.training.guard import NonFiniteLossError
 from vaerepair.training.history import History
@@ -42,6 +43,7 @@ class Checkpointer:
             raise ValueError(f"checkpoint_every must be an integer >= 1 or None, got {every!r}")
         self.directory = Path(directory) if directory is not None else None
         self.every = every
+        self._cleaned = False
 
     def due(self, global_step: int) -> bool:
         """Whether a periodic ``last.pt`` is written once ``global_step`` optimizer steps are taken."""
@@ -86,6 +88,9 @@ class Checkpointer:
         state = self.state(trainer, mid_epoch)
         trainer.callbacks.call("on_save_checkpoint", trainer, state)
         if trainer.dist.is_main:
+            if not self._cleaned:
+                remove_stale_temporaries(self.directory)
+                self._cleaned = True
             save_checkpoint(self.directory / name, state)
         return str(self.directory / name)
 

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from vaerepair._checks import shape_str
+from vaerepair._checks import check_finite_images, shape_str
 from vaerepair.corruptions import Corruption
 from vaerepair.data import ImageDataset
 from vaerepair.training.distributed import Distributed
@@ -74,6 +74,7 @@ def as_images(data: ImageDataset | Tensor, name: str) -> Tensor:
     if data.dtype != torch.uint8:
         if not data.is_floating_point():
             raise TypeError(f"{name} must be uint8 (0..255) or float in [0, 1], got {data.dtype}")
+        check_finite_images(data, name)
         lo, hi = float(data.min()), float(data.max())
         if lo < 0 or hi > 1:
             raise ValueError(

@@ -196,7 +196,7 @@ class Trainer:
                 self.callbacks.call("on_epoch_start", self, self.epoch)
                 self._train_epoch()
                 record: dict[str, float] = {"epoch": self.epoch, **self.meter.record(
-                    self.source.n_images(), self.dist, self.guard.nan_policy == "skip")}
+                    self.source.n_images(), self.dist, self.guard.nan_policy == "skip", epoch)}
                 record.update(self._validate(val_input))
                 record["lr"] = float(self.optimizer.param_groups[0]["lr"])
                 record.update({k: float(v) for k, v in self.objective.hparams().items()})
