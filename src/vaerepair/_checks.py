@@ -6,6 +6,7 @@ constraint, the value received and, where there is one, the fix.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -94,7 +95,7 @@ def check_finite_images(x: Tensor, name: str = "images") -> Tensor:
 
 def check_probability(value: float, name: str, *, allow_one: bool = True) -> float:
     """Check ``0 <= value <= 1`` (or ``< 1``) and return it as ``float``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars are numbers too
         raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
     value = float(value)
     upper_ok = value <= 1.0 if allow_one else value < 1.0
@@ -106,7 +107,7 @@ def check_probability(value: float, name: str, *, allow_one: bool = True) -> flo
 
 def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
     """Check ``value > 0`` (or ``>= 0``) and finite; return it as ``float``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars are numbers too
         raise TypeError(f"{name} must be a number, got {value!r}")
     value = float(value)
     ok = value >= 0.0 if allow_zero else value > 0.0

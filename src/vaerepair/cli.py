@@ -51,6 +51,16 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 400 or 32,64, got {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _corruption(text: str) -> str:
     try:
         corr.from_spec(text)
@@ -112,8 +122,8 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--lr", type=float, default=defaults.get("lr", 1e-3))
     p.add_argument("--patience", type=int, default=None, help="early stopping on val_loss after N epochs")
     p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
-    p.add_argument("--eval-n", type=int, default=1000, help="evaluate on the first N test images")
+    p.add_argument("--limit", type=_positive_int, default=None, help="train on the first N training images only")
+    p.add_argument("--eval-n", type=_positive_int, default=1000, help="evaluate on the first N test images")
     p.add_argument("--iwae-k", type=int, default=1000, help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -153,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None)
     p.add_argument("--corruption", type=_corruption, default=None, help="default: the one it was trained with")
     p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--n", type=int, default=1000, help="the first N images of the split")
+    p.add_argument("--n", type=_positive_int, default=1000, help="the first N images of the split")
     p.add_argument("--iwae-k", type=int, default=1000, help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaerepair._checks import check_images
+from vaerepair._checks import check_images, check_positive
 
 __all__ = ["psnr", "ssim"]
 
@@ -52,6 +52,7 @@ def psnr(
         20.0
     """
     _pair(x, y)
+    check_positive(data_range, "data_range")
     err = (x.double() - y.double()).square().flatten(1)
     if mask is None:
         mse = err.mean(dim=1)

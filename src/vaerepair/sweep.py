@@ -33,6 +33,9 @@ _COLUMNS = ("beta", "val_neg_elbo", "val_loss", "val_recon", "val_kl", "val_psnr
             "seconds")
 
 
+MAX_BETAS = 1000  # a sweep trains one model per beta
+
+
 def beta_range(text: str) -> list[float]:
     """Parse ``"2:6:0.25"`` (start:stop:step, stop included) or ``"1,4,8"`` into a list of β values.
 
@@ -45,10 +48,15 @@ def beta_range(text: str) -> list[float]:
             start, stop, step = (float(t) for t in text.split(":"))
             if step <= 0 or stop < start:
                 raise ValueError
-            count = int(math.floor((stop - start) / step + 1e-9)) + 1
+            wanted = (stop - start) / step + 1e-9 + 1
+            if not math.isfinite(wanted) or wanted > MAX_BETAS:
+                raise OverflowError(f"{text!r} asks for {wanted:.3g} betas, more than {MAX_BETAS}; use a larger step")
+            count = int(math.floor(wanted))
             values = [round(start + i * step, 10) for i in range(count)]
         else:
             values = [float(t) for t in text.split(",")]
+    except OverflowError as err:
+        raise ValueError(str(err)) from None
     except ValueError:
         raise ValueError(
             f"expected betas as start:stop:step (e.g. 2:6:0.25) or a list (e.g. 1,4,8), got {text!r}"

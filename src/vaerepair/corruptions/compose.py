@@ -72,8 +72,8 @@ class OneOf(Corruption):
             raise ValueError(
                 f"OneOf: weights must have one entry per corruption ({len(members)}), got {len(weights)}"
             )
-        if any(not (float(w) >= 0.0) for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"OneOf: weights must be >= 0 with a positive sum, got {list(weights)!r}")
+        if any(not (0.0 <= float(w) < float("inf")) for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"OneOf: weights must be finite and >= 0 with a positive sum, got {list(weights)!r}")
         total = float(sum(weights))
         self.probabilities = [float(w) / total for w in weights]
 

@@ -115,8 +115,10 @@ class RandomMask(Corruption):
         b, _, h, w = x.shape
         k = self.patch_size
         cells = uniform((b, 1, -(-h // k), -(-w // k)), x, generator) < self.p
-        if k > 1:
-            cells = cells.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3)[:, :, :h, :w]
+        if k > 1:  # each pixel takes its cell's draw (indexing: memory of the image, whatever k is)
+            rows = torch.arange(h, device=x.device) // k
+            cols = torch.arange(w, device=x.device) // k
+            cells = cells[:, :, rows][:, :, :, cols]
         return {"missing": cells}
 
     def transform(self, x: Tensor, params: dict[str, Any]) -> Corrupted:

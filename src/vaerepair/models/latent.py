@@ -6,6 +6,7 @@ variational models are configurations with stochastic posteriors and a prior.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Protocol, overload
 
 import torch
@@ -191,6 +192,8 @@ class LatentVariableModel(nn.Module):
         A list of images ``(C, H_i, W_i)`` of different sizes gives the list of
         their repairs (each repaired alone, tiled when ``tile`` is given).
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if isinstance(x, list):
             if condition is not None:
                 raise ValueError("a list of images takes no condition; repair conditional models batch by batch")

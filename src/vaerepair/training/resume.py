@@ -13,6 +13,7 @@ not finite is refused before anything is written.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +116,10 @@ class Checkpointer:
                 f"this Trainer has batch_size={trainer.batch_size}, seed={trainer.seed}: an exact resume needs "
                 "the same"
             )
+        if saved.get("corruption") != repr(trainer.corruption):
+            raise CheckpointError(
+                f"{str(path)!r} was written with the corruption {saved.get('corruption')}; this Trainer has "
+                f"{trainer.corruption!r}: resume with the same corruption, or start a new run")
         trainer.model.load_state_dict(data["model"])
         try:
             trainer.optimizer.load_state_dict(data["optimizer"])
@@ -127,6 +132,10 @@ class Checkpointer:
         trainer.history = History.from_dict(data["history"])
         trainer.global_step = int(saved["global_step"])
         trainer.target_epoch = int(saved["target_epoch"])
+        if int(saved["epochs"]) != trainer.epochs:  # the run was started with another budget: apply the new one
+            trainer.target_epoch += trainer.epochs - int(saved["epochs"])
+            warnings.warn(f"resuming {str(path)!r} with epochs={trainer.epochs} (the run was started with "
+                          f"epochs={saved['epochs']}): it now ends at epoch {trainer.target_epoch}", stacklevel=3)
         restore_rng(data["rng"], {})
         trainer.source.load_state_dict(data["source"])
         ranks = data.get("rng_ranks")

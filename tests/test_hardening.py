@@ -1,0 +1,83 @@
+"""Values that used to be accepted and give wrong results, or hang, now refused or applied with a message."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vaerepair as vr
+from vaerepair import corruptions as C
+from vaerepair.cli import main
+from vaerepair.sweep import beta_range
+from vaerepair.training import CheckpointError
+
+DATA = torch.rand(64, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+
+
+def _trainer(tmp_path: Path, epochs: int = 2, corruption=None) -> vr.Trainer:
+    torch.manual_seed(0)
+    model = vr.autoencoder((1, 12, 12), latent_dim=4, hidden=(16,))
+    return vr.Trainer(model, vr.Reconstruction(), corruption or C.GaussianNoise(0.2), epochs=epochs, batch_size=32,
+                      progress=False, checkpoint_dir=tmp_path)
+
+
+def test_resume_with_more_epochs_trains_them_and_says_so(tmp_path: Path) -> None:
+    _trainer(tmp_path, epochs=2).fit(DATA)
+    longer = _trainer(tmp_path, epochs=3)
+    message = r"with epochs=3 \(the run was started with epochs=2\): it now ends at epoch 3"
+    with pytest.warns(UserWarning, match=message):
+        history = longer.fit(DATA, resume=tmp_path / "last.pt")
+    assert len(history) == 3
+
+
+def test_resume_with_another_corruption_is_refused(tmp_path: Path) -> None:
+    _trainer(tmp_path).fit(DATA)
+    message = r"written with the corruption GaussianNoise\(sigma=0.2.*this Trainer has"
+    with pytest.raises(CheckpointError, match=message):
+        _trainer(tmp_path, corruption=C.GaussianNoise(0.5)).fit(DATA, resume=tmp_path / "last.pt")
+
+
+def test_a_huge_mask_patch_costs_the_image_not_the_patch() -> None:
+    tracemalloc.start()
+    x = torch.rand(2, 1, 32, 32)
+    y = C.RandomMask(0.5, patch_size=10**5)(x, generator=torch.Generator().manual_seed(0))
+    tracemalloc.stop()
+    assert y.shape == x.shape  # one cell covers each image: all missing or none
+    assert all(bool((im == 0).all()) or torch.equal(im, x[i]) for i, im in enumerate(y))
+    small = C.RandomMask(0.5, patch_size=4)(x, generator=torch.Generator().manual_seed(1), return_mask=True).mask
+    blocks = small[:, 0].unfold(1, 4, 4).unfold(2, 4, 4)  # (B, 8, 8, 4, 4): constant within each 4x4 cell
+    assert bool((blocks == blocks[..., :1, :1]).all())
+
+
+def test_a_beta_grid_that_cannot_be_trained_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match=r"asks for .* betas, more than 1000; use a larger step"):
+        beta_range("0:1:1e-300")
+    assert len(beta_range("0:1:0.01")) == 101
+
+
+def test_numbers_of_every_kind_are_numbers() -> None:
+    assert C.GaussianNoise(np.float32(0.25)).sigma == (pytest.approx(0.25), pytest.approx(0.25))
+    assert C.SaltAndPepper(np.float64(0.1)).amount == pytest.approx(0.1)
+    assert vr.psnr(torch.zeros(1, 1, 4, 4), torch.full((1, 1, 4, 4), 0.1), data_range=np.float32(1.0)) > 0
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: vr.psnr(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4), data_range=0), "data_range must be finite"),
+    (lambda: C.OneOf([C.GaussianNoise(0.1), C.SaltAndPepper(0.1)], [float("inf"), 1]), "weights must be finite"),
+    (lambda: vr.autoencoder((1, 12, 12), latent_dim=4, hidden=(16,)).repair(DATA, batch_size=0),
+     "batch_size must be an integer >= 1"),
+])
+def test_values_that_gave_wrong_results_are_refused(call, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("args", [["--limit", "0"], ["--limit", "-5"], ["--eval-n", "-1"]])
+def test_cli_counts_must_be_positive(args: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["train", *args])
+    assert stop.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
