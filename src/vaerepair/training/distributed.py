@@ -21,6 +21,7 @@ on check steps only (:class:`~vaerepair.training.guard.Guard`).
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,13 @@ def init_from_env(device: torch.device | None = None) -> bool:
         return False
     backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend)
+    atexit.register(_leave_group)  # a process that exits inside a group can abort in the backend's teardown
     return dist.get_world_size() > 1
+
+
+def _leave_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class ObjectiveStep(nn.Module):
