@@ -200,7 +200,8 @@ def test_train_resume_after_sigterm_continues_exactly(mnist_root, tmp_path, monk
 
     monkeypatch.setattr(commands, "_objective", stopping_objective)
     assert main([*args, "--out", str(out)]) == 130
-    assert "SIGTERM stopped training at epoch 2, step 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "SIGTERM stopped training at epoch 2, step 1" in err and f"--resume {out / 'last.pt'}" in err
     assert torch.load(out / "last.pt", weights_only=True)["progress"]["step"] == 1
     monkeypatch.setattr(commands, "_objective", make_objective)
     assert main([*args, "--out", str(out), "--resume", str(out / "last.pt")]) == 0

@@ -14,6 +14,7 @@ from vaerepair.commands import (
     denoise_command,
     evaluate_command,
     fetch_command,
+    prepare_output_folder,
     sweep_command,
     train_command,
 )
@@ -21,7 +22,7 @@ from vaerepair.data import DATASETS, DatasetNotFoundError
 from vaerepair.models import CONDITION_KINDS
 from vaerepair.models.factory import ACTIVATIONS
 from vaerepair.sweep import SELECT_METRICS, beta_range
-from vaerepair.training import CheckpointError, TrainingInterrupted
+from vaerepair.training import CheckpointError, NonFiniteLossError, TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
 
@@ -58,6 +59,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"the seed must be in [0, 2**63), got {text}")
     return value
 
 
@@ -126,8 +137,8 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--eval-n", type=_positive_int, default=1000, help="evaluate on the first N test images")
     p.add_argument("--iwae-k", type=int, default=1000, help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, default=Path(defaults.get("out", "runs/train")))
     p.add_argument("--resume", type=Path, default=None,
@@ -165,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--n", type=_positive_int, default=1000, help="the first N images of the split")
     p.add_argument("--iwae-k", type=int, default=1000, help="vae: importance samples for the -log p(x) estimate")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     p.add_argument("--grid", type=Path, default=None, help="write a clean/corrupted/repaired grid PNG here")
@@ -195,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vaerepair`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        for name in ("out",):  # output folders: checked before any training, not after it
+            if args.command in ("train", "demo", "sweep") and getattr(args, name, None) is not None:
+                prepare_output_folder(getattr(args, name), f"--{name}")
         if args.command in ("train", "demo"):
             train_command(args)
         elif args.command == "sweep":
@@ -208,7 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, DatasetNotFoundError, CheckpointError, ValueError, TypeError) as err:
         print(f"vaerepair {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:
+        print(f"vaerepair {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except TrainingInterrupted as err:
-        print(f"vaerepair {args.command}: {err}", file=sys.stderr)
+        saved = (f"{err.checkpoint} holds the state; continue with the same command and --resume {err.checkpoint}"
+                 if err.checkpoint else "nothing was saved")
+        print(f"vaerepair {args.command}: {err.signal_name} stopped training at {err.where}; {saved}", file=sys.stderr)
         return 130
     return 0

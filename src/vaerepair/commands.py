@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,26 @@ from vaerepair.sweep import SweepResult, beta_sweep, plot_sweep
 from vaerepair.training import EarlyStopping, Trainer, load_checkpoint, load_model
 from vaerepair.training.history import write_json
 
-__all__ = ["CLIError", "train_command", "sweep_command", "evaluate_command", "denoise_command", "fetch_command"]
+__all__ = ["CLIError", "prepare_output_folder", "train_command", "sweep_command", "evaluate_command",
+           "denoise_command", "fetch_command"]
 
 
 class CLIError(Exception):
     """An error the CLI reports as one line, without a traceback."""
+
+
+def prepare_output_folder(path: Path, option: str) -> None:
+    """Create ``path`` (a folder) or explain in one line why it cannot be one."""
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is" if parent == path else f"is under {str(parent)!r}, which is"
+            raise CLIError(f"{option} {str(path)!r} {where} a file, not a folder; choose another {option}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"cannot create {option} {str(path)!r}: {err.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {str(path)!r} is not writable; choose another {option}")
 
 def _spec(args: argparse.Namespace, data: ImageDataset) -> ModelSpec:
     return ModelSpec(

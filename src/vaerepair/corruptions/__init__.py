@@ -18,6 +18,7 @@ levels read as they are written: ``"gaussian:0-55/255"`` is σ uniform in
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -77,19 +78,28 @@ def _levels(make: Callable[..., Corruption], usage: str, n: int) -> Callable[[li
     return build
 
 
+def _integer(text: str, spec: str, what: str) -> int:
+    value = _number(text, spec)
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(f"corruption {spec!r}: {what} must be a whole number of pixels, got {text!r}")
+    return int(value)
+
+
 def _block(args: list[str], spec: str) -> Corruption:
     if len(args) != 1:
         raise ValueError(f"corruption {spec!r}: use block:SIZE (pixels, integer) or block:AREA (0 < AREA <= 1)")
     value = _number(args[0], spec)
+    if not math.isfinite(value):
+        raise ValueError(f"corruption {spec!r}: use block:SIZE (pixels) or block:AREA (0 < AREA <= 1), got {args[0]!r}")
     if "." in args[0] or value < 1:
         return BlockErasure(area=value)
-    return BlockErasure(size=int(value))
+    return BlockErasure(size=_integer(args[0], spec, "SIZE"))
 
 
 def _mask(args: list[str], spec: str) -> Corruption:
     if len(args) not in (1, 2):
         raise ValueError(f"corruption {spec!r}: use mask:P or mask:P:PATCH_SIZE")
-    patch = int(_number(args[1], spec)) if len(args) == 2 else 1
+    patch = _integer(args[1], spec, "PATCH_SIZE") if len(args) == 2 else 1
     return RandomMask(p=_number(args[0], spec), patch_size=patch)
 
 

@@ -38,7 +38,17 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped training at a step boundary, after ``last.pt`` was written."""
+    """SIGINT or SIGTERM stopped training at a step boundary, after ``last.pt`` was written.
+
+    Attributes:
+        signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
+        where: ``"epoch E, step S"`` or ``"the end of epoch E"``.
+        checkpoint: the ``last.pt`` written (``None`` without a checkpoint folder).
+    """
+
+    def __init__(self, message: str, signal_name: str = "", where: str = "", checkpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name, self.where, self.checkpoint = signal_name, where, checkpoint
 
 
 class Guard:
@@ -165,4 +175,4 @@ class Guard:
         name = signal.Signals(self.stop_signal).name
         saved = (f"{saved_to} holds the state; continue with fit(..., resume={saved_to!r})" if saved_to
                  else "no checkpoint_dir was given, so nothing was saved")
-        return TrainingInterrupted(f"{name} stopped training at {where}; {saved}")
+        return TrainingInterrupted(f"{name} stopped training at {where}; {saved}", name, where, saved_to)
