@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import vaerepair as vr
 from vaerepair import corruptions as C
@@ -111,3 +112,16 @@ def test_a_diverging_run_is_an_error_line_with_exit_1(mnist_root: Path, tmp_path
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 1 and "error: non-finite" in err and "Traceback" not in err
+
+
+def test_denoise_refuses_two_inputs_that_would_overwrite_each_other(tmp_path: Path, capsys) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / folder / "photo.png")
+    torch.manual_seed(0)
+    model = vr.autoencoder((1, 28, 28), latent_dim=4, hidden=(16,))
+    vr.training.save_checkpoint(tmp_path / "m.pt", {"model_spec": model.spec, "model": model.state_dict()})
+    code = main(["denoise", "-c", str(tmp_path / "m.pt"), str(tmp_path / "a" / "photo.png"),
+                 str(tmp_path / "b" / "photo.png"), "-o", str(tmp_path / "out")])
+    assert code == 2 and "would both be written to photo_repaired.png" in capsys.readouterr().err

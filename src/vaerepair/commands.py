@@ -258,7 +258,13 @@ def denoise_command(args: argparse.Namespace) -> None:
         )
     c, h, w = model.image_shape
     if len(args.inputs) > 1:
-        args.output.mkdir(parents=True, exist_ok=True)
+        stems: dict[str, Path] = {}
+        for path in args.inputs:  # NAME_repaired.png each: two inputs of one name would overwrite each other
+            if path.stem in stems:
+                raise CLIError(f"{str(stems[path.stem])!r} and {str(path)!r} would both be written to "
+                               f"{path.stem}_repaired.png in {str(args.output)!r}; repair them in separate runs")
+            stems[path.stem] = path
+        prepare_output_folder(args.output, "-o")
     for path in args.inputs:
         if not path.is_file():
             raise CLIError(f"input image {str(path)!r} does not exist")
