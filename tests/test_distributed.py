@@ -25,13 +25,18 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "final.pt", weights_only=True)
 
 
-def test_two_processes_train_like_one_and_resume_exactly(tmp_path: Path) -> None:
-    ddp = _torchrun(tmp_path / "ddp", "ddp")
+def _two_and_one(tmp_path: Path, suffix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The final weights of the two-process run (mode ``ddp<suffix>``) and of one process (``single<suffix>``)."""
+    ddp = _torchrun(tmp_path / "ddp", "ddp" + suffix)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "single"), "single"],
+    single = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "single"), "single" + suffix],
                             capture_output=True, text=True, timeout=120)
     assert single.returncode == 0, single.stderr[-3000:]
-    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
+    return _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
+
+
+def test_two_processes_train_like_one_and_resume_exactly(tmp_path: Path) -> None:
+    a, b = _two_and_one(tmp_path)
     for k in a:  # the same global batches (shares of 16 and 15 images), gradients summed: equal up to rounding
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     h_ddp = json.loads((tmp_path / "ddp" / "history.json").read_text())
@@ -56,12 +61,7 @@ def test_two_processes_train_like_one_and_resume_exactly(tmp_path: Path) -> None
 def test_an_objective_that_differentiates_inside_its_loss_trains_under_ddp_as_in_one_process(tmp_path: Path) -> None:
     # the Fisher divergence takes autograd.grad(..., create_graph=True) with respect to z and the images inside
     # DDP's forward; only the final backward reaches the parameters, so DDP's bucketed all-reduce sees each once
-    ddp = _torchrun(tmp_path / "ddp", "ddp-fisher")
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "single"), "single-fisher"],
-                            capture_output=True, text=True, timeout=120)
-    assert single.returncode == 0, single.stderr[-3000:]
-    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
+    a, b = _two_and_one(tmp_path, "-fisher")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     h = json.loads((tmp_path / "ddp" / "history.json").read_text())

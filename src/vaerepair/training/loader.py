@@ -82,10 +82,9 @@ class LoaderSource(ShuffledSource):
                                   persistent_workers=workers > 0, prefetch_factor=self.prefetch_factor if workers
                                   else None, generator=torch.Generator().manual_seed(self.ctx.seed + 6),
                                   **self.loader_options)
-        image = self._split(self.dataset[0])[0]
+        image, label = self._split(self.dataset[0])
         check_image_shape(tuple(image.shape), self.ctx.image_shape, "train")
-        if self.ctx.condition is not None and getattr(self.ctx.condition, "needs_labels", False) and \
-                self._split(self.dataset[0])[1] is None:
+        if getattr(self.ctx.condition, "needs_labels", False) and label is None:
             raise TypeError("this model is conditioned on labels: the dataset must give (image, label) pairs")
 
     @staticmethod

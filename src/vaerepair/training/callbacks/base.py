@@ -101,10 +101,6 @@ class CallbackList:
     def __iter__(self) -> Any:
         return iter(self.callbacks)
 
-    def find(self, kind: type) -> Any:
-        """The first callback of class ``kind``, or ``None``."""
-        return next((cb for cb in self.callbacks if isinstance(cb, kind)), None)
-
     def requires_check(self, trainer: Trainer) -> bool:
         return any(cb.requires_check(trainer) for cb in self._checking)
 
