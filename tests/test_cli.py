@@ -55,9 +55,11 @@ def test_evaluate_uses_recorded_dataset_and_corruption(trained: Path, mnist_root
 
 def test_denoise_own_image_and_errors(trained: Path, tmp_path: Path, capsys):
     img = tmp_path / "mine.png"
-    save_image(torch.rand(3, 28, 28), img)  # RGB: read as grey for a 1-channel model
+    save_image(torch.rand(3, 28, 28), img)  # RGB: an error for a 1-channel model, unless converted
     out = tmp_path / "fixed.png"
-    assert main(["denoise", "--checkpoint", str(trained / "best.pt"), str(img), "-o", str(out)]) == 0
+    assert main(["denoise", "--checkpoint", str(trained / "best.pt"), str(img), "-o", str(out)]) == 2
+    assert "is colour (RGB) but the model repairs grey images" in capsys.readouterr().err
+    assert main(["denoise", "--checkpoint", str(trained / "best.pt"), str(img), "-o", str(out), "--convert"]) == 0
     assert _read(str(out)).shape[-2:] == (28, 28)
 
     big = tmp_path / "big.png"

@@ -27,6 +27,7 @@ from vaerepair.metrics import psnr, ssim
 from vaerepair.models import LatentVariableModel, autoencoder, conditional_vae, flow_vae, variational_autoencoder
 from vaerepair.objectives import ELBO, FisherDivergence, ObjectiveResult, Reconstruction
 from vaerepair.training import Callback, EarlyStopping, History, Trainer, load_checkpoint, load_model
+from vaerepair.zoo import PretrainedModel, pretrained
 
 __all__ = [
     "__version__",
@@ -47,6 +48,8 @@ __all__ = [
     "History",
     "load_checkpoint",
     "load_model",
+    "pretrained",
+    "PretrainedModel",
     "LatentVariableModel",
     "autoencoder",
     "variational_autoencoder",

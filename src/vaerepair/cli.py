@@ -1,8 +1,9 @@
-"""Command line: ``vaerepair train | sweep | evaluate | denoise | demo | fetch``."""
+"""Command line: ``vaerepair train | sweep | evaluate | denoise | models | demo | fetch``."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,6 @@ from typing import Any
 from vaerepair import corruptions as corr
 from vaerepair.commands import (
     CLIError,
-    denoise_command,
     evaluate_command,
     fetch_command,
     prepare_output_folder,
@@ -21,6 +21,14 @@ from vaerepair.commands import (
 from vaerepair.data import DATASETS, DatasetNotFoundError
 from vaerepair.models import CONDITION_KINDS
 from vaerepair.models.factory import ACTIVATIONS
+from vaerepair.photo_commands import (
+    AUTO_TILE,
+    AUTO_TILE_PIXELS,
+    denoise_command,
+    evaluate_folder_command,
+    models_command,
+    train_folder_command,
+)
 from vaerepair.sweep import SELECT_METRICS, beta_range
 from vaerepair.training import CheckpointError, NonFiniteLossError, TrainingInterrupted
 
@@ -87,6 +95,17 @@ def _betas(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _sigmas(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated noise levels in 0..255 units like 15,25,50, "
+                                         f"got {text!r}") from None
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"noise levels must be finite and >= 0, got {text!r}")
+    return values
+
+
 def _dataset(text: str) -> str:
     key = text.strip().lower()
     if key not in DATASETS:
@@ -113,7 +132,8 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--condition", choices=CONDITION_KINDS, default=None,
                    help="a conditional model: on the class label (one-hot) or on the corrupted image and its mask "
                         "(inpainting, report 002); encoder and decoder both see it")
-    p.add_argument("--arch", choices=("mlp", "conv"), default=defaults.get("arch", "mlp"))
+    p.add_argument("--arch", choices=("mlp", "conv", "unet"), default=defaults.get("arch", "mlp"),
+                   help="unet: fully convolutional, any image size (for photographs, with --data)")
     p.add_argument("--latent-dim", type=int, default=defaults.get("latent_dim", 20))
     p.add_argument("--hidden", type=_widths, default=_widths(defaults.get("hidden", "400")),
                    help="MLP hidden widths or the two conv stages' widths, comma-separated")
@@ -134,6 +154,13 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--patience", type=int, default=None, help="early stopping on val_loss after N epochs")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--limit", type=_positive_int, default=None, help="train on the first N training images only")
+    p.add_argument("--data", type=Path, default=None,
+                   help="train on a folder of photographs (PNG, JPEG, BMP, TIFF; any size) instead of --dataset: "
+                        "random --patch patches, validation on whole held-out images (needs --arch unet)")
+    p.add_argument("--val-data", type=Path, default=None, help="with --data: a validation folder (default: a split)")
+    p.add_argument("--mode", choices=("L", "RGB"), default=None, help="with --data: convert every image to grey/RGB")
+    p.add_argument("--patch", type=_positive_int, default=48, help="with --data: the patch side")
+    p.add_argument("--patches-per-epoch", type=_positive_int, default=4000, help="with --data")
     p.add_argument("--eval-n", type=_positive_int, default=1000, help="evaluate on the first N test images")
     p.add_argument("--iwae-k", type=int, default=1000, help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--device", default="auto")
@@ -168,8 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neg_elbo: validation recon + KL (comparable across beta); loss: the beta-weighted "
                         "validation loss (report 000's rule, favours small beta); psnr: validation repairs")
 
-    p = command("evaluate", help="PSNR/SSIM and loss of a checkpoint on test images")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p = command("evaluate", help="PSNR/SSIM and loss of a checkpoint on test images, or of a photo denoiser on a "
+                                 "folder (--data) under the denoising literature's protocol")
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--model", default=None, help="with --data: a shipped model (see `vaerepair models`)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="a folder of 8-bit photographs: PSNR/SSIM at full size, NumPy seed 0 per image, unclipped "
+                        "Gaussian noise of each --sigma, 8-bit output")
+    p.add_argument("--sigma", type=_sigmas, default=[15.0, 25.0, 50.0], help="with --data: noise levels in 0..255 "
+                   "units, comma-separated")
+    p.add_argument("--tile", type=_positive_int, default=None, help="with --data: repair tile by tile")
     p.add_argument("--dataset", type=_dataset, default=None, help="default: the one it was trained on")
     p.add_argument("--root", default=None)
     p.add_argument("--corruption", type=_corruption, default=None, help="default: the one it was trained with")
@@ -181,16 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     p.add_argument("--grid", type=Path, default=None, help="write a clean/corrupted/repaired grid PNG here")
 
-    p = command("denoise", help="repair your own image files with a trained checkpoint")
-    p.add_argument("inputs", nargs="+", type=Path, help="PNG or JPEG files")
-    p.add_argument("--checkpoint", "-c", type=Path, required=True)
+    p = command("denoise", help="repair your own image files with a shipped model or a trained checkpoint")
+    p.add_argument("inputs", nargs="+", type=Path,
+                   help="PNG, JPEG, BMP or TIFF files (8- or 16-bit), or .npy float arrays in [0, 1] units (unclipped)")
+    p.add_argument("--model", "-m", default=None, help="a shipped model (see `vaerepair models`)")
+    p.add_argument("--checkpoint", "-c", type=Path, default=None)
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file (one input) or folder (several inputs)")
+    p.add_argument("--convert", action="store_true",
+                   help="repair a colour image with a grey model as grey (BT.601), a grey one with a colour model "
+                        "as RGB (default: an error)")
     p.add_argument("--resize", action="store_true",
                    help="resize inputs to the model's size and the result back to the input's size")
-    p.add_argument("--tile", action="store_true",
-                   help="repair an image larger than the model tile by tile (tiles of the model's size, blended)")
-    p.add_argument("--overlap", type=int, default=8, help="pixels shared by neighbouring tiles (with --tile)")
+    p.add_argument("--tile", type=_positive_int, nargs="?", const=AUTO_TILE, default=None,
+                   help="repair tile by tile, blended: tiles of T pixels for a fully convolutional model (which "
+                        f"tiles images over {AUTO_TILE_PIXELS // 2**20} MP by itself), of the model's size otherwise")
+    p.add_argument("--overlap", type=_positive_int, default=None,
+                   help="pixels shared by neighbouring tiles (default: from the model's receptive field; 8)")
+
+    command("models", help="list the pretrained models that ship with the package")
 
     p = command("fetch", help="make a dataset available (Debian files or torchvision's download)")
     p.add_argument("dataset", type=_dataset)
@@ -209,12 +253,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("out",):  # output folders: checked before any training, not after it
             if args.command in ("train", "demo", "sweep") and getattr(args, name, None) is not None:
                 prepare_output_folder(getattr(args, name), f"--{name}")
-        if args.command in ("train", "demo"):
+        if args.command == "train" and args.data is not None:
+            train_folder_command(args)
+        elif args.command in ("train", "demo"):
             train_command(args)
         elif args.command == "sweep":
             sweep_command(args)
+        elif args.command == "evaluate" and args.data is not None:
+            evaluate_folder_command(args)
         elif args.command == "evaluate":
+            if args.checkpoint is None:
+                raise CLIError("evaluate needs --checkpoint FILE (or --data DIR with --model NAME / --checkpoint)")
             evaluate_command(args)
+        elif args.command == "models":
+            models_command(args)
         elif args.command == "denoise":
             denoise_command(args)
         elif args.command == "fetch":

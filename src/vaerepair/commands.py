@@ -21,7 +21,7 @@ from vaerepair.training import EarlyStopping, Trainer, load_checkpoint, load_mod
 from vaerepair.training.history import write_json
 
 __all__ = ["CLIError", "prepare_output_folder", "train_command", "sweep_command", "evaluate_command",
-           "denoise_command", "fetch_command"]
+           "fetch_command"]
 
 
 class CLIError(Exception):
@@ -243,57 +243,6 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
         write_json(args.out, {"checkpoint": str(args.checkpoint), "dataset": dataset, "corruption": spec_text,
                               **result})
     return result
-
-
-def denoise_command(args: argparse.Namespace) -> None:
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.v2 import functional as TF
-    from torchvision.utils import save_image
-
-    model = load_model(args.checkpoint)
-    if model.condition is not None:
-        raise CLIError(
-            f"{str(args.checkpoint)!r} holds a conditional model ({type(model.condition).__name__}), which needs "
-            "a label or a mask per image; repair with the Python API: model.repair(x, model.condition.prepare(...))"
-        )
-    c, h, w = model.image_shape
-    if len(args.inputs) > 1:
-        stems: dict[str, Path] = {}
-        for path in args.inputs:  # NAME_repaired.png each: two inputs of one name would overwrite each other
-            if path.stem in stems:
-                raise CLIError(f"{str(stems[path.stem])!r} and {str(path)!r} would both be written to "
-                               f"{path.stem}_repaired.png in {str(args.output)!r}; repair them in separate runs")
-            stems[path.stem] = path
-        prepare_output_folder(args.output, "-o")
-    for path in args.inputs:
-        if not path.is_file():
-            raise CLIError(f"input image {str(path)!r} does not exist")
-        try:
-            with Image.open(path) as pil:
-                img = TF.pil_to_tensor(pil.convert("L" if c == 1 else "RGB"))  # (C, H, W) uint8
-        except (UnidentifiedImageError, OSError) as err:
-            raise CLIError(f"cannot read {str(path)!r} as an image (PNG, JPEG, ... expected): {err}") from err
-        size = tuple(img.shape[-2:])
-        tiled = args.tile and size != (h, w)
-        if tiled and (size[0] < h or size[1] < w):
-            raise CLIError(f"{str(path)!r} is {size[0]}x{size[1]} pixels, smaller than the model's {h}x{w} tiles; "
-                           "pass --resize instead of --tile")
-        if size != (h, w) and not tiled:
-            if not args.resize:
-                raise CLIError(
-                    f"{str(path)!r} is {size[0]}x{size[1]} pixels but the model takes {h}x{w} "
-                    f"({'grey' if c == 1 else 'RGB'}) images; pass --tile to repair it tile by tile, --resize "
-                    f"to scale it, or crop it to {h}x{w}"
-                )
-            img = TF.resize(img, [h, w], antialias=True)
-        x = img.unsqueeze(0).float() / 255.0
-        repaired = (model.repair(x, tile=(h, w), overlap=args.overlap) if tiled else model.repair(x))[0].clamp(0, 1)
-        if size != (h, w) and not tiled:
-            repaired = TF.resize(repaired, list(size), antialias=True).clamp(0, 1)
-        out = args.output if len(args.inputs) == 1 else args.output / f"{path.stem}_repaired.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(repaired, out)
-        print(f"{path} -> {out}")
 
 
 def fetch_command(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ weight buffers (two float images of the input's size).
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import groupby
 
 import torch
 from torch import Tensor
@@ -32,13 +33,22 @@ from vaerepair._checks import shape_str
 __all__ = ["tile_starts", "blend_weights", "repair_tiled"]
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of side ``tile`` covering ``0..length`` with at least ``overlap`` in common."""
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Start offsets of tiles of side ``tile`` covering ``0..length`` with at least ``overlap`` in common.
+
+    With ``align > 1`` every start is a multiple of ``align`` (a network that
+    downsamples by ``align`` then sees each tile on the same pixel grid as the
+    whole image); the last tile then runs from its aligned start to the border,
+    so it may be up to ``align - 1`` pixels longer than ``tile``.
+    """
     if length <= tile:
         return [0]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step)) + [length - tile]
-    return sorted(set(starts))
+    step = max((tile - overlap) // align * align, align)
+    starts = list(range(0, length - tile, step))
+    last = (length - tile) // align * align
+    if last > starts[-1]:
+        starts.append(last)
+    return starts
 
 
 def blend_weights(size: int, overlap: int, margin: int, first: bool, last: bool) -> Tensor:
@@ -56,7 +66,7 @@ def blend_weights(size: int, overlap: int, margin: int, first: bool, last: bool)
 
 
 def repair_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | tuple[int, int], overlap: int = 32,
-                 margin: int | None = None, batch_size: int = 16) -> Tensor:
+                 margin: int | None = None, batch_size: int = 16, align: int = 1) -> Tensor:
     """Repair ``x`` ``(B, C, H, W)`` tile by tile with ``fn`` (tiles ``(n, C, T_h, T_w)`` -> same shape).
 
     Args:
@@ -67,7 +77,9 @@ def repair_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | tuple[in
         margin: pixels of each overlap given weight 0 (default ``overlap // 4``):
             at least the network's receptive radius for a result equal to the
             untiled one.
-        batch_size: tiles repaired at once.
+        batch_size: tiles repaired at once (tiles of one shape go together).
+        align: tile starts are multiples of ``align`` (see :func:`tile_starts`);
+            the downsampling factor of a U-Net, so that tiles match the whole image.
     """
     if x.dim() != 4:
         raise ValueError(f"expected images (B, C, H, W), got {shape_str(x.shape)}")
@@ -77,23 +89,32 @@ def repair_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | tuple[in
         raise ValueError(f"need 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
     if not 0 <= 2 * margin <= overlap:
         raise ValueError(f"need 0 <= 2 * margin <= overlap, got margin={margin}, overlap={overlap}")
+    if align < 1 or (align > 1 and min(th, tw) - overlap < align):
+        raise ValueError(f"need align >= 1 and tile - overlap >= align, got tile={tile}, overlap={overlap}, "
+                         f"align={align}")
     b, c, h, w = x.shape
     th, tw = min(th, h), min(tw, w)
-    rows, cols = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
-    places = [(i, top, left) for i in range(b) for top in rows for left in cols]
+    rows, cols = tile_starts(h, th, overlap, align), tile_starts(w, tw, overlap, align)
+    height = {top: (h - top if top == rows[-1] else th) for top in rows}
+    width = {left: (w - left if left == cols[-1] else tw) for left in cols}
     out = torch.zeros((b, c, h, w), dtype=torch.float32 if not x.is_floating_point() else x.dtype, device=x.device)
     total = torch.zeros((b, 1, h, w), dtype=out.dtype, device=x.device)
-    weight_rows = {top: blend_weights(th, overlap, margin, top == rows[0], top == rows[-1]) for top in rows}
-    weight_cols = {left: blend_weights(tw, overlap, margin, left == cols[0], left == cols[-1]) for left in cols}
-    for k in range(0, len(places), batch_size):
-        chunk = places[k : k + batch_size]
-        tiles = torch.stack([x[i, :, top : top + th, left : left + tw] for i, top, left in chunk])
-        repaired = fn(tiles)
-        if repaired.shape != tiles.shape:
-            raise ValueError(f"the repair changed the tiles' shape: {shape_str(tiles.shape)} -> "
-                             f"{shape_str(repaired.shape)}")
-        for (i, top, left), y in zip(chunk, repaired.to(out.device, out.dtype), strict=True):
-            wt = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(out.device, out.dtype)
-            out[i, :, top : top + th, left : left + tw] += y * wt
-            total[i, :, top : top + th, left : left + tw] += wt
+    weight_rows = {top: blend_weights(height[top], overlap, margin, top == rows[0], top == rows[-1]) for top in rows}
+    weight_cols = {left: blend_weights(width[left], overlap, margin, left == cols[0], left == cols[-1])
+                   for left in cols}
+    places = sorted(((i, top, left) for i in range(b) for top in rows for left in cols),
+                    key=lambda p: (height[p[1]], width[p[2]]))
+    for (th_k, tw_k), group in groupby(places, key=lambda p: (height[p[1]], width[p[2]])):
+        same = list(group)
+        for k in range(0, len(same), batch_size):
+            chunk = same[k : k + batch_size]
+            tiles = torch.stack([x[i, :, top : top + th_k, left : left + tw_k] for i, top, left in chunk])
+            repaired = fn(tiles)
+            if repaired.shape != tiles.shape:
+                raise ValueError(f"the repair changed the tiles' shape: {shape_str(tiles.shape)} -> "
+                                 f"{shape_str(repaired.shape)}")
+            for (i, top, left), y in zip(chunk, repaired.to(out.device, out.dtype), strict=True):
+                wt = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(out.device, out.dtype)
+                out[i, :, top : top + th_k, left : left + tw_k] += y * wt
+                total[i, :, top : top + th_k, left : left + tw_k] += wt
     return out / total

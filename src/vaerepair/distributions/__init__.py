@@ -10,7 +10,7 @@ from vaerepair.distributions.likelihoods import (
     Gaussian,
     GaussianImage,
 )
-from vaerepair.distributions.posteriors import PointMass, PointMassPosterior, spatial_head
+from vaerepair.distributions.posteriors import PointMass, PointMassPosterior, SpatialPointMassPosterior, spatial_head
 
 __all__ = [
     "DiagonalGaussian",
@@ -18,6 +18,7 @@ __all__ = [
     "StandardNormal",
     "PointMass",
     "PointMassPosterior",
+    "SpatialPointMassPosterior",
     "spatial_head",
     "Bernoulli",
     "BernoulliImage",

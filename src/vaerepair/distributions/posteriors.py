@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["PointMass", "PointMassPosterior", "spatial_head"]
+__all__ = ["PointMass", "PointMassPosterior", "SpatialPointMassPosterior", "spatial_head"]
 
 
 class PointMass:
@@ -92,3 +92,38 @@ class PointMassPosterior(nn.Module):
                 f"the posterior head must give codes of shape (B, {self.latent_dim}), got {tuple(z.shape)}"
             )
         return PointMass(z)
+
+
+class SpatialPointMassPosterior(nn.Module):
+    """Deterministic spatial code ``z = conv1x1(h)``: feature maps ``(B, F, H, W)`` -> codes ``(B, L, H, W)``.
+
+    The posterior of a fully convolutional autoencoder (any image size): every
+    position gets its own ``L``-channel code. Its latents have three event
+    dimensions (``event_dims = 3``), so ``S`` samples are ``(S, B, L, H, W)``.
+
+    Args:
+        in_channels: the encoder's feature channels ``F``.
+        latent_channels: ``L``.
+
+    Example:
+        >>> SpatialPointMassPosterior(32, 8)(torch.randn(2, 32, 5, 7)).rsample(3).shape
+        torch.Size([3, 2, 8, 5, 7])
+    """
+
+    event_dims = 3
+
+    def __init__(self, in_channels: int, latent_channels: int) -> None:
+        super().__init__()
+        if in_channels < 1 or latent_channels < 1:
+            raise ValueError(f"in_channels and latent_channels must be >= 1, got {in_channels}, {latent_channels}")
+        self.in_channels, self.latent_channels = int(in_channels), int(latent_channels)
+        self.head = nn.Conv2d(self.in_channels, self.latent_channels, 1)
+
+    def forward(self, features: Tensor) -> PointMass:
+        """The point mass at the 1x1 convolution of feature maps ``(B, F, H, W)``."""
+        if features.dim() != 4 or features.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected encoder feature maps of shape (B, {self.in_channels}, H, W), got {tuple(features.shape)}; "
+                "make the posterior's in_channels equal the encoder's out_channels"
+            )
+        return PointMass(self.head(features))

@@ -13,20 +13,21 @@ from vaerepair.distributions import (
     Gaussian,
     GaussianPosterior,
     PointMassPosterior,
+    SpatialPointMassPosterior,
     StandardNormal,
     spatial_head,
 )
 from vaerepair.flows import PlanarFlowPosterior
 from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
 from vaerepair.models.latent import LatentVariableModel
-from vaerepair.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from vaerepair.nets import ConvDecoder, ConvEncoder, ConvHead, MLPDecoder, MLPEncoder, UNetEncoder
 
 __all__ = [
     "ModelSpec", "build", "autoencoder", "variational_autoencoder", "flow_vae", "conditional_vae", "MODEL_KINDS",
 ]
 
 MODEL_KINDS = ("ae", "dae", "vae")
-_ARCHS = ("mlp", "conv")
+_ARCHS = ("mlp", "conv", "unet")
 _LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -39,10 +40,14 @@ class ModelSpec:
         kind: ``"ae"`` or ``"dae"`` (point-mass posterior, no prior; the same
             network, ``"dae"`` records that it is trained on corrupted inputs),
             or ``"vae"`` (diagonal Gaussian posterior, standard normal prior).
-        image_shape: ``(C, H, W)``.
-        latent_dim: ``D``.
-        arch: ``"mlp"`` or ``"conv"``.
-        hidden: MLP hidden widths, or the conv stages' widths.
+        image_shape: ``(C, H, W)``; ``(C, None, None)`` for ``"unet"``, which
+            takes any size (given sides are dropped: the spec records channels).
+        latent_dim: ``D``; for ``"unet"`` the code's channels ``L`` per pixel.
+        arch: ``"mlp"``, ``"conv"`` or ``"unet"`` (fully convolutional, any
+            image size: :class:`~vaerepair.nets.UNetEncoder`, a spatial point-mass
+            code, :class:`~vaerepair.nets.ConvHead`; kind ``"ae"``/``"dae"``).
+        hidden: MLP hidden widths, the conv stages' widths, or the U-Net's
+            widths per level (finest first).
         features: conv encoder feature size (ignored by the MLP).
         likelihood: ``"bernoulli"``, ``"continuous-bernoulli"`` or ``"gaussian"``.
         sigma: the Gaussian likelihood's scale.
@@ -67,7 +72,7 @@ class ModelSpec:
     """
 
     kind: str = "dae"
-    image_shape: tuple[int, int, int] = (1, 28, 28)
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, None, None) for "unet"
     latent_dim: int = 20
     arch: str = "mlp"
     hidden: tuple[int, ...] = (400,)
@@ -106,7 +111,16 @@ class ModelSpec:
             raise ValueError(f"flows must be >= 0, got {self.flows}")
         if self.likelihood not in _LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
-        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        if self.arch == "unet":
+            if self.kind == "vae" or self.condition is not None or self.spatial:
+                raise ValueError("arch='unet' is a point-mass autoencoder (kind 'ae'/'dae'), unconditional, "
+                                 "and always spatial (leave spatial=False)")
+            object.__setattr__(self, "image_shape", (int(self.image_shape[0]), None, None))
+        else:
+            if None in tuple(self.image_shape):
+                raise ValueError(f"arch={self.arch!r} takes one image size: give image_shape=(C, H, W), got "
+                                 f"{tuple(self.image_shape)}; arch='unet' takes any size")
+            object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
         object.__setattr__(self, "hidden", tuple(int(s) for s in self.hidden))
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +161,13 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
     elif spec.condition == "image":
         condition = ImageCondition(spec.image_shape, features=spec.condition_features, activation=act)
     extra = condition.out_features if condition is not None else 0  # joins the features and the latent
+    if spec.arch == "unet":
+        unet = UNetEncoder(spec.image_shape[0], widths=spec.hidden, norm=spec.norm, activation=act)
+        return LatentVariableModel(
+            unet, SpatialPointMassPosterior(unet.out_channels, spec.latent_dim),
+            ConvHead(spec.latent_dim, spec.image_shape[0], hidden=spec.hidden[0], activation=act,
+                     params_per_pixel=getattr(likelihood, "params_per_pixel", 1)),
+            likelihood, spec=spec.to_dict())
     if spec.arch == "mlp":
         encoder = MLPEncoder(spec.image_shape, hidden=spec.hidden, activation=act)
         decoder = MLPDecoder(spec.latent_dim + extra, spec.image_shape, hidden=tuple(reversed(spec.hidden)),

@@ -112,7 +112,12 @@ class LatentVariableModel(nn.Module):
                 f"the posterior has latent_dim={post_d}{cond} but the decoder takes latent_dim={dec_d}; "
                 f"build the decoder with latent_dim={post_d + extra}"
             )
-        self.image_shape: tuple[int, int, int] = tuple(int(s) for s in image_shape)  # type: ignore[assignment]
+        self.latent_event_dims = int(getattr(posterior, "event_dims", 1))
+        if self.latent_event_dims != 1:
+            _check_spatial(encoder, posterior, decoder, condition)
+        # (C, H, W); H and W are None for a fully convolutional model, which takes any size
+        self.image_shape: tuple[int, int, int] = tuple(  # type: ignore[assignment]
+            None if s is None else int(s) for s in image_shape)
         self.latent_dim: int | None = post_d
         self.encoder = encoder
         self.posterior = posterior
@@ -125,7 +130,7 @@ class LatentVariableModel(nn.Module):
     def check_input(self, x: Tensor, name: str = "x") -> Tensor:
         """Raise a clear error unless ``x`` is ``(B, C, H, W)`` matching the model."""
         c, h, w = self.image_shape
-        return check_images(x, name, channels=c, size=(h, w))
+        return check_images(x, name, channels=c, size=None if h is None or w is None else (h, w))
 
     def encode(self, x: Tensor, condition: Tensor | None = None) -> Any:
         """The posterior q(z | x) (or q(z | x, c)) for images ``(B, C, H, W)``."""
@@ -136,14 +141,16 @@ class LatentVariableModel(nn.Module):
         return self.posterior(features)
 
     def decode(self, z: Tensor, condition: Tensor | None = None) -> Any:
-        """The likelihood p(x | z) (or p(x | z, c)) for latents ``(B, D)`` or ``(S, B, D)``."""
+        """The likelihood p(x | z) (or p(x | z, c)) for latents ``(B, D)`` or ``(S, B, D)``
+        (spatial codes: ``(B, L, H, W)`` or ``(S, B, L, H, W)``)."""
         embedding = self._embed(condition)
         if embedding is not None:
             z = torch.cat([z, embedding.expand(*z.shape[:-1], embedding.shape[-1])], dim=-1)
-        if z.dim() == 2:
+        event = self.latent_event_dims
+        if z.dim() == event + 1:
             return self.likelihood(self.decoder(z))
-        lead = z.shape[:-1]
-        params = self.decoder(z.reshape(-1, z.shape[-1]))
+        lead = z.shape[:-event]
+        params = self.decoder(z.reshape(-1, *z.shape[-event:]))
         return self.likelihood(params.reshape(*lead, *params.shape[1:]))
 
     def reconstruct(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
@@ -171,24 +178,31 @@ class LatentVariableModel(nn.Module):
 
     @overload
     def repair(self, x: Tensor, condition: Tensor | None = None, batch_size: int = 512,
-               tile: int | tuple[int, int] | None = None, overlap: int = 8) -> Tensor: ...
+               tile: int | tuple[int, int] | None = None, overlap: int | None = None) -> Tensor: ...
 
     @overload
     def repair(self, x: list[Tensor], condition: Tensor | None = None, batch_size: int = 512,
-               tile: int | tuple[int, int] | None = None, overlap: int = 8) -> list[Tensor]: ...
+               tile: int | tuple[int, int] | None = None, overlap: int | None = None) -> list[Tensor]: ...
 
     @torch.no_grad()
     def repair(self, x: Tensor | list[Tensor], condition: Tensor | None = None, batch_size: int = 512,
-               tile: int | tuple[int, int] | None = None, overlap: int = 8) -> Tensor | list[Tensor]:
+               tile: int | tuple[int, int] | None = None, overlap: int | None = None) -> Tensor | list[Tensor]:
         """Repaired images ``(B, C, H, W)``: :meth:`reconstruct` in eval mode, in batches, without gradients.
 
         ``x`` may live on any device: batches go to the model's device and the
         result comes back on ``x``'s. The model's train/eval mode is restored.
         A conditional model needs ``condition`` (one row per image).
 
-        With ``tile`` (for a model of fixed size: its ``(H, W)``) an image larger
-        than the model is repaired tile by tile, the ``overlap`` pixels shared by
-        neighbouring tiles blended (:func:`vaerepair.tiling.repair_tiled`).
+        With ``tile`` (for a model of fixed size: its ``(H, W)``; for a fully
+        convolutional one any side, e.g. 512, which bounds the memory) an image is
+        repaired tile by tile, the ``overlap`` pixels shared by neighbouring tiles
+        blended (:func:`vaerepair.tiling.repair_tiled`). A fully convolutional
+        model's default overlap is ``2 r + 16`` for its receptive radius ``r``,
+        with the ``r`` pixels next to each inner tile edge given weight 0 and
+        tiles aligned to its downsampling grid, so the tiled repair equals the
+        untiled one up to float rounding (tiles smaller than ``4 r + 32`` get half
+        their side as overlap: blended, no longer exact); a fixed-size model's
+        default is 8.
         A list of images ``(C, H_i, W_i)`` of different sizes gives the list of
         their repairs (each repaired alone, tiled when ``tile`` is given).
         """
@@ -203,8 +217,15 @@ class LatentVariableModel(nn.Module):
                 raise ValueError("tiled repair takes no condition (a condition belongs to a whole image)")
             from vaerepair.tiling import repair_tiled
 
-            return repair_tiled(lambda t: self.repair(t, batch_size=batch_size), x, tile, overlap,
-                                batch_size=batch_size)
+            radius, margin = self.receptive_radius, None
+            if overlap is None and radius is not None:  # exact for tiles over 2 r + 16 + align; blended below
+                smallest = min((tile, tile) if isinstance(tile, int) else tile)
+                overlap = min(2 * radius + 16, smallest // 2)
+                margin = min(radius, overlap // 2)
+            elif overlap is None:
+                overlap = 8
+            return repair_tiled(lambda t: self.repair(t, batch_size=batch_size), x, tile, overlap, margin=margin,
+                                batch_size=batch_size, align=int(getattr(self.encoder, "multiple", 1)))
         self.check_input(x)
         if condition is not None and len(condition) != len(x):
             raise ValueError(f"condition must have one row per image ({len(x)}), got {shape_str(condition.shape)}")
@@ -225,6 +246,17 @@ class LatentVariableModel(nn.Module):
         finally:
             self.train(was_training)
 
+    @property
+    def fully_convolutional(self) -> bool:
+        """Whether the model takes images of any ``H x W`` (its ``image_shape`` is ``(C, None, None)``)."""
+        return self.image_shape[1] is None
+
+    @property
+    def receptive_radius(self) -> int | None:
+        """For a fully convolutional model: how far (in pixels) an output pixel can see into the input."""
+        radii = [getattr(self.encoder, "receptive_radius", None), getattr(self.decoder, "receptive_radius", None)]
+        return None if None in radii else sum(r for r in radii if r is not None)
+
     def _embed(self, condition: Tensor | None) -> Tensor | None:
         """The condition's embedding ``(B, E)``; checks that one is given exactly when the model is conditional."""
         if self.condition is None:
@@ -241,3 +273,17 @@ class LatentVariableModel(nn.Module):
             )
         embedding: Tensor = self.condition(condition)
         return embedding
+
+
+def _check_spatial(encoder: nn.Module, posterior: nn.Module, decoder: nn.Module, condition: Condition | None) -> None:
+    """The channel counts of a spatial-code model agree, and it has no (vector) condition."""
+    if condition is not None:
+        raise ValueError("a model with a spatial code cannot be conditional (a condition joins a latent vector)")
+    enc, post_in = getattr(encoder, "out_channels", None), getattr(posterior, "in_channels", None)
+    if enc is not None and post_in is not None and enc != post_in:
+        raise ValueError(f"the encoder gives {enc}-channel feature maps but the posterior expects "
+                         f"in_channels={post_in}; build the posterior with in_channels={enc}")
+    post_l, dec_l = getattr(posterior, "latent_channels", None), getattr(decoder, "latent_channels", None)
+    if post_l is not None and dec_l is not None and post_l != dec_l:
+        raise ValueError(f"the posterior gives {post_l}-channel codes but the decoder takes latent_channels={dec_l}; "
+                         f"build the decoder with latent_channels={post_l}")

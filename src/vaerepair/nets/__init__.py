@@ -1,7 +1,9 @@
-"""Encoders (images ``(B, C, H, W)`` -> features ``(B, F)``) and decoders
-(latents ``(B, D)`` -> likelihood parameters shaped like the images)."""
+"""Encoders (images ``(B, C, H, W)`` -> features ``(B, F)``, or feature maps for the fully
+convolutional U-Net) and decoders (latents ``(B, D)`` or codes ``(B, L, H, W)`` -> likelihood
+parameters shaped like the images)."""
 
 from vaerepair.nets.conv import ConvDecoder, ConvEncoder
 from vaerepair.nets.mlp import MLPDecoder, MLPEncoder
+from vaerepair.nets.unet import ConvHead, UNetEncoder
 
-__all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]
+__all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "UNetEncoder", "ConvHead"]

@@ -52,7 +52,9 @@ def _max_rel(a: Tensor, b: Tensor) -> float:
 def _check_one(objective: Any, model: nn.Module, dtype: torch.dtype, device: torch.device, batch: int,
                rtol: float, ignore_params: Sequence[str]) -> CheckReport:
     report = CheckReport("model")
-    shape = tuple(model.image_shape)  # type: ignore[arg-type]
+    # a fully convolutional model (image_shape (C, None, None)) is checked on odd-sized 13x10 images
+    c, h, w = model.image_shape  # type: ignore[misc]
+    shape = (c, 13 if h is None else h, 10 if w is None else w)
     x_t = _images(batch, shape, 1, dtype, device)
     x_in = (x_t + 0.3 * _images(batch, shape, 2, dtype, device)).clamp(0, 1)  # a "corrupted" input
 

@@ -82,7 +82,8 @@ class PatchSource(BatchSource):
     def _setup(self) -> None:
         device, p = self.ctx.device, self.patch_size
         c = self.items[0].shape[0]
-        if self.ctx.image_shape is not None and tuple(self.ctx.image_shape) != (c, p, p):
+        expected = self.ctx.image_shape
+        if expected is not None and any(e is not None and e != s for e, s in zip(expected, (c, p, p), strict=True)):
             raise ValueError(f"the model takes images of shape {self.ctx.image_shape}, not {p}x{p} patches of "
                              f"{c} channel(s): build a fully convolutional model or set patch_size accordingly")
         self._c = c

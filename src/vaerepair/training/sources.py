@@ -84,8 +84,8 @@ def as_images(data: ImageDataset | Tensor, name: str) -> Tensor:
 
 
 def check_image_shape(shape: tuple[int, ...], expected: tuple[int, ...] | None, name: str) -> None:
-    """Refuse images of shape ``(C, H, W)`` that a model taking ``expected`` cannot take."""
-    if expected is not None and tuple(shape) != tuple(expected):
+    """Refuse images of shape ``(C, H, W)`` that a model taking ``expected`` cannot take (a ``None`` side: any)."""
+    if expected is not None and any(e is not None and s != e for s, e in zip(shape, expected, strict=True)):
         c, h, w = expected
         raise ValueError(
             f"{name} has images of shape {shape_str(shape)} but the model takes ({c}, {h}, {w}); "

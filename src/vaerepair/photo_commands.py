@@ -1,0 +1,268 @@
+"""The commands for photographs: ``models``, ``denoise``, and ``train`` / ``evaluate`` on an image folder."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaerepair import corruptions as corr
+from vaerepair.commands import CLIError, prepare_output_folder
+from vaerepair.data import ImageFolder, read_image, train_val_split
+from vaerepair.models import LatentVariableModel, ModelSpec, build
+from vaerepair.objectives import Reconstruction
+from vaerepair.protocol import evaluate_protocol
+from vaerepair.training import PatchSource, Trainer, load_model
+from vaerepair.training.callbacks import EMA, LRSchedule
+from vaerepair.training.history import write_json
+from vaerepair.zoo import check_noise_range, pretrained
+
+__all__ = ["models_command", "denoise_command", "train_folder_command", "evaluate_folder_command",
+           "AUTO_TILE_PIXELS"]
+
+AUTO_TILE_PIXELS = 1024 * 1024  # a fully convolutional model tiles larger images by itself (memory bound)
+AUTO_TILE = 512
+
+
+def models_command(args: argparse.Namespace) -> None:
+    shipped = pretrained()
+    if not shipped:
+        print("no pretrained models are installed")
+    for info in shipped:
+        print(info.describe())
+
+
+def _model(args: argparse.Namespace) -> LatentVariableModel:
+    """The model ``--model NAME`` (shipped) or ``--checkpoint FILE`` names (exactly one of them)."""
+    if (args.model is None) == (args.checkpoint is None):
+        raise CLIError("give exactly one of --model NAME (a shipped model: see `vaerepair models`) and "
+                       "--checkpoint FILE")
+    if args.model is not None:
+        return pretrained(args.model)
+    return load_model(args.checkpoint)
+
+
+def _read(path: Path, channels: int, convert: bool = False) -> tuple[Tensor, bool]:
+    """``path`` as float ``(C, H, W)`` (unclipped for ``.npy``) and whether it held more than 8 bits; with
+    ``convert`` a colour image becomes grey (BT.601) for a grey model and a grey one RGB for a colour model."""
+    if not path.is_file():
+        raise CLIError(f"input image {str(path)!r} does not exist")
+    if path.suffix.lower() == ".npy":
+        array = np.load(path, allow_pickle=False)
+        if array.ndim == 2:
+            array = array[None]
+        elif array.ndim == 3 and array.shape[-1] in (1, 3) and array.shape[0] not in (1, 3):
+            array = np.moveaxis(array, -1, 0)  # (H, W, C) -> (C, H, W)
+        if array.ndim != 3 or array.shape[0] not in (1, 3) or not np.issubdtype(array.dtype, np.floating):
+            raise CLIError(f"{str(path)!r} must hold a float array (H, W), (C, H, W) or (H, W, C) with C = 1 or 3 "
+                           f"in [0, 1] units, got {array.dtype} of shape {array.shape}")
+        if not np.isfinite(array).all():
+            raise CLIError(f"{str(path)!r} holds NaN or infinite values; repair only finite images")
+        image, deep = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), True
+    else:
+        raw = read_image(path)  # uint8, or float32 for 16-bit files
+        deep = raw.dtype != torch.uint8
+        image = raw.float() / 255 if raw.dtype == torch.uint8 else raw
+    if image.shape[0] == 3 and channels == 1 and bool((image[1:] == image[:1]).all()):
+        image = image[:1]  # a grey picture stored as RGB (three equal channels) is grey
+    if image.shape[0] != channels:
+        kinds = {1: "grey", 3: "colour (RGB)"}
+        if not convert:
+            raise CLIError(f"{str(path)!r} is {kinds[image.shape[0]]} but the model repairs {kinds[channels]} "
+                           f"images; use a {kinds[image.shape[0]].split()[0]} model (see `vaerepair models`), or "
+                           f"pass --convert to repair it as {kinds[channels].split()[0]}")
+        if channels == 1:  # ITU-R BT.601 luma, as ImageFolder(mode="L")
+            image = (image * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+        else:
+            image = image.expand(3, -1, -1).contiguous()
+    return image, deep
+
+
+def _write(path: Path, image: Tensor, deep: bool) -> None:
+    """A repair ``(C, H, W)``: ``.npy`` float32 as computed; other suffixes 8-bit images (16-bit grey PNG/TIFF when
+    the input had more than 8 bits)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".npy":
+        np.save(path, image.numpy().astype(np.float32))
+        return
+    clipped = image.clamp(0, 1).numpy()
+    if deep and image.shape[0] == 1 and path.suffix.lower() in (".png", ".tif", ".tiff"):
+        Image.fromarray((clipped[0] * 65535).round().astype(np.uint16)).save(path)
+        return
+    pixels = (clipped * 255).round().astype(np.uint8)
+    Image.fromarray(pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)).save(path)
+
+
+def denoise_command(args: argparse.Namespace) -> None:
+    model = _model(args)
+    if model.condition is not None:
+        raise CLIError(
+            f"{str(args.checkpoint)!r} holds a conditional model ({type(model.condition).__name__}), which needs "
+            "a label or a mask per image; repair with the Python API: model.repair(x, model.condition.prepare(...))"
+        )
+    c, h, w = model.image_shape
+    if len(args.inputs) > 1:
+        stems: dict[str, Path] = {}
+        for path in args.inputs:  # NAME_repaired.png each: two inputs of one name would overwrite each other
+            if path.stem in stems:
+                raise CLIError(f"{str(stems[path.stem])!r} and {str(path)!r} would both be written to "
+                               f"{path.stem}_repaired.png in {str(args.output)!r}; repair them in separate runs")
+            stems[path.stem] = path
+        prepare_output_folder(args.output, "-o")
+    else:
+        _check_output_file(args.output)
+    for path in args.inputs:
+        image, deep = _read(path, c, args.convert)
+        x = image.unsqueeze(0)
+        if h is None:  # fully convolutional: any size, tiled when large
+            tile = args.tile if args.tile else (AUTO_TILE if x.shape[-2] * x.shape[-1] > AUTO_TILE_PIXELS else None)
+            repaired = model.repair(x, tile=tile, overlap=args.overlap)[0]
+        else:
+            repaired = _repair_fixed_size(model, x, path, args)
+        out = args.output if len(args.inputs) == 1 else args.output / f"{path.stem}_repaired{_suffix(path)}"
+        _write(out, repaired, deep)
+        print(f"{path} -> {out}")
+
+
+def _suffix(path: Path) -> str:
+    return ".npy" if path.suffix.lower() == ".npy" else ".png"
+
+
+def _check_output_file(path: Path) -> None:
+    """``-o FILE``: a file whose folder exists or can be made, not a folder itself."""
+    if path.is_dir():
+        raise CLIError(f"-o {str(path)!r} is a folder; with one input give a file name such as "
+                       f"{str(path / 'repaired.png')!r}")
+    prepare_output_folder(path.parent, "-o's folder") if str(path.parent) not in ("", ".") else None
+
+
+def _repair_fixed_size(model: LatentVariableModel, x: Tensor, path: Path, args: argparse.Namespace) -> Tensor:
+    from torchvision.transforms.v2 import functional as TF
+
+    c, h, w = model.image_shape
+    size = tuple(x.shape[-2:])
+    tiled = args.tile is not None and size != (h, w)
+    if tiled and (size[0] < h or size[1] < w):
+        raise CLIError(f"{str(path)!r} is {size[0]}x{size[1]} pixels, smaller than the model's {h}x{w} tiles; "
+                       "pass --resize instead of --tile")
+    if size != (h, w) and not tiled:
+        if not args.resize:
+            raise CLIError(
+                f"{str(path)!r} is {size[0]}x{size[1]} pixels but the model takes {h}x{w} "
+                f"({'grey' if c == 1 else 'RGB'}) images; pass --tile to repair it tile by tile, --resize "
+                f"to scale it, or crop it to {h}x{w}"
+            )
+        x = TF.resize(x.clamp(0, 1), [h, w], antialias=True)
+    else:
+        x = x.clamp(0, 1)  # a fixed-size model was trained on images in [0, 1]
+    repaired = (model.repair(x, tile=(h, w), overlap=args.overlap or 8) if tiled else model.repair(x))[0]
+    if size != (h, w) and not tiled:
+        repaired = TF.resize(repaired.clamp(0, 1), list(size), antialias=True)
+    return repaired.clamp(0, 1)
+
+
+def _folder(path: Path, mode: str | None) -> ImageFolder:
+    return ImageFolder(path, mode=mode)
+
+
+def centre_crop(image: Tensor, side: int) -> Tensor:
+    """The ``side x side`` centre of an image ``(C, H, W)`` (validation batches need one size)."""
+    top, left = (image.shape[1] - side) // 2, (image.shape[2] - side) // 2
+    return image[:, top : top + side, left : left + side]
+
+
+def train_folder_command(args: argparse.Namespace) -> dict[str, Any]:
+    """``vaerepair train --data DIR``: a fully convolutional denoiser on random patches of a photo folder."""
+    t_start = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.arch != "unet":
+        raise CLIError(f"--data trains on photographs of any size, which needs --arch unet, got --arch {args.arch}")
+    if args.model == "vae":
+        raise CLIError("--arch unet is a point-mass autoencoder: use --model dae")
+    photos = _folder(args.data, args.mode)
+    if args.limit:
+        photos = photos.subset(range(min(args.limit, len(photos))))
+    if args.val_data is not None:
+        train, val = photos, _folder(args.val_data, args.mode)
+    else:
+        if len(photos) < 2:
+            raise CLIError(f"{str(args.data)!r} holds one image: give --val-data DIR, or add images")
+        train, val = train_val_split(photos, args.val_fraction, seed=args.seed)
+    channels = {int(im.shape[0]) for im in train}
+    if len(channels) > 1:
+        raise CLIError(f"{str(args.data)!r} mixes grey and colour images: pass --mode L or --mode RGB")
+    small = [(p, s) for p, s in zip(train.paths, train.sizes, strict=True) if min(s) < args.patch]
+    if small:
+        raise CLIError(f"{str(small[0][0])!r} is {small[0][1][0]}x{small[0][1][1]} pixels, smaller than the "
+                       f"{args.patch}x{args.patch} patches; use a smaller --patch or remove it")
+    torch.manual_seed(args.seed)
+    spec = ModelSpec(kind="dae", image_shape=(channels.pop(), 0, 0), latent_dim=args.latent_dim, arch="unet",
+                     hidden=args.hidden, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
+                     learn_sigma=args.learn_sigma, activation=args.activation)
+    model = build(spec)
+    corruption = corr.from_spec(args.corruption)
+    steps = args.epochs * math.ceil(args.patches_per_epoch / args.batch_size)
+    trainer = Trainer(
+        model, Reconstruction(), corruption, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        device=args.device, seed=args.seed, checkpoint_dir=args.out, progress=not args.no_progress,
+        monitor="val_psnr", eval_batch_size=1, checkpoint_every=args.checkpoint_every,
+        callbacks=[EMA(0.999), LRSchedule(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, steps, eta_min=args.lr / 100), interval="step")],
+        metadata={"data": str(args.data), "corruption": args.corruption},
+    )
+    side = min(min(s) for s in val.sizes)
+    val_images = torch.stack([centre_crop(im, side) for im in val])
+    print(f"training unet dae on {len(train)} photos of {str(args.data)!r} ({args.patch}x{args.patch} patches, "
+          f"{args.patches_per_epoch} per epoch; {len(val)} validation images, centre {side}x{side}), "
+          f"corruption {args.corruption}, {args.epochs} epochs on {trainer.device}", flush=True)
+    history = trainer.fit(PatchSource(list(train), args.patch, patches_per_epoch=args.patches_per_epoch,
+                                      augment=True), val_images, resume=args.resume)
+    metrics = {"best_epoch": history.best_epoch, "seconds": time.perf_counter() - t_start,
+               "history": history.to_dict(),
+               "config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                          for k, v in vars(args).items()}}
+    write_json(args.out / "metrics.json", metrics)
+    best = history.records[history.best_epoch - 1] if history.best_epoch else history.records[-1]
+    print(f"best epoch {history.best_epoch}: validation PSNR {best['val_psnr']:.2f} dB (input "
+          f"{best.get('val_psnr_input', float('nan')):.2f}); wrote {args.out}/best.pt, last.pt, metrics.json "
+          f"({metrics['seconds']:.0f} s)")
+    return metrics
+
+
+def evaluate_folder_command(args: argparse.Namespace) -> dict[str, Any]:
+    """``vaerepair evaluate --data DIR --sigma S``: the denoising literature's protocol on a photo folder."""
+    model = _model(args)
+    c = model.image_shape[0]
+    photos = _folder(args.data, "L" if c == 1 else "RGB")
+    if any(im.dtype != torch.uint8 for im in photos):
+        raise CLIError(f"the protocol reads 8-bit images; {str(args.data)!r} holds 16-bit ones")
+    results = {}
+    for sigma in args.sigma:
+        check_noise_range(model, (sigma / 255, sigma / 255))
+        tile = args.tile
+
+        def repair(x: Tensor, tile: int | None = tile) -> Tensor:
+            return model.repair(x, tile=tile)
+
+        results[str(sigma)] = evaluate_protocol(repair, list(photos), sigma,
+                                                names=[p.name for p in photos.paths])
+    print(f"\n{str(args.data)!r}: {len(photos)} images, protocol of the denoising literature "
+          "(NumPy seed 0 per image, unclipped noise, 8-bit output, peak 255)")
+    print(f"{'sigma':>6}{'noisy PSNR':>12}{'PSNR':>8}{'SSIM':>8}")
+    for sigma, r in results.items():
+        print(f"{sigma:>6}{r['psnr_input']:12.2f}{r['psnr']:8.2f}{r['ssim']:8.3f}")
+    if args.out is not None:
+        if args.out.is_dir():
+            raise CLIError(f"--out {str(args.out)!r} is a folder; give a file name such as "
+                           f"{str(args.out / 'metrics.json')!r}")
+        write_json(args.out, {"data": str(args.data), "results": results})
+    return results

@@ -1,0 +1,208 @@
+"""Photographs of any size: the U-Net denoiser, its spatial code, aligned tiling, the protocol, shipped models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import vaerepair as vr
+from vaerepair.data import ImageFolder
+from vaerepair.distributions import SpatialPointMassPosterior
+from vaerepair.models import ModelSpec, build
+from vaerepair.nets import ConvHead, UNetEncoder
+from vaerepair.nets.unet import pad_to_multiple
+from vaerepair.protocol import evaluate_protocol, protocol_noise, psnr_8bit, to_8bit
+from vaerepair.testing import check_objective
+from vaerepair.tiling import repair_tiled, tile_starts
+from vaerepair.training import PatchSource
+from vaerepair.zoo import WEIGHTS_DIR, check_noise_range
+
+from .test_folder import _shared
+
+
+def small_unet(channels: int = 1) -> vr.LatentVariableModel:
+    torch.manual_seed(0)
+    return build(ModelSpec(kind="dae", image_shape=(channels, 0, 0), arch="unet", hidden=(8, 16, 16), latent_dim=8,
+                           likelihood="gaussian"))
+
+
+@pytest.mark.parametrize("size", [(37, 53), (1, 1), (3, 2), (4, 8), (321, 481)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_unet_takes_any_size(size, channels):
+    model = small_unet(channels)
+    x = torch.rand(2, channels, *size)
+    assert model.reconstruct(x).shape == x.shape
+    assert model.image_shape == (channels, None, None) and model.fully_convolutional
+
+
+def test_padding_mirrors_and_is_cropped_away():
+    x = torch.arange(15.0).view(1, 1, 3, 5)
+    padded, size = pad_to_multiple(x, 4)
+    assert size == (3, 5) and padded.shape == (1, 1, 4, 8)
+    torch.testing.assert_close(padded[..., 3, :5], x[..., 1, :])  # reflect: row 3 mirrors row 1
+    torch.testing.assert_close(padded[..., :3, 5:], x[..., :, [3, 2, 1]])
+    tiny, _ = pad_to_multiple(torch.ones(1, 1, 1, 1), 4)  # too small to mirror: the edge repeated
+    assert tiny.shape == (1, 1, 4, 4) and bool((tiny == 1).all())
+
+
+def test_spatial_code_and_samples_decode_per_pixel():
+    model = small_unet()
+    x = torch.rand(3, 1, 12, 20)
+    q = model.encode(x)
+    assert q.mean.shape == (3, 8, 12, 20) and q.rsample(4).shape == (4, 3, 8, 12, 20)
+    assert model.decode(q.rsample(4)).mean.shape == (4, 3, 1, 12, 20)
+    torch.testing.assert_close(model.decode(q.rsample(2)).mean[1], model.decode(q.mean).mean)
+
+
+def test_receptive_radius_bounds_the_true_dependence():
+    model = small_unet().double()
+    radius = model.receptive_radius
+    assert radius is not None
+    for centre in [(40, 40), (41, 43)]:  # both phases of the downsampling grid
+        x = torch.rand(1, 1, 96, 96, dtype=torch.float64, requires_grad=True)
+        model.reconstruct(x)[0, 0, centre[0], centre[1]].backward()
+        rows, cols = (x.grad[0, 0] != 0).nonzero().unbind(1)
+        reach = max(int((rows - centre[0]).abs().max()), int((cols - centre[1]).abs().max()))
+        assert 10 < reach <= radius  # it sees far (the coarse levels), never beyond the stated radius
+
+
+def test_mismatched_parts_and_options_are_refused():
+    with pytest.raises(ValueError, match="in_channels=8"):
+        vr.LatentVariableModel(UNetEncoder(1, (8, 16)), SpatialPointMassPosterior(4, 3), ConvHead(3), vr.distributions.Gaussian())
+    with pytest.raises(ValueError, match="latent_channels=3"):
+        vr.LatentVariableModel(UNetEncoder(1, (8, 16)), SpatialPointMassPosterior(8, 3), ConvHead(5), vr.distributions.Gaussian())
+    with pytest.raises(ValueError, match="point-mass autoencoder"):
+        ModelSpec(kind="vae", arch="unet")
+    with pytest.raises(ValueError, match="one image size"):
+        ModelSpec(arch="conv", image_shape=(1, None, None))
+    with pytest.raises(ValueError, match="channels must be an integer"):
+        UNetEncoder(0)
+
+
+def test_spec_records_channels_not_size():
+    model = small_unet(3)
+    spec = ModelSpec.from_dict(model.spec)
+    assert spec.image_shape == (3, None, None)
+    rebuilt = build(model.spec)
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.rand(1, 3, 19, 23)
+    torch.testing.assert_close(rebuilt.reconstruct(x), model.reconstruct(x))
+
+
+def test_objectives_compose_with_the_unet():
+    report = check_objective(vr.Reconstruction(), models=[lambda dtype: small_unet().to(dtype)])
+    assert report.ok, report.failures
+
+
+@pytest.mark.parametrize("length,tile,overlap,align", [(1024, 256, 68, 4), (481, 128, 40, 4), (321, 100, 30, 8),
+                                                       (50, 16, 4, 1), (100, 100, 10, 4)])
+def test_aligned_tile_starts_cover_and_overlap(length, tile, overlap, align):
+    starts = tile_starts(length, tile, overlap, align)
+    assert all(s % align == 0 for s in starts) and starts == sorted(set(starts))
+    ends = [s + tile for s in starts[:-1]] + [length]
+    assert ends[-1] - starts[-1] < tile + align  # the last tile runs to the border
+    assert all(e - s >= overlap for s, e in zip(starts[1:], ends[:-1], strict=True))
+
+
+def test_tiled_repair_equals_untiled_on_1024_pixels():
+    model = small_unet()
+    x = torch.rand(1, 1, 1024, 1024)
+    full = model.repair(x)
+    tiled = model.repair(x, tile=256)
+    assert float((tiled - full).abs().max()) < 1e-5  # float32 rounding: the tiles see what the whole image sees
+    careless = repair_tiled(model.repair, x, 256, overlap=16, margin=0)  # no margin, tiles off the grid: seams
+    assert float((careless - full).abs().max()) > 100 * float((tiled - full).abs().max())
+
+
+def test_tiled_repair_of_a_list_of_sizes_and_colour():
+    model = small_unet(3)
+    images = [torch.rand(3, 250, 197), torch.rand(3, 40, 41)]
+    for image, out in zip(images, model.repair(images, tile=128), strict=True):
+        torch.testing.assert_close(out, model.repair(image[None])[0], atol=1e-5, rtol=0)
+    small_tiles = model.repair(images[0][None], tile=48)  # below 4 r + 32: half-tile overlaps, blended
+    assert small_tiles.shape == images[0][None].shape and bool(torch.isfinite(small_tiles).all())
+
+
+def test_protocol_noise_is_the_published_draw():
+    clean = torch.randint(0, 256, (1, 17, 23), dtype=torch.uint8)
+    np.random.seed(0)
+    reference = clean[0].numpy() / 255.0 + np.random.normal(0, 25 / 255, (17, 23))
+    torch.testing.assert_close(protocol_noise(clean, 25)[0], torch.from_numpy(reference).float())
+    assert float(protocol_noise(clean, 50).min()) < 0  # unclipped
+    colour = torch.randint(0, 256, (3, 5, 4), dtype=torch.uint8)
+    np.random.seed(0)
+    reference = colour.numpy() / 255.0 + np.random.normal(0, 15 / 255, (3, 5, 4))
+    torch.testing.assert_close(protocol_noise(colour, 15), torch.from_numpy(reference).float())
+    with pytest.raises(ValueError, match="8-bit"):
+        protocol_noise(clean.float(), 25)
+
+
+def test_8bit_rounding_and_psnr():
+    assert to_8bit(torch.tensor([-0.2, 0.5 / 255, 1.49 / 255, 0.5, 1.7])).tolist() == [0, 0, 1, 128, 255]
+    a = torch.zeros(1, 4, 4, dtype=torch.uint8)
+    b = a.clone()
+    b[0, 0, 0] = 16
+    assert psnr_8bit(b, a) == pytest.approx(10 * math.log10(255**2 / (16**2 / 16)))
+    assert psnr_8bit(a, a) == math.inf
+    images = [torch.randint(0, 256, (1, 16, 16), dtype=torch.uint8) for _ in range(2)]
+    identity = evaluate_protocol(lambda x: x, images, 25)
+    assert identity["psnr"] == pytest.approx(identity["psnr_input"])  # repairing nothing gives the noisy PSNR
+    assert evaluate_protocol(lambda x: x, images, 0)["psnr"] == math.inf
+
+
+def test_patch_training_learns_on_photos_of_different_sizes():
+    torch.manual_seed(0)
+    base = torch.linspace(0, 1, 64)
+    photos = [(base[:h, None] * base[None, :w]).unsqueeze(0) for h, w in [(40, 64), (64, 48), (33, 35)]]
+    model = small_unet()
+    trainer = vr.Trainer(model, vr.Reconstruction(), vr.GaussianNoise((0.0, 0.2)), epochs=4, batch_size=8,
+                         lr=3e-3, device="cpu", progress=False, seed=0)
+    history = trainer.fit(PatchSource(photos, 32, patches_per_epoch=64, augment=True), torch.stack(
+        [p[:, :32, :32] for p in photos]))
+    records = history.records
+    assert records[-1]["val_psnr"] > records[0]["val_psnr"] and records[-1]["val_psnr"] > records[-1]["val_psnr_input"]
+
+
+# ---------------------------------------------------------------- shipped models
+
+
+def test_shipped_models_are_listed_small_and_weights_only():
+    shipped = {m.name: m for m in vr.pretrained()}
+    assert set(shipped) == {"grey", "colour"}
+    assert shipped["grey"].channels == 1 and shipped["colour"].channels == 3
+    for info in shipped.values():
+        assert info.path.parent == WEIGHTS_DIR and info.path.stat().st_size <= 5e6
+        assert info.sigma_range == pytest.approx((0.0, 55 / 255))
+        torch.load(info.path, weights_only=True)  # tensors and plain values only
+    with pytest.raises(ValueError, match="no pretrained model 'gray'; shipped: colour, grey"):
+        vr.pretrained("gray")
+
+
+@pytest.mark.parametrize("name,channels", [("grey", 1), ("colour", 3)])
+def test_shipped_models_repair_a_321x481_photo(name, channels):
+    model = vr.pretrained(name)
+    clean = torch.linspace(0, 1, 481).expand(channels, 321, 481).clone()
+    clean[:, 100:200, 150:300] = 0.8  # a flat square on a ramp
+    noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    repaired = model.repair(noisy[None])[0]
+    assert repaired.shape == clean.shape
+    assert float(vr.psnr(repaired.clamp(0, 1)[None], clean[None])) > float(vr.psnr(noisy[None], clean[None])) + 8
+    with pytest.raises(ValueError, match=f"{channels} channel"):
+        model.repair(torch.rand(1, 4 - channels, 20, 20))
+
+
+def test_shipped_grey_model_on_set12_images():
+    set12 = ImageFolder(_shared("set12"), mode="L").subset([0, 4])
+    model = vr.pretrained("grey")
+    result = evaluate_protocol(model.repair, list(set12), 25)
+    assert result["psnr"] > result["psnr_input"] + 7  # 20.4 dB noisy; BM3D gives about 30 on Set12
+
+
+def test_a_noise_level_outside_the_training_range_warns():
+    model = vr.pretrained("grey")
+    check_noise_range(model, (25 / 255, 25 / 255))  # inside: silent
+    with pytest.warns(UserWarning, match="trained on Gaussian noise with sigma in \\[0, 55\\]/255"):
+        check_noise_range(model, (75 / 255, 75 / 255))
