@@ -71,9 +71,11 @@ def test_receptive_radius_bounds_the_true_dependence():
 
 def test_mismatched_parts_and_options_are_refused():
     with pytest.raises(ValueError, match="in_channels=8"):
-        vr.LatentVariableModel(UNetEncoder(1, (8, 16)), SpatialPointMassPosterior(4, 3), ConvHead(3), vr.distributions.Gaussian())
+        vr.LatentVariableModel(UNetEncoder(1, (8, 16)), SpatialPointMassPosterior(4, 3), ConvHead(3),
+                               vr.distributions.Gaussian())
     with pytest.raises(ValueError, match="latent_channels=3"):
-        vr.LatentVariableModel(UNetEncoder(1, (8, 16)), SpatialPointMassPosterior(8, 3), ConvHead(5), vr.distributions.Gaussian())
+        vr.LatentVariableModel(UNetEncoder(1, (8, 16)), SpatialPointMassPosterior(8, 3), ConvHead(5),
+                               vr.distributions.Gaussian())
     with pytest.raises(ValueError, match="point-mass autoencoder"):
         ModelSpec(kind="vae", arch="unet")
     with pytest.raises(ValueError, match="one image size"):
@@ -128,13 +130,13 @@ def test_tiled_repair_of_a_list_of_sizes_and_colour():
 
 def test_protocol_noise_is_the_published_draw():
     clean = torch.randint(0, 256, (1, 17, 23), dtype=torch.uint8)
-    np.random.seed(0)
-    reference = clean[0].numpy() / 255.0 + np.random.normal(0, 25 / 255, (17, 23))
+    np.random.seed(0)  # noqa: NPY002 (the published scripts' legacy global generator is the oracle)
+    reference = clean[0].numpy() / 255.0 + np.random.normal(0, 25 / 255, (17, 23))  # noqa: NPY002
     torch.testing.assert_close(protocol_noise(clean, 25)[0], torch.from_numpy(reference).float())
     assert float(protocol_noise(clean, 50).min()) < 0  # unclipped
     colour = torch.randint(0, 256, (3, 5, 4), dtype=torch.uint8)
-    np.random.seed(0)
-    reference = colour.numpy() / 255.0 + np.random.normal(0, 15 / 255, (3, 5, 4))
+    np.random.seed(0)  # noqa: NPY002 (the published scripts' legacy global generator is the oracle)
+    reference = colour.numpy() / 255.0 + np.random.normal(0, 15 / 255, (3, 5, 4))  # noqa: NPY002
     torch.testing.assert_close(protocol_noise(colour, 15), torch.from_numpy(reference).float())
     with pytest.raises(ValueError, match="8-bit"):
         protocol_noise(clean.float(), 25)
@@ -164,6 +166,21 @@ def test_patch_training_learns_on_photos_of_different_sizes():
         [p[:, :32, :32] for p in photos]))
     records = history.records
     assert records[-1]["val_psnr"] > records[0]["val_psnr"] and records[-1]["val_psnr"] > records[-1]["val_psnr_input"]
+
+
+def test_validation_at_full_size_on_photos_of_several_sizes():
+    model = small_unet()
+    photos = [torch.rand(1, 30, 41), torch.rand(1, 24, 24), torch.rand(1, 30, 41)]
+    trainer = vr.Trainer(model, vr.Reconstruction(), vr.GaussianNoise(0.1), epochs=1, device="cpu", progress=False)
+    fixed = trainer.validator.fix(photos, 7, trainer.corruption, "val")
+    assert [f.clean.shape for f in fixed] == [(2, 1, 30, 41), (1, 1, 24, 24)]
+    combined = trainer.validator.repair_quality(fixed)
+    assert combined["n"] == 3
+    expected = (2 * trainer.validator.repair_quality(fixed[0])["psnr"] + trainer.validator.repair_quality(
+        fixed[1])["psnr"]) / 3
+    assert combined["psnr"] == pytest.approx(expected)
+    history = trainer.fit(PatchSource(photos, 16, patches_per_epoch=16), val=photos)
+    assert math.isfinite(history.records[-1]["val_psnr"])
 
 
 # ---------------------------------------------------------------- shipped models

@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from vaerepair._checks import check_images, shape_str
 from vaerepair.models.conditions import Condition
 
-__all__ = ["LatentVariableModel", "LatentModel", "PosteriorLike", "ImageDistribution"]
+__all__ = ["LatentVariableModel", "LatentModel", "PosteriorLike", "ImageDistribution", "TILE_PIXELS_IN_FLIGHT"]
+
+TILE_PIXELS_IN_FLIGHT = 2**19  # tiled repair: at most this many pixels of tiles go through the model at once
 
 
 class PosteriorLike(Protocol):
@@ -224,8 +226,10 @@ class LatentVariableModel(nn.Module):
                 margin = min(radius, overlap // 2)
             elif overlap is None:
                 overlap = 8
-            return repair_tiled(lambda t: self.repair(t, batch_size=batch_size), x, tile, overlap, margin=margin,
-                                batch_size=batch_size, align=int(getattr(self.encoder, "multiple", 1)))
+            th, tw = (tile, tile) if isinstance(tile, int) else tile
+            in_flight = max(1, min(batch_size, TILE_PIXELS_IN_FLIGHT // (th * tw)))  # memory bound by the tiles
+            return repair_tiled(lambda t: self.repair(t, batch_size=in_flight), x, tile, overlap, margin=margin,
+                                batch_size=in_flight, align=int(getattr(self.encoder, "multiple", 1)))
         self.check_input(x)
         if condition is not None and len(condition) != len(x):
             raise ValueError(f"condition must have one row per image ({len(x)}), got {shape_str(condition.shape)}")

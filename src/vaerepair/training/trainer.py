@@ -145,7 +145,7 @@ class Trainer:
         self.step_taken = False  # whether the last step updated the weights (False: skipped by the guard)
         self.stop_training = False  # a callback sets it to end fit after the epoch
         self.source: BatchSource = TensorSource(torch.zeros(1, 1, 1, 1))  # replaced by fit
-        self.val_fixed: FixedCorruption | None = None  # the validation images and their fixed corruption
+        self.val_fixed: FixedCorruption | list[FixedCorruption] | None = None  # (per size) fixed corruptions
         self._checked = False  # whether the first-batch check ran
 
     @property
@@ -159,11 +159,11 @@ class Trainer:
 
     # --------------------------------------------------------------- training
 
-    def fit(self, train: Data | BatchSource, val: Data | None = None,
+    def fit(self, train: Data | BatchSource, val: Data | Sequence[torch.Tensor] | None = None,
             resume: str | os.PathLike[str] | None = None) -> History:
         """Train for ``epochs`` epochs; returns (and keeps in ``self.history``) the history.
 
-        ``train`` is a dataset, images ``(N, C, H, W)``, or a :class:`BatchSource`.
+        ``train``: a dataset, images ``(N, C, H, W)``, a :class:`BatchSource`; ``val`` may be photos of any sizes.
         With ``resume`` (a ``last.pt``/``best.pt`` this Trainer's settings wrote)
         every state is restored and the run continues from the step where the
         checkpoint was taken, bit-identical on the CPU to an uninterrupted run.

@@ -11,6 +11,7 @@ for the corrupted input itself, and, on request, the IWAE estimate of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -78,9 +79,17 @@ class Validator:
         self.dtype = floats[0] if floats else torch.get_default_dtype()  # images are cast to the model's dtype
         self._step = ObjectiveStep(model, objective)
 
-    def fix(self, data: ImageDataset | Tensor, seed: int, corruption: Corruption | None,
-            name: str) -> FixedCorruption:
-        """``data`` (a dataset or images ``(N, C, H, W)``) on the device, with one corruption drawn from ``seed``."""
+    def fix(self, data: ImageDataset | Tensor | Sequence[Tensor], seed: int, corruption: Corruption | None,
+            name: str) -> FixedCorruption | list[FixedCorruption]:
+        """``data`` (a dataset or images ``(N, C, H, W)``) on the device, with one corruption drawn from ``seed``.
+
+        A sequence of images ``(C, H_i, W_i)`` of different sizes (a list, an
+        :class:`~vaerepair.data.ImageFolder`) is validated at full size: one
+        fixed corruption per size (seeds ``seed``, ``seed + 1``, ...), in order
+        of first appearance; the measures are means over all the images.
+        """
+        if not isinstance(data, (ImageDataset, Tensor)):
+            return self._fix_sizes(data, seed, corruption, name)
         images = as_images(data, name)
         check_image_shape(tuple(images.shape[1:]), getattr(self.model, "image_shape", None), name)
         if len(images) == 0:
@@ -88,6 +97,20 @@ class Validator:
         labels = labels_of(data, self.condition, name)
         return fix_corruption(images.to(self.device), corruption, seed, self.dtype, self.batch_size,
                               labels.to(self.device) if labels is not None else None)
+
+    def _fix_sizes(self, data: Sequence[Tensor], seed: int, corruption: Corruption | None,
+                   name: str) -> list[FixedCorruption]:
+        groups: dict[tuple[int, ...], list[Tensor]] = {}
+        for i, image in enumerate(data):
+            if not isinstance(image, Tensor) or image.dim() != 3:
+                raise ValueError(f"{name}[{i}] must be an image (C, H, W), got "
+                                 f"{tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__}")
+            groups.setdefault(tuple(image.shape), []).append(image)
+        if not groups:
+            raise ValueError(f"{name} is empty")
+        return [cast(FixedCorruption, self.fix(torch.stack(group), seed + k, corruption,
+                                               f"{name} ({'x'.join(map(str, shape[1:]))} images)"))
+                for k, (shape, group) in enumerate(groups.items())]
 
     def first_batch_check(self, x: Tensor, labels: Tensor | None, corruption: Corruption | None, seed: int) -> None:
         """Run the objective once on clean images ``x`` (corrupted from ``seed``) and explain what goes wrong."""
@@ -112,8 +135,10 @@ class Validator:
             x_in, mask = fixed.corrupted[part], fixed.mask[part]
             yield fixed.clean[part], x_in, mask, condition_of(self.condition, x_in, mask, labels)
 
-    def repair_quality(self, fixed: FixedCorruption) -> dict[str, float]:
+    def repair_quality(self, fixed: FixedCorruption | list[FixedCorruption]) -> dict[str, float]:
         """Loss, terms, ``psnr``, ``ssim`` (and ``psnr_missing``) of the repairs, and ``n``."""
+        if isinstance(fixed, list):
+            return _combine([(self.repair_quality(f), f) for f in fixed])
         was_training = self.model.training
         self.model.eval()
         partial = fixed.partial_mask()
@@ -140,8 +165,10 @@ class Validator:
         out["n"] = float(len(fixed.clean))
         return out
 
-    def input_quality(self, fixed: FixedCorruption) -> dict[str, float]:
+    def input_quality(self, fixed: FixedCorruption | list[FixedCorruption]) -> dict[str, float]:
         """PSNR/SSIM of the corrupted inputs themselves (the "before repair" numbers)."""
+        if isinstance(fixed, list):
+            return _combine([(self.input_quality(f), f) for f in fixed])
         partial = fixed.partial_mask()
         sums = {"psnr_input": 0.0, "ssim_input": 0.0, "psnr_missing_input": 0.0}
         for i in range(0, len(fixed.clean), self.batch_size):
@@ -157,8 +184,10 @@ class Validator:
             del out["psnr_missing_input"]
         return out
 
-    def likelihood(self, fixed: FixedCorruption, k: int) -> dict[str, float]:
+    def likelihood(self, fixed: FixedCorruption | list[FixedCorruption], k: int) -> dict[str, float]:
         """``neg_elbo`` and ``nll_iwae`` (``k`` samples) on the clean images, for a model with a prior."""
+        if isinstance(fixed, list):
+            return _combine([(self.likelihood(f, k), f) for f in fixed])
         if getattr(self.model, "prior", None) is None:
             return {}
         was_training = self.model.training
@@ -169,3 +198,17 @@ class Validator:
                                           condition=self.condition_for(fixed))
         finally:
             self.model.train(was_training)
+
+
+def _combine(parts: list[tuple[dict[str, float], FixedCorruption]]) -> dict[str, float]:
+    """Means per image over groups of images: each group's means weighted by its number of images (the
+    missing-region PSNRs by its number of images with a missing region); ``n`` summed."""
+    out: dict[str, float] = {}
+    for key in parts[0][0]:
+        if key == "n":
+            out[key] = sum(r[key] for r, _ in parts)
+            continue
+        weights = [float(f.n_with_missing() if "missing" in key else len(f.clean)) for _, f in parts]
+        values = [r.get(key, 0.0) for r, _ in parts]
+        out[key] = sum(w * v for w, v in zip(weights, values, strict=True)) / max(sum(weights), 1.0)
+    return out

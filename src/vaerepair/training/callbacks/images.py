@@ -44,6 +44,8 @@ class ImageGrid(Callback):
             return
         from vaerepair.plots import save_repair_grid
 
+        if isinstance(fixed, list):  # images of several sizes: the grid shows those of the first size
+            fixed = fixed[0]
         part = slice(0, self.n)
         clean, corrupted, mask = fixed.clean[part], fixed.corrupted[part], fixed.mask[part]
         labels = fixed.labels[part] if fixed.labels is not None else None

@@ -1,0 +1,147 @@
+"""Set12 under the denoising literature's protocol: noisy input, BM3D, the shipped models; repair time and memory.
+
+    python benchmarks/photos.py [--threads 2] [--bm3d N]
+
+Protocol (``../shared/datasets/README.md``, :mod:`vaerepair.protocol`): each
+image read as 8-bit grey, NumPy seed 0 per image, unclipped Gaussian noise of
+sigma / 255, the repair clipped and rounded to 8 bits, PSNR with peak 255, mean
+over the 12 images. BM3D's row is the published one (DnCNN paper, TIP 2017);
+with PyPI ``bm3d`` installed, ``--bm3d N`` also measures it on the first N
+images beside the models on the same images. The colour model sees Set12 as
+RGB (the grey channel repeated) and its result is turned back to grey.
+
+Timing: one 512x512 grey repair (median of 5, after a warm-up) and one
+4000x3000 grey repair, tiled (tiles of 512), each in a fresh subprocess whose
+peak resident memory (``ru_maxrss``) is reported with the baseline of the same
+process after loading the model. The last line is
+``psnr gap to BM3D on Set12 at sigma 25: X.XX`` (positive: better than BM3D).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import vaerepair as vr
+from vaerepair.data import ImageFolder
+from vaerepair.protocol import evaluate_protocol, protocol_noise, psnr_8bit, to_8bit
+
+SET12 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "set12"
+SIGMAS = (15, 25, 50)
+PUBLISHED = {"noisy input": (24.70, 20.37, 14.79), "BM3D": (32.37, 29.97, 26.72),
+             "DnCNN-S (one model per sigma)": (32.86, 30.44, 27.18)}
+
+TIMING = r"""
+import resource, statistics, sys, time, torch, vaerepair as vr
+torch.set_num_threads(int(sys.argv[1]))
+h, w, tile, repeats = (int(v) for v in sys.argv[2:6])
+model = vr.pretrained("grey")
+x = torch.rand(1, 1, h, w)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+model.repair(torch.rand(1, 1, 64, 64))
+times = []
+for _ in range(repeats):
+    t = time.perf_counter()
+    model.repair(x, tile=tile or None)
+    times.append(time.perf_counter() - t)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(statistics.median(times), base, peak)
+"""
+
+
+def repair_as(model: vr.LatentVariableModel):
+    """The protocol's repair of a grey image ``(1, 1, H, W)`` by ``model`` (a colour model: channel repeated)."""
+    if model.image_shape[0] == 1:
+        return model.repair
+
+    def repair(x: torch.Tensor) -> torch.Tensor:
+        return model.repair(x.expand(-1, 3, -1, -1).contiguous()).mean(1, keepdim=True)
+
+    return repair
+
+
+def timing(threads: int, h: int, w: int, tile: int, repeats: int) -> tuple[float, float, float]:
+    out = subprocess.run([sys.executable, "-c", TIMING, str(threads), str(h), str(w), str(tile), str(repeats)],
+                         check=True, capture_output=True, text=True).stdout.split()
+    seconds, base, peak = (float(v) for v in out)
+    return seconds, base, peak
+
+
+def bm3d_row(images: list[torch.Tensor]) -> dict[int, float] | None:
+    try:
+        import bm3d  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    row = {}
+    for sigma in SIGMAS:
+        psnrs = []
+        for clean in images:
+            noisy = protocol_noise(clean, sigma)[0].double().numpy()
+            estimate = bm3d.bm3d(noisy, sigma_psd=sigma / 255)
+            psnrs.append(psnr_8bit(to_8bit(torch.from_numpy(np.asarray(estimate))[None]), clean))
+        row[sigma] = statistics.mean(psnrs)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bm3d", type=int, default=0, help="measure BM3D on the first N images (PyPI bm3d)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    set12 = ImageFolder(SET12, mode="L")
+    images = list(set12)
+    rows: dict[str, tuple[float, ...]] = {}
+    for info in vr.pretrained():
+        model = vr.pretrained(info.name)
+        start = time.perf_counter()
+        results = [evaluate_protocol(repair_as(model), images, s) for s in SIGMAS]
+        rows[f"vaerepair {info.name} (blind, 0-55)"] = tuple(float(r["psnr"]) for r in results)  # type: ignore[arg-type]
+        print(f"{info.name}: {time.perf_counter() - start:.0f} s for Set12 at 3 noise levels", file=sys.stderr)
+        if info.name == "grey":
+            measured_noisy = tuple(float(r["psnr_input"]) for r in results)  # type: ignore[arg-type]
+            per_image = results[1]["images"]
+
+    print(f"Set12 (12 grey images), PSNR in dB, protocol of ../shared/datasets/README.md, {args.threads} threads")
+    print("| method | sigma 15 | sigma 25 | sigma 50 |\n|---|---|---|---|")
+    print("| noisy input (measured) | " + " | ".join(f"{v:.2f}" for v in measured_noisy) + " |")
+    for name, values in {**PUBLISHED, **rows}.items():
+        tag = " (published)" if name in PUBLISHED else ""
+        print(f"| {name}{tag} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+
+    if args.bm3d:
+        first = images[: args.bm3d]
+        measured = bm3d_row(first)
+        if measured is None:
+            print("\nBM3D not measured: pip install bm3d")
+        else:
+            grey = vr.pretrained("grey")
+            ours = [evaluate_protocol(grey.repair, first, s)["psnr"] for s in SIGMAS]
+            print(f"\nside by side on the first {args.bm3d} images: BM3D measured "
+                  + " / ".join(f"{measured[s]:.2f}" for s in SIGMAS) + ", vaerepair grey "
+                  + " / ".join(f"{v:.2f}" for v in ours))
+
+    print("\nper image at sigma 25 (grey): " + ", ".join(f"{r['name']} {r['psnr']:.2f}" for r in per_image))
+    t512, base512, peak512 = timing(args.threads, 512, 512, 0, 5)
+    t12, base12, peak12 = timing(args.threads, 3000, 4000, 512, 1)
+    print(f"\nrepair time on {args.threads} CPU threads (grey model): 512x512 {t512:.2f} s (median of 5), peak "
+          f"memory {peak512:.0f} MB (process after loading: {base512:.0f} MB); 4000x3000 tiled (512) {t12:.1f} s, "
+          f"peak memory {peak12:.0f} MB (after loading: {base12:.0f} MB)")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "t512": t512, "t4000x3000": t12, "peak512_mb": peak512,
+                                         "peak4000x3000_mb": peak12}, indent=1))
+    gap = rows["vaerepair grey (blind, 0-55)"][1] - PUBLISHED["BM3D"][1]
+    print(f"psnr gap to BM3D on Set12 at sigma 25: {gap:.2f}")
+
+
+if __name__ == "__main__":
+    main()
