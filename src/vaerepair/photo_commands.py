@@ -219,13 +219,11 @@ def train_folder_command(args: argparse.Namespace) -> dict[str, Any]:
             opt, steps, eta_min=args.lr / 100), interval="step")],
         metadata={"data": str(args.data), "corruption": args.corruption},
     )
-    side = min(min(s) for s in val.sizes)
-    val_images = torch.stack([centre_crop(im, side) for im in val])
     print(f"training unet dae on {len(train)} photos of {str(args.data)!r} ({args.patch}x{args.patch} patches, "
-          f"{args.patches_per_epoch} per epoch; {len(val)} validation images, centre {side}x{side}), "
+          f"{args.patches_per_epoch} per epoch; {len(val)} validation images at full size), "
           f"corruption {args.corruption}, {args.epochs} epochs on {trainer.device}", flush=True)
     history = trainer.fit(PatchSource(list(train), args.patch, patches_per_epoch=args.patches_per_epoch,
-                                      augment=True), val_images, resume=args.resume)
+                                      augment=True), list(val), resume=args.resume)
     metrics = {"best_epoch": history.best_epoch, "seconds": time.perf_counter() - t_start,
                "history": history.to_dict(),
                "config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)

@@ -1,0 +1,140 @@
+"""The photo commands: models, train/evaluate on a folder, denoise any size, 16-bit and .npy, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaerepair.cli import main
+
+
+def _png(path: Path, h: int, w: int, channels: int = 1, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(40, 200, w)[None, :] * np.ones((h, 1))
+    pixels = np.clip(ramp + rng.normal(0, 10, (h, w)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels if channels == 1 else np.stack([pixels] * 3, -1) // np.array([1, 2, 3], np.uint8)).save(
+        path)
+    return path
+
+
+def _shape(path: Path) -> tuple[int, ...]:
+    with Image.open(path) as image:
+        return np.asarray(image).shape
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, (h, w) in enumerate([(37, 53), (64, 40), (33, 71), (48, 48)]):
+        _png(root / f"p{i}.png", h, w, seed=i)
+    return root
+
+
+def test_models_lists_the_shipped_models(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "grey: blind Gaussian denoiser for grey photos of any size, sigma 0-55/255, trained on train400" in out
+    assert "colour: blind Gaussian denoiser for colour photos" in out
+
+
+def test_train_evaluate_and_denoise_on_a_folder(folder: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(folder), "--arch", "unet", "--hidden", "8,16", "--latent-dim", "4",
+                 "--likelihood", "gaussian", "--patch", "16", "--patches-per-epoch", "32", "--batch-size", "8",
+                 "--epochs", "2", "--corruption", "gaussian:0-55/255", "--val-fraction", "0.25", "--out", str(out),
+                 "--no-progress"])
+    assert code == 0
+    assert "validation images at full size" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]["records"]) == 2 and "val_psnr" in metrics["history"]["records"][0]
+
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(folder), "--sigma", "15,25",
+                 "--out", str(report)]) == 0
+    results = json.loads(report.read_text())["results"]
+    assert set(results) == {"15.0", "25.0"} and results["25.0"]["n"] == 4
+    assert results["15.0"]["psnr_input"] > results["25.0"]["psnr_input"]  # the protocol's noise is as asked
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(folder), "--out", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err
+
+    odd = _png(tmp_path / "odd.png", 29, 83)
+    assert main(["denoise", "-c", str(out / "best.pt"), str(odd), "-o", str(tmp_path / "odd_fixed.png")]) == 0
+    assert _shape(tmp_path / "odd_fixed.png") == (29, 83)
+
+
+def test_folder_training_errors_are_one_line(folder: Path, tmp_path: Path, capsys):
+    base = ["train", "--arch", "unet", "--patch", "16", "--epochs", "1", "--out", str(tmp_path / "r")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*base, "--data", str(empty)]) == 2
+    assert "no images (PNG, JPEG, BMP, TIFF) under" in capsys.readouterr().err
+    assert main([*base, "--data", str(folder), "--patch", "40"]) == 2
+    assert "smaller than the 40x40 patches; use a smaller --patch" in capsys.readouterr().err
+    assert main(["train", "--data", str(folder), "--arch", "mlp", "--out", str(tmp_path / "r")]) == 2
+    assert "needs --arch unet" in capsys.readouterr().err
+    (folder / "notes.png").write_text("not an image")
+    assert main([*base, "--data", str(folder)]) == 2
+    assert "notes.png" in capsys.readouterr().err
+
+
+def test_denoise_with_a_shipped_model_16_bit_and_npy(tmp_path: Path, capsys):
+    deep = tmp_path / "deep.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((np.linspace(0.2, 0.8, 60)[None] * np.ones((45, 1)) * 65535 + rng.normal(0, 2000, (45, 60)))
+                    .clip(0, 65535).astype(np.uint16)).save(deep)
+    assert main(["denoise", "--model", "grey", str(deep), "-o", str(tmp_path / "deep_fixed.png")]) == 0
+    with Image.open(tmp_path / "deep_fixed.png") as fixed:
+        assert fixed.mode.startswith("I") and fixed.size == (60, 45)  # 16 bits in, 16 bits out
+
+    array = tmp_path / "noisy.npy"
+    np.save(array, (np.linspace(0, 1, 30)[None] * np.ones((20, 1)) + rng.normal(0, 0.2, (20, 30))).astype(np.float32))
+    assert main(["denoise", "--model", "grey", str(array), "-o", str(tmp_path / "clean.npy")]) == 0
+    repaired = np.load(tmp_path / "clean.npy")
+    assert repaired.shape == (1, 20, 30) and repaired.dtype == np.float32
+
+    colour = _png(tmp_path / "colour.png", 30, 40, channels=3)
+    assert main(["denoise", "--model", "grey", str(colour), "-o", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert "is colour (RGB) but the model repairs grey images; use a colour model" in err and "--convert" in err
+    assert main(["denoise", "--model", "grey", str(colour), "-o", str(tmp_path / "c.png"), "--convert"]) == 0
+    assert main(["denoise", "--model", "colour", str(colour), "-o", str(tmp_path / "c3.png")]) == 0
+    assert _shape(tmp_path / "c3.png") == (30, 40, 3)
+    assert main(["denoise", "--model", "gray", str(colour), "-o", str(tmp_path / "c.png")]) == 2
+    assert "no pretrained model 'gray'" in capsys.readouterr().err
+    assert main(["denoise", "--model", "grey", "-c", "x.pt", str(colour), "-o", str(tmp_path / "c.png")]) == 2
+    assert "exactly one of --model NAME" in capsys.readouterr().err
+    assert main(["denoise", "--model", "grey", str(colour), "-o", str(tmp_path)]) == 2
+    assert "is a folder; with one input give a file name" in capsys.readouterr().err
+
+
+def test_a_large_photo_is_tiled_by_itself(tmp_path: Path, monkeypatch):
+    import vaerepair.photo_commands as pc
+
+    calls: list[object] = []
+    real = pc.LatentVariableModel.repair
+
+    def spy(self, x, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs.get("tile"))
+        return real(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(pc.LatentVariableModel, "repair", spy)
+    monkeypatch.setattr(pc, "AUTO_TILE_PIXELS", 100 * 100)  # the same rule, on a small image
+    big = _png(tmp_path / "big.png", 120, 130)
+    assert main(["denoise", "--model", "grey", str(big), "-o", str(tmp_path / "b.png")]) == 0
+    assert calls[0] == pc.AUTO_TILE and _shape(tmp_path / "b.png") == (120, 130)
+
+
+def test_evaluate_warns_outside_the_training_noise_range(tmp_path: Path):
+    root = tmp_path / "one"
+    root.mkdir()
+    _png(root / "a.png", 24, 24)
+    with pytest.warns(UserWarning, match="sigma 75-75/255 is outside it"):
+        assert main(["evaluate", "--model", "grey", "--data", str(root), "--sigma", "75"]) == 0
+    with torch.no_grad():
+        assert main(["evaluate", "--model", "grey", "--data", str(root), "--sigma", "25"]) == 0  # no warning
