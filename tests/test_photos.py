@@ -223,3 +223,15 @@ def test_a_noise_level_outside_the_training_range_warns():
     check_noise_range(model, (25 / 255, 25 / 255))  # inside: silent
     with pytest.warns(UserWarning, match="trained on Gaussian noise with sigma in \\[0, 55\\]/255"):
         check_noise_range(model, (75 / 255, 75 / 255))
+
+
+def test_load_reads_a_folder_of_photos(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (7, 5), 128).save(tmp_path / "a.png")
+    Image.new("RGB", (4, 6), (10, 20, 30)).save(tmp_path / "b.jpg")
+    for name in (tmp_path, str(tmp_path)):
+        photos = vr.data.load(name, mode="L")
+        assert isinstance(photos, ImageFolder) and [tuple(im.shape) for im in photos] == [(1, 5, 7), (1, 6, 4)]
+    with pytest.raises(ValueError, match="unknown dataset 'no-such-thing'"):
+        vr.data.load("no-such-thing")

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from vaerepair import corruptions as corr
-from vaerepair.data import DatasetNotFoundError, ImageDataset, fetch, load, locate, train_val_split
+from vaerepair.data import DatasetNotFoundError, ImageDataset, fetch, locate, train_val_split
+from vaerepair.data import load_dataset as load
 from vaerepair.models import LabelCondition, LatentVariableModel, ModelSpec, build
 from vaerepair.objectives import ELBO, FisherDivergence, Objective, Reconstruction
 from vaerepair.plots import plot_history, plot_latent_scatter, save_image_rows, save_repair_grid, save_samples_grid

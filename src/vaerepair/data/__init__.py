@@ -2,7 +2,16 @@
 
 from vaerepair.data.dataset import ImageDataset, train_val_split
 from vaerepair.data.folder import IMAGE_SUFFIXES, ImageFolder, ImageReadError, read_image
-from vaerepair.data.registry import DATASETS, DatasetNotFoundError, cache_dir, fetch, load, locate, search_roots
+from vaerepair.data.registry import (
+    DATASETS,
+    DatasetNotFoundError,
+    cache_dir,
+    fetch,
+    load,
+    load_dataset,
+    locate,
+    search_roots,
+)
 
 __all__ = [
     "ImageDataset",
@@ -12,6 +21,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "train_val_split",
     "load",
+    "load_dataset",
     "locate",
     "fetch",
     "search_roots",

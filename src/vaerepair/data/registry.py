@@ -14,6 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torchvision import datasets as tvd
@@ -21,7 +22,10 @@ from torchvision.datasets.utils import extract_archive
 
 from vaerepair.data.dataset import ImageDataset
 
-__all__ = ["DATASETS", "DatasetNotFoundError", "load", "locate", "fetch", "search_roots", "cache_dir"]
+if TYPE_CHECKING:
+    from vaerepair.data.folder import ImageFolder
+
+__all__ = ["DATASETS", "DatasetNotFoundError", "load", "load_dataset", "locate", "fetch", "search_roots", "cache_dir"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,14 @@ def _canonical(name: str) -> str:
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return key
+
+
+def _unregistered(name: str) -> bool:
+    try:
+        _canonical(name)
+    except ValueError:
+        return True
+    return False
 
 
 def cache_dir() -> Path:
@@ -165,24 +177,39 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load(
-    name: str,
+    name: str | os.PathLike[str],
     split: str = "train",
     root: str | os.PathLike[str] | None = None,
     download: bool = False,
-) -> ImageDataset:
-    """Load a whole split as an :class:`ImageDataset` (uint8 ``(N, C, H, W)``, labels ``(N,)``).
+    mode: str | None = None,
+) -> ImageDataset | ImageFolder:
+    """Load a whole split as an :class:`ImageDataset` (uint8 ``(N, C, H, W)``, labels ``(N,)``), or a folder of
+    photographs as an :class:`~vaerepair.data.ImageFolder`.
 
     Args:
-        name: ``"mnist"``, ``"kmnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
-        split: ``"train"`` or ``"test"``.
+        name: ``"mnist"``, ``"kmnist"``, ``"fashion-mnist"`` or ``"cifar10"``; or the path of a folder
+            (a ``Path``, or a string that is not a dataset name): every PNG, JPEG, BMP and TIFF under it.
+        split: ``"train"`` or ``"test"`` (a registered dataset).
         root: a directory in torchvision's layout; ``None`` searches the default places.
         download: fetch with torchvision's downloader when not found.
+        mode: a folder's ``None``/``"L"``/``"RGB"`` (see :class:`~vaerepair.data.ImageFolder`).
 
     Example:
         >>> train = load("fashion-mnist", split="train")  # doctest: +SKIP
         >>> train.images.shape
         torch.Size([60000, 1, 28, 28])
+        >>> photos = load("my_photos/", mode="L")  # doctest: +SKIP
     """
+    if isinstance(name, os.PathLike) or (_unregistered(name) and Path(name).is_dir()):
+        from vaerepair.data.folder import ImageFolder
+
+        return ImageFolder(name, mode=mode)
+    return load_dataset(str(name), split, root, download)
+
+
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike[str] | None = None,
+                 download: bool = False) -> ImageDataset:
+    """A registered dataset's split as an :class:`ImageDataset` (:func:`load` without folders)."""
     key = _canonical(name)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
