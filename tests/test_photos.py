@@ -235,3 +235,35 @@ def test_load_reads_a_folder_of_photos(tmp_path):
         assert isinstance(photos, ImageFolder) and [tuple(im.shape) for im in photos] == [(1, 5, 7), (1, 6, 4)]
     with pytest.raises(ValueError, match="unknown dataset 'no-such-thing'"):
         vr.data.load("no-such-thing")
+
+
+def test_patches_stream_from_a_lazy_folder_reproducibly(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(40, 33), (25, 60)]):
+        Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    lazy = ImageFolder(tmp_path, lazy=True)
+    patches = vr.data.FolderPatches(lazy, 16, patches_per_image=5, augment=True, seed=3)
+    assert len(patches) == 10
+    again = vr.data.FolderPatches(ImageFolder(tmp_path), 16, patches_per_image=5, augment=True, seed=3)
+    for k in range(10):
+        torch.testing.assert_close(patches[k], again[k])  # the same item from disk or memory, in any process
+        image = lazy[k % 2].float()
+        windows = image.unfold(1, 16, 1).unfold(2, 16, 1).reshape(-1, 16, 16)  # every 16x16 window
+        found = any(bool((windows == variant).all((1, 2)).any())
+                    for variant in _dihedral(patches[k][0].float()))
+        assert found, k  # each patch is a flip/rotation of a window of its image
+    assert not torch.equal(patches[0], vr.data.FolderPatches(lazy, 16, 5, True, seed=4)[0])
+    trainer = vr.Trainer(small_unet(), vr.Reconstruction(), vr.GaussianNoise(0.1), epochs=1, batch_size=4,
+                         device="cpu", progress=False)
+    assert len(trainer.fit(vr.training.LoaderSource(patches)).records) == 1
+    with pytest.raises(ValueError, match="smaller than the 30x30 patch"):
+        vr.data.FolderPatches(lazy, 30)
+
+
+def _dihedral(p: torch.Tensor) -> list[torch.Tensor]:
+    out = []
+    for q in (p, p.T):
+        out += [q, q.flip(0), q.flip(1), q.flip(0).flip(1)]
+    return out

@@ -1,7 +1,7 @@
 """Datasets: whole uint8 tensors (loading, locating, fetching, splitting) and folders of photographs."""
 
 from vaerepair.data.dataset import ImageDataset, train_val_split
-from vaerepair.data.folder import IMAGE_SUFFIXES, ImageFolder, ImageReadError, read_image
+from vaerepair.data.folder import IMAGE_SUFFIXES, FolderPatches, ImageFolder, ImageReadError, read_image
 from vaerepair.data.registry import (
     DATASETS,
     DatasetNotFoundError,
@@ -16,6 +16,7 @@ from vaerepair.data.registry import (
 __all__ = [
     "ImageDataset",
     "ImageFolder",
+    "FolderPatches",
     "ImageReadError",
     "read_image",
     "IMAGE_SUFFIXES",

@@ -24,7 +24,7 @@ from torch import Tensor
 from vaerepair.data.dataset import ImageDataset
 from vaerepair.data.registry import DatasetNotFoundError
 
-__all__ = ["ImageFolder", "ImageReadError", "read_image", "IMAGE_SUFFIXES"]
+__all__ = ["ImageFolder", "FolderPatches", "ImageReadError", "read_image", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MODES = (None, "L", "RGB")
@@ -174,6 +174,55 @@ class ImageFolder:
 
     def __repr__(self) -> str:
         return f"ImageFolder({str(self.root)!r}, n={len(self)}, mode={self.mode!r}, lazy={self.lazy})"
+
+
+class FolderPatches(torch.utils.data.Dataset):
+    """Random ``P x P`` patches streamed from a (lazy) :class:`ImageFolder`: for sets larger than memory.
+
+    Item ``k`` reads image ``k mod N`` from disk and cuts one patch at a
+    position (and, with ``augment``, one of the 8 flips/rotations) drawn from a
+    generator seeded with ``(seed, k)``, so an item is the same in every worker
+    and every run; an epoch is the same ``patches_per_image * N`` patches,
+    reshuffled. Feed it to :class:`~vaerepair.training.LoaderSource`, whose
+    workers read and cut while the Trainer trains (in-memory sets are faster
+    with :class:`~vaerepair.training.PatchSource`, which draws new patches in
+    every batch).
+
+    Args:
+        folder: the images (every one at least ``P x P``).
+        patch_size: ``P``.
+        patches_per_image: patches per image and epoch.
+        augment: random flips/rotations.
+        seed: the base seed.
+    """
+
+    def __init__(self, folder: ImageFolder, patch_size: int, patches_per_image: int = 16, augment: bool = False,
+                 seed: int = 0) -> None:
+        small = [(p, s) for p, s in zip(folder.paths, folder.sizes, strict=True) if min(s) < patch_size]
+        if small:
+            raise ValueError(f"{str(small[0][0])!r} is {small[0][1][0]}x{small[0][1][1]} pixels, smaller than the "
+                             f"{patch_size}x{patch_size} patch: use a smaller patch_size or drop the image")
+        if patches_per_image < 1 or patch_size < 1:
+            raise ValueError(f"patch_size and patches_per_image must be >= 1, got {patch_size}, {patches_per_image}")
+        self.folder, self.patch_size, self.per_image = folder, int(patch_size), int(patches_per_image)
+        self.augment, self.seed = augment, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.folder) * self.per_image
+
+    def __getitem__(self, k: int) -> Tensor:
+        image = self.folder[int(k) % len(self.folder)]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(k))
+        p, (h, w) = self.patch_size, image.shape[-2:]
+        top = int(torch.randint(h - p + 1, (1,), generator=g))
+        left = int(torch.randint(w - p + 1, (1,), generator=g))
+        patch = image[:, top : top + p, left : left + p]
+        if self.augment:
+            t = int(torch.randint(8, (1,), generator=g))
+            patch = patch.transpose(1, 2) if t & 4 else patch
+            patch = patch.flip(1) if t & 1 else patch
+            patch = patch.flip(2) if t & 2 else patch
+        return patch.contiguous()
 
 
 def _header_size(path: Path) -> tuple[int, int]:
