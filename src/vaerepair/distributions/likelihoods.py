@@ -9,6 +9,7 @@ Leading sample dimensions ``(S, B, ...)`` are carried through.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -106,27 +107,57 @@ class Bernoulli(nn.Module):
 
 
 _MIN_SIGMA = 1e-4  # floor of a learned Gaussian scale
-_TAYLOR = 0.1  # |logit| below which the series forms are used (the closed forms cancel there)
+_SERIES = 1.0  # |logit| below which the series forms are used (the closed forms cancel near 0)
+
+
+def _bernoulli_numbers(n: int) -> list[Fraction]:
+    """B_0 .. B_n exactly (Akiyama-Tanigawa; B_1 = +1/2, which the series below do not use)."""
+    out, a = [], [Fraction(0)] * (n + 1)
+    for m in range(n + 1):
+        a[m] = Fraction(1, m + 1)
+        for j in range(m, 0, -1):
+            a[j - 1] = j * (a[j - 1] - a[j])
+        out.append(a[0])
+    return out
+
+
+# c_k = B_2k / (2k)!: l / (e^l - 1) + l / 2 = sum_k c_k l^2k. Ten terms reach float64 rounding for |l| < 1
+# (|c_k| ~ 2 / (2 pi)^2k, so the first term left out is below 1e-16 there).
+_SERIES_COEFFS = tuple(float(b / math.factorial(2 * k)) for k, b in enumerate(_bernoulli_numbers(22)[2::2], 1))[:11]
+
+
+def _even_series(l2: Tensor, offset: int) -> Tensor:
+    r""":math:`\sum_k c_k\, l^{2k - offset}` by Horner's rule in ``l2`` :math:`= l^2` (``offset`` 0 or 2)."""
+    acc = torch.zeros_like(l2)
+    for c in reversed(_SERIES_COEFFS):
+        acc = acc * l2 + c
+    return acc * l2 if offset == 0 else acc
 
 
 def _log_normaliser(logits: Tensor) -> Tensor:
-    r""":math:`\log C(\lambda)` of the continuous Bernoulli from logits :math:`l`: :math:`C = l / \tanh(l/2)`."""
+    r""":math:`\log C(\lambda)` of the continuous Bernoulli from logits :math:`l`: :math:`C = l / \tanh(l/2)`.
+
+    Near 0, :math:`C = 2 \sum_k c_k l^{2k}` with :math:`c_k = B_{2k}/(2k)!` (:math:`c_0 = 1`), so
+    :math:`\log C = \log 2 + \operatorname{log1p}(l^2/12 - l^4/720 + l^6/30240 - \dots)`, summed to float64
+    rounding for :math:`|l| < 1`; the closed form (accurate there) elsewhere.
+    """
     a = logits.abs()
-    small = a < _TAYLOR
+    small = a < _SERIES
     safe = torch.where(small, torch.ones_like(a), a)
     # log|l| - log tanh(|l|/2), with log tanh(a/2) = log1p(-2 sigmoid(-a)) accurate for large a
     closed = safe.log() - torch.log1p(-2.0 * torch.sigmoid(-safe))
-    l2 = logits.square()
-    series = math.log(2.0) + torch.log1p(l2 / 12.0 - l2.square() / 720.0)
+    series = math.log(2.0) + torch.log1p(_even_series(torch.where(small, logits, 0).square(), 0))
     return torch.where(small, series, closed)
 
 
 def _continuous_bernoulli_mean(logits: Tensor) -> Tensor:
-    r""":math:`E[x] = \sigma(l)/\tanh(l/2) - 1/l` (:math:`\tfrac12 + l/12 - l^3/720` near 0)."""
-    small = logits.abs() < _TAYLOR
+    r""":math:`E[x] = \sigma(l)/\tanh(l/2) - 1/l`; near 0, :math:`\tfrac12 + \sum_{k \ge 1} c_k l^{2k-1}`
+    (:math:`\tfrac12 + l/12 - l^3/720 + l^5/30240 - \dots`) summed to float64 rounding for :math:`|l| < 1`."""
+    small = logits.abs() < _SERIES
     safe = torch.where(small, torch.ones_like(logits), logits)
     closed = torch.sigmoid(safe) / torch.tanh(safe / 2) - 1.0 / safe
-    series = 0.5 + logits / 12.0 - logits.pow(3) / 720.0
+    near = torch.where(small, logits, 0)
+    series = 0.5 + near * _even_series(near.square(), 2)
     return torch.where(small, series, closed)
 
 
