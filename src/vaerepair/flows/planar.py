@@ -116,28 +116,56 @@ def planar_score_step(z: Tensor, g: Tensor, p: PlanarParams) -> tuple[Tensor, Te
 
 
 @torch.no_grad()
-def planar_inverse(y: Tensor, p: PlanarParams, tol: float = 1e-12, max_iter: int = 100) -> Tensor:
+def planar_inverse(y: Tensor, p: PlanarParams, tol: float | None = None, max_iter: int = 100) -> Tensor:
     r"""Invert one layer numerically: the ``z`` with ``f(z) = y`` ``(..., D)``.
 
     With :math:`a = w^\top z`, the layer gives :math:`w^\top y = a + \alpha \tanh(a + b)`, a strictly
-    increasing function of ``a`` (:math:`\alpha > -1`); its root lies in
-    :math:`[w^\top y - |\alpha|, w^\top y + |\alpha|]` and is found by Newton steps safeguarded by
+    increasing function of ``a`` (:math:`\alpha > -1`) whose slope is the layer's
+    :math:`\det J = t^2 + (1 - t^2)\,\mathrm{softplus}(w^\top u)` (computed without cancellation); its root
+    lies in :math:`[w^\top y - |\alpha|, w^\top y + |\alpha|]` and is found by Newton steps safeguarded by
     bisection. Then :math:`z = y - \hat u \tanh(a + b)`. No gradient flows through the solve.
+
+    The iteration stops per entry once the error left after the current Newton correction
+    ``delta = residual / det J``, about :math:`\kappa \delta^2` with :math:`\kappa = |f''| / 2 f'`, is
+    below ``tol (1 + |a|)`` (the error in ``a`` itself: a near-singular layer, whose small slope
+    amplifies a small residual, keeps iterating), or when the residual is at the rounding level of its
+    own terms (nothing more can be gained); the last correction is applied. ``tol`` defaults to the
+    dtype's epsilon, so float32 and float64 both stop at their own precision.
     """
+    eps = torch.finfo(y.dtype).eps if tol is None else float(tol)
+    root_eps = eps**0.5
     y_w = (y * p.w).sum(dim=-1)
-    alpha = (p.softplus_wu - 1.0).expand_as(y_w)
+    sp = p.softplus_wu.expand_as(y_w)
+    alpha, one_minus_sp = sp - 1.0, 1.0 - sp
     b = p.b.expand_as(y_w)
     lo, hi = y_w - alpha.abs(), y_w + alpha.abs()
     a = y_w.clone()
-    for _ in range(max_iter):
+    floor = 4 * eps * (y_w.abs() + alpha.abs())  # the rounding level of the residual's terms (with |a|)
+    finished = torch.zeros_like(y_w, dtype=torch.bool)
+    for step in range(max_iter):
         t = torch.tanh(a + b)
-        residual = a + alpha * t - y_w
-        done = residual.abs() <= tol * (1.0 + y_w.abs())  # tested before moving: converged entries stay
-        if bool(done.all()):
-            break
+        t2 = t * t
+        residual = torch.addcmul(a - y_w, alpha, t)
+        slope = torch.addcmul(sp, t2, one_minus_sp)
+        correction = residual / slope
+        if step < 2:  # safeguarded Newton steps; no entry converges this early from a = w^T y
+            lo = torch.where(residual < 0, a, lo)
+            hi = torch.where(residual > 0, a, hi)
+            newton = a - correction
+            a = torch.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi))
+            continue
+        # Newton's error after this correction is about kappa * correction^2, kappa = |f''| / (2 f')
+        kappa = (alpha * t * (1.0 - t2)).abs() / slope
+        scale = 1.0 + a.abs()
+        close = (correction.abs() <= root_eps * scale) & (kappa * correction.square() <= eps * scale)
+        done = finished | close | (residual.abs() <= floor + 4 * eps * a.abs())
         lo = torch.where(residual < 0, a, lo)
         hi = torch.where(residual > 0, a, hi)
-        newton = a - residual / (1.0 + alpha * (1.0 - t * t))
-        inside = (newton > lo) & (newton < hi)
-        a = torch.where(done, a, torch.where(inside, newton, 0.5 * (lo + hi)))
+        newton = a - correction
+        inside = (newton >= lo) & (newton <= hi)
+        # a converged entry takes its last (tiny) Newton correction, then stays
+        a = torch.where(finished, a, torch.where(inside, newton, torch.where(done, a, 0.5 * (lo + hi))))
+        finished = done
+        if bool(finished.all()):
+            break
     return y - p.u_hat * torch.tanh(a + b).unsqueeze(-1)
