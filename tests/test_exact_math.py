@@ -71,3 +71,22 @@ def test_planar_inverse_stops_at_each_dtypes_precision():
         assert bool((error <= bound).all()), dtype
         # it stops within a dozen steps (a fixed 1e-12 residual test never stopped in float32: 100 steps)
         torch.testing.assert_close(planar_inverse(y, p, max_iter=12), planar_inverse(y, p), rtol=0, atol=0)
+
+
+def test_kl_between_two_diagonal_gaussians_matches_torch_distributions():
+    from torch import distributions as td
+
+    from vaerepair.distributions import DiagonalGaussian
+
+    torch.manual_seed(0)
+    loc_q, loc_p = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    scale_q, scale_p = torch.rand(4, 6, dtype=torch.float64) + 0.1, torch.rand(4, 6, dtype=torch.float64) + 0.1
+    ours = DiagonalGaussian(loc_q, scale_q).kl(DiagonalGaussian(loc_p, scale_p))
+    ref = td.kl_divergence(td.Independent(td.Normal(loc_q, scale_q), 1), td.Independent(td.Normal(loc_p, scale_p), 1))
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    q = DiagonalGaussian(loc_q, scale_q)
+    torch.testing.assert_close(q.kl(q), torch.zeros(4, dtype=torch.float64))
+    standard = DiagonalGaussian(torch.zeros(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64))
+    torch.testing.assert_close(q.kl(standard), q.kl_standard_normal())  # broadcasts; the N(0, I) case
+    tight = DiagonalGaussian(torch.zeros(1, 1, dtype=torch.float64), torch.full((1, 1), 1e-9, dtype=torch.float64))
+    assert float(tight.kl(tight)) == 0.0  # no cancellation between large terms

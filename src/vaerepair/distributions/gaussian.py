@@ -59,6 +59,22 @@ class DiagonalGaussian:
         """
         return 0.5 * (self.loc.square() + self.scale.square() - 1.0 - 2.0 * self.scale.log()).sum(dim=-1)
 
+    def kl(self, other: DiagonalGaussian) -> Tensor:
+        r"""Closed-form KL to another diagonal Gaussian ``other`` (e.g. a conditional prior), ``(..., B)``.
+
+        .. math:: KL(q \,\|\, p) = \sum_d \Big[\log\frac{s_d}{\sigma_d}
+            + \frac{\sigma_d^2 + (\mu_d - m_d)^2}{2 s_d^2} - \frac12\Big],
+
+        with :math:`q = N(\mu, \sigma^2)` (this one) and :math:`p = N(m, s^2)`; written with
+        :math:`r = \sigma / s` as :math:`\tfrac12 \sum_d [r^2 - 1 - 2 \log r + ((\mu - m)/s)^2]`, which has
+        no cancellation between large terms. Shapes broadcast.
+        """
+        if not isinstance(other, DiagonalGaussian):
+            raise TypeError(f"kl needs another DiagonalGaussian, got {type(other).__name__}")
+        ratio = self.scale / other.scale
+        gap = (self.loc - other.loc) / other.scale
+        return 0.5 * (ratio.square() - 1.0 - 2.0 * ratio.log() + gap.square()).sum(dim=-1)
+
 
 class GaussianPosterior(nn.Module):
     r"""Head giving a diagonal Gaussian posterior from encoder features.
