@@ -125,3 +125,39 @@ def test_denoise_refuses_two_inputs_that_would_overwrite_each_other(tmp_path: Pa
     code = main(["denoise", "-c", str(tmp_path / "m.pt"), str(tmp_path / "a" / "photo.png"),
                  str(tmp_path / "b" / "photo.png"), "-o", str(tmp_path / "out")])
     assert code == 2 and "would both be written to photo_repaired.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad magic", "random bytes", "labels of 200"])
+def test_damaged_dataset_files_are_named_with_the_fix(tmp_path, damage):
+    from tests.conftest import make_mnist_like, write_idx
+
+    folder = tmp_path / "MNIST" / "raw"
+    make_mnist_like(folder, n_train=20, n_test=10)
+    images = folder / "train-images-idx3-ubyte"
+    if damage == "truncated":
+        images.write_bytes(images.read_bytes()[:5000])
+    elif damage == "bad magic":
+        images.write_bytes(b"\x01\x02" + images.read_bytes()[2:])
+    elif damage == "random bytes":
+        images.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    else:
+        write_idx(folder / "train-labels-idx1-ubyte", np.full(20, 200, dtype=np.uint8))
+    with pytest.raises(vr.data.DatasetNotFoundError, match="delete .*MNIST/raw.* and fetch it again"):
+        vr.data.load("mnist", root=tmp_path)
+
+
+def test_a_damaged_system_archive_is_a_clear_error(tmp_path, monkeypatch):
+    import dataclasses
+
+    from tests.conftest import make_mnist_like
+    from vaerepair.data import registry
+
+    system = tmp_path / "system"
+    make_mnist_like(system, n_train=20, n_test=10, compress=True)
+    archive = system / "train-images-idx3-ubyte.gz"
+    archive.write_bytes(archive.read_bytes()[:200])  # a truncated .gz: EOFError inside gzip
+    entry = dataclasses.replace(registry.DATASETS["fashion-mnist"], system_dirs=(str(system),))
+    monkeypatch.setitem(registry.DATASETS, "fashion-mnist", entry)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(vr.data.DatasetNotFoundError, match="could not extract it .*damaged: reinstall"):
+        vr.data.locate("fashion-mnist")

@@ -11,7 +11,9 @@ extraction utility.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +37,7 @@ class _Entry:
     files: tuple[str, ...]  # the files that must exist under root/folder
     system_dirs: tuple[str, ...] = ()  # gzipped IDX shipped by a distribution
     apt_package: str | None = None
+    n_classes: int = 10
 
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -146,9 +149,11 @@ def locate(name: str, root: str | os.PathLike[str] | None = None) -> Path:
         try:
             if _from_system(entry, target):
                 return target
-        except OSError as err:
+        except (OSError, EOFError, ValueError, zlib.error) as err:  # a damaged .gz
             raise DatasetNotFoundError(
-                f"found {key} in {entry.system_dirs} but could not extract it into {target}: {err}"
+                f"found {key} in {entry.system_dirs} but could not extract it into {target} "
+                f"({type(err).__name__}: {err}); the system files may be damaged: reinstall them "
+                f"({_fetch_hint(key, entry)})"
             ) from err
         searched.extend(entry.system_dirs)
     raise DatasetNotFoundError(
@@ -214,13 +219,32 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike[str] |
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     found = fetch(key, root) if download else locate(key, root)
-    ds = DATASETS[key].cls(str(found), train=split == "train", download=False)
+    entry = DATASETS[key]
+    folder = found / entry.folder
+    try:
+        ds = entry.cls(str(found), train=split == "train", download=False)
+    except (RuntimeError, AssertionError, ValueError, EOFError, OSError, IndexError, KeyError,
+            pickle.UnpicklingError) as err:
+        # torchvision's readers fail deep inside on truncated files (a reshape), bad magic numbers (a bare
+        # assert) and random bytes
+        raise DatasetNotFoundError(
+            f"the {key} files in {str(folder)!r} are damaged or not {key} files ({type(err).__name__}: "
+            f"{err or 'bad header'}); delete {str(folder)!r} and fetch it again ({_fetch_hint(key, entry)})"
+        ) from err
+    labels = torch.as_tensor(ds.targets, dtype=torch.long)
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= entry.n_classes):
+        raise DatasetNotFoundError(
+            f"the {key} labels in {str(folder)!r} run from {int(labels.min())} to {int(labels.max())}, but {key} has "
+            f"{entry.n_classes} classes: the files are damaged; delete {str(folder)!r} and fetch it again"
+        )
     data = ds.data
     if key == "cifar10":
         images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
     else:
         images = data.unsqueeze(1).contiguous()
-    labels = torch.as_tensor(ds.targets, dtype=torch.long)
+    if len(labels) != len(images):
+        raise DatasetNotFoundError(f"the {key} files in {str(folder)!r} hold {len(images)} images but {len(labels)} "
+                                   f"labels: they are damaged; delete {str(folder)!r} and fetch it again")
     return ImageDataset(images, labels, name=key, split=split)
 
 
