@@ -161,3 +161,47 @@ def test_a_damaged_system_archive_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(vr.data.DatasetNotFoundError, match="could not extract it .*damaged: reinstall"):
         vr.data.locate("fashion-mnist")
+
+
+def test_two_runs_into_one_out_folder_are_refused(tmp_path, mnist_root, capsys):
+    import subprocess
+    import sys
+
+    from vaerepair._io import LOCK_NAME, DirectoryLock
+
+    out = tmp_path / "run"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out.mkdir()
+        (out / LOCK_NAME).write_text(str(other.pid))  # a live process holds the folder
+        args = ["train", "--dataset", "mnist", "--root", str(mnist_root), "--epochs", "1", "--limit", "40",
+                "--eval-n", "8", "--no-progress", "--out", str(out)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by another vaerepair run (pid {other.pid})" in err and err.count("\n") == 1
+        assert not (out / "best.pt").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert main(args) == 0  # the owner is gone: a stale lock is taken over
+    assert (out / "best.pt").is_file() and not (out / LOCK_NAME).exists()  # released at the end
+    with DirectoryLock(out), DirectoryLock(out):  # this process may nest its own lock
+        assert (out / LOCK_NAME).read_text() == str(__import__("os").getpid())
+
+
+def test_a_full_disk_says_so_and_names_the_file(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from vaerepair.training.checkpoint import save_checkpoint
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**9, 10**9, 0))
+    with pytest.raises(CheckpointError, match="no space left on device .*last.pt"):
+        save_checkpoint(tmp_path / "last.pt", {"model": {}})
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind

@@ -6,10 +6,12 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from vaerepair import corruptions as corr
+from vaerepair._io import DirectoryLock, FolderLockedError
 from vaerepair.commands import (
     CLIError,
     evaluate_command,
@@ -249,10 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vaerepair`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    stack = ExitStack()
     try:
-        for name in ("out",):  # output folders: checked before any training, not after it
-            if args.command in ("train", "demo", "sweep") and getattr(args, name, None) is not None:
-                prepare_output_folder(getattr(args, name), f"--{name}")
+        if args.command in ("train", "demo", "sweep"):  # checked before any training, and locked: one writer
+            prepare_output_folder(args.out, "--out")
+            stack.enter_context(DirectoryLock(args.out))
         if args.command == "train" and args.data is not None:
             train_folder_command(args)
         elif args.command in ("train", "demo"):
@@ -271,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             denoise_command(args)
         elif args.command == "fetch":
             return fetch_command(args)
-    except (CLIError, DatasetNotFoundError, CheckpointError, ValueError, TypeError) as err:
+    except (CLIError, DatasetNotFoundError, CheckpointError, FolderLockedError, ValueError, TypeError) as err:
         print(f"vaerepair {args.command}: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:
@@ -282,4 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                  if err.checkpoint else "nothing was saved")
         print(f"vaerepair {args.command}: {err.signal_name} stopped training at {err.where}; {saved}", file=sys.stderr)
         return 130
+    finally:
+        stack.close()
     return 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from vaerepair._io import atomic_open
+from vaerepair._io import atomic_open, write_failure
 from vaerepair.models import LatentVariableModel, build
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT"]
@@ -30,8 +30,11 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     """
     from vaerepair import __version__
 
-    with atomic_open(path, "wb") as f:
-        torch.save({"format": FORMAT, "version": __version__, **state}, f)
+    try:
+        with atomic_open(path, "wb") as f:
+            torch.save({"format": FORMAT, "version": __version__, **state}, f)
+    except (OSError, RuntimeError) as err:  # a full disk comes from torch as RuntimeError("... file write failed")
+        raise CheckpointError(f"could not write checkpoint: {write_failure(err, path)}") from err
     return Path(path)
 
 
