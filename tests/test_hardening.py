@@ -205,3 +205,29 @@ def test_a_full_disk_says_so_and_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="no space left on device .*last.pt"):
         save_checkpoint(tmp_path / "last.pt", {"model": {}})
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_repairs_worse_than_the_input_for_epochs_warn_and_are_marked():
+    torch.manual_seed(0)
+    images = torch.rand(64, 1, 16, 16)
+    model = vr.autoencoder((1, 16, 16), latent_dim=4, hidden=(16,))
+    trainer = vr.Trainer(model, vr.Reconstruction(), vr.GaussianNoise(0.5), epochs=4, batch_size=16, lr=1e6,
+                         device="cpu", progress=False)
+    with pytest.warns(RuntimeWarning, match="worse than the corrupted inputs for 3 epochs .*smaller learning rate"):
+        history = trainer.fit(images[:48], images[48:])
+    assert all(r["val_psnr"] < r["val_psnr_input"] for r in history.records)
+    assert [r.get("worse_than_input") for r in history.records] == [1.0] * 4
+
+
+def test_a_non_finite_logged_term_is_named():
+    from vaerepair.objectives import ObjectiveResult
+
+    def objective(model, x_in, x_target, condition=None):
+        loss = (model.reconstruct(x_in) - x_target).square().mean()
+        return ObjectiveResult(loss, {"mse": loss.detach().expand(len(x_in)),
+                                      "log_ratio": torch.full((len(x_in),), float("nan"))})
+
+    trainer = vr.Trainer(vr.autoencoder((1, 8, 8), latent_dim=4, hidden=(16,)), objective, epochs=1,
+                         batch_size=16, device="cpu", progress=False)
+    with pytest.warns(RuntimeWarning, match="'train_log_ratio' was nan in epoch 1 although the loss was finite"):
+        trainer.fit(torch.rand(32, 1, 8, 8))

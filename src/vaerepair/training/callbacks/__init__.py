@@ -6,6 +6,7 @@ hooks and their order.
 
 from vaerepair.training.callbacks.base import Callback, CallbackList
 from vaerepair.training.callbacks.ema import EMA
+from vaerepair.training.callbacks.health import TrainingHealth
 from vaerepair.training.callbacks.images import ImageGrid
 from vaerepair.training.callbacks.loggers import CSVLogger, TensorBoardLogger
 from vaerepair.training.callbacks.monitor import METRIC_MODES, BestCheckpoint, EarlyStopping, monitor_mode
@@ -26,4 +27,5 @@ __all__ = [
     "LRSchedule",
     "GradientClipping",
     "EMA",
+    "TrainingHealth",
 ]
