@@ -231,3 +231,14 @@ def test_a_non_finite_logged_term_is_named():
                          batch_size=16, device="cpu", progress=False)
     with pytest.warns(RuntimeWarning, match="'train_log_ratio' was nan in epoch 1 although the loss was finite"):
         trainer.fit(torch.rand(32, 1, 8, 8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_half_and_double_images_are_cast_by_repair_and_named_by_reconstruct(dtype):
+    model = vr.autoencoder((1, 28, 28), latent_dim=4, hidden=(16,))
+    x = torch.rand(3, 1, 28, 28)
+    out = model.repair(x.to(dtype))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, model.repair(x.to(dtype).float()).to(dtype), atol=0, rtol=0)
+    with pytest.raises(TypeError, match=f"x is {dtype} but the model's weights are torch.float32: cast the images"):
+        model.reconstruct(x.to(dtype))

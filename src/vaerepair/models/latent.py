@@ -129,10 +129,16 @@ class LatentVariableModel(nn.Module):
         self.condition = condition
         self.spec = dict(spec) if spec is not None else None
 
-    def check_input(self, x: Tensor, name: str = "x") -> Tensor:
-        """Raise a clear error unless ``x`` is ``(B, C, H, W)`` matching the model."""
+    def check_input(self, x: Tensor, name: str = "x", any_float: bool = False) -> Tensor:
+        """Raise a clear error unless ``x`` is ``(B, C, H, W)`` matching the model (and its dtype, unless
+        ``any_float``)."""
         c, h, w = self.image_shape
-        return check_images(x, name, channels=c, size=None if h is None or w is None else (h, w))
+        check_images(x, name, channels=c, size=None if h is None or w is None else (h, w))
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), x.dtype)
+        if x.dtype != dtype and not any_float:
+            raise TypeError(f"{name} is {x.dtype} but the model's weights are {dtype}: cast the images with "
+                            f"{name}.to({dtype}) (model.repair does it for you) or the model with model.to({x.dtype})")
+        return x
 
     def encode(self, x: Tensor, condition: Tensor | None = None) -> Any:
         """The posterior q(z | x) (or q(z | x, c)) for images ``(B, C, H, W)``."""
@@ -191,8 +197,10 @@ class LatentVariableModel(nn.Module):
                tile: int | tuple[int, int] | None = None, overlap: int | None = None) -> Tensor | list[Tensor]:
         """Repaired images ``(B, C, H, W)``: :meth:`reconstruct` in eval mode, in batches, without gradients.
 
-        ``x`` may live on any device: batches go to the model's device and the
-        result comes back on ``x``'s. The model's train/eval mode is restored.
+        ``x`` may live on any device and have any float dtype: batches go to the
+        model's device and dtype (float16/bfloat16 images to a float32 model),
+        and the result comes back on ``x``'s device and dtype. The model's
+        train/eval mode is restored.
         A conditional model needs ``condition`` (one row per image).
 
         With ``tile`` (for a model of fixed size: its ``(H, W)``; for a fully
@@ -230,23 +238,24 @@ class LatentVariableModel(nn.Module):
             in_flight = max(1, min(batch_size, TILE_PIXELS_IN_FLIGHT // (th * tw)))  # memory bound by the tiles
             return repair_tiled(lambda t: self.repair(t, batch_size=in_flight), x, tile, overlap, margin=margin,
                                 batch_size=in_flight, align=int(getattr(self.encoder, "multiple", 1)))
-        self.check_input(x)
+        self.check_input(x, any_float=True)
         if condition is not None and len(condition) != len(x):
             raise ValueError(f"condition must have one row per image ({len(x)}), got {shape_str(condition.shape)}")
         if len(x) == 0:
             return x.clone()
         device = next((p.device for p in self.parameters()), x.device)
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), x.dtype)  # half images: cast
         was_training = self.training
         self.eval()
         try:
             parts = [
                 self.reconstruct(
-                    x[i : i + batch_size].to(device),
+                    x[i : i + batch_size].to(device, dtype),
                     condition[i : i + batch_size].to(device) if condition is not None else None,
                 )
                 for i in range(0, len(x), batch_size)
             ]
-            return torch.cat(parts).to(x.device)
+            return torch.cat(parts).to(x.device, x.dtype)
         finally:
             self.train(was_training)
 
