@@ -110,7 +110,7 @@ def test_denoise_with_a_shipped_model_16_bit_and_npy(tmp_path: Path, capsys):
     assert main(["denoise", "--model", "grey", "-c", "x.pt", str(colour), "-o", str(tmp_path / "c.png")]) == 2
     assert "exactly one of --model NAME" in capsys.readouterr().err
     assert main(["denoise", "--model", "grey", str(colour), "-o", str(tmp_path)]) == 2
-    assert "is a folder; with one input give a file name" in capsys.readouterr().err
+    assert "is a folder; give a file name such as" in capsys.readouterr().err
 
 
 def test_a_large_photo_is_tiled_by_itself(tmp_path: Path, monkeypatch):

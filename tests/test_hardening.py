@@ -242,3 +242,18 @@ def test_half_and_double_images_are_cast_by_repair_and_named_by_reconstruct(dtyp
     torch.testing.assert_close(out, model.repair(x.to(dtype).float()).to(dtype), atol=0, rtol=0)
     with pytest.raises(TypeError, match=f"x is {dtype} but the model's weights are torch.float32: cast the images"):
         model.reconstruct(x.to(dtype))
+
+
+def test_output_files_and_roots_that_cannot_be_are_one_line_errors(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    cases = [
+        (["evaluate", "--checkpoint", "x.pt", "--out", str(tmp_path)], "is a folder; give a file name"),
+        (["evaluate", "--checkpoint", "x.pt", "--grid", str(a_file / "g.png")], "is a file, not a folder"),
+        (["fetch", "mnist", "--root", str(a_file)], "is a file; give the folder"),
+        (["denoise", "--model", "grey", str(a_file), "-o", str(a_file / "x.png")], "is a file, not a folder"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)

@@ -16,6 +16,7 @@ from vaerepair.commands import (
     CLIError,
     evaluate_command,
     fetch_command,
+    prepare_output_file,
     prepare_output_folder,
     sweep_command,
     train_command,
@@ -253,6 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stack = ExitStack()
     try:
+        for option in ("out", "grid"):  # evaluate's output files, checked before the work
+            if args.command == "evaluate" and getattr(args, option) is not None:
+                prepare_output_file(getattr(args, option), f"--{option}")
+        root = getattr(args, "root", None)
+        if root is not None and Path(root).exists() and not Path(root).is_dir():
+            raise CLIError(f"--root {root!r} is a file; give the folder that holds (or will hold) the dataset")
         if args.command in ("train", "demo", "sweep"):  # checked before any training, and locked: one writer
             prepare_output_folder(args.out, "--out")
             stack.enter_context(DirectoryLock(args.out))

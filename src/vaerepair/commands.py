@@ -21,8 +21,8 @@ from vaerepair.sweep import SweepResult, beta_sweep, plot_sweep
 from vaerepair.training import EarlyStopping, Trainer, load_checkpoint, load_model
 from vaerepair.training.history import write_json
 
-__all__ = ["CLIError", "prepare_output_folder", "train_command", "sweep_command", "evaluate_command",
-           "fetch_command"]
+__all__ = ["CLIError", "prepare_output_folder", "prepare_output_file", "train_command", "sweep_command",
+           "evaluate_command", "fetch_command"]
 
 
 class CLIError(Exception):
@@ -41,6 +41,15 @@ def prepare_output_folder(path: Path, option: str) -> None:
         raise CLIError(f"cannot create {option} {str(path)!r}: {err.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise CLIError(f"{option} {str(path)!r} is not writable; choose another {option}")
+
+def prepare_output_file(path: Path, option: str) -> None:
+    """``option FILE``: a file whose folder exists or can be made, not a folder itself (one line otherwise)."""
+    if path.is_dir():
+        raise CLIError(f"{option} {str(path)!r} is a folder; give a file name such as "
+                       f"{str(path / ('out.json' if option == '--out' else 'repaired.png'))!r}")
+    if str(path.parent) not in ("", "."):
+        prepare_output_folder(path.parent, f"{option}'s folder")
+
 
 def _spec(args: argparse.Namespace, data: ImageDataset) -> ModelSpec:
     return ModelSpec(

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from vaerepair import corruptions as corr
-from vaerepair.commands import CLIError, prepare_output_folder
+from vaerepair.commands import CLIError, prepare_output_file, prepare_output_folder
 from vaerepair.data import ImageFolder, read_image, train_val_split
 from vaerepair.models import LatentVariableModel, ModelSpec, build
 from vaerepair.objectives import Reconstruction
@@ -118,7 +118,7 @@ def denoise_command(args: argparse.Namespace) -> None:
             stems[path.stem] = path
         prepare_output_folder(args.output, "-o")
     else:
-        _check_output_file(args.output)
+        prepare_output_file(args.output, "-o")
     for path in args.inputs:
         image, deep = _read(path, c, args.convert)
         x = image.unsqueeze(0)
@@ -134,14 +134,6 @@ def denoise_command(args: argparse.Namespace) -> None:
 
 def _suffix(path: Path) -> str:
     return ".npy" if path.suffix.lower() == ".npy" else ".png"
-
-
-def _check_output_file(path: Path) -> None:
-    """``-o FILE``: a file whose folder exists or can be made, not a folder itself."""
-    if path.is_dir():
-        raise CLIError(f"-o {str(path)!r} is a folder; with one input give a file name such as "
-                       f"{str(path / 'repaired.png')!r}")
-    prepare_output_folder(path.parent, "-o's folder") if str(path.parent) not in ("", ".") else None
 
 
 def _repair_fixed_size(model: LatentVariableModel, x: Tensor, path: Path, args: argparse.Namespace) -> Tensor:
@@ -259,8 +251,5 @@ def evaluate_folder_command(args: argparse.Namespace) -> dict[str, Any]:
     for sigma, r in results.items():
         print(f"{sigma:>6}{r['psnr_input']:12.2f}{r['psnr']:8.2f}{r['ssim']:8.3f}")
     if args.out is not None:
-        if args.out.is_dir():
-            raise CLIError(f"--out {str(args.out)!r} is a folder; give a file name such as "
-                           f"{str(args.out / 'metrics.json')!r}")
         write_json(args.out, {"data": str(args.data), "results": results})
     return results
