@@ -201,7 +201,7 @@ def load(
 
     Example:
         >>> train = load("fashion-mnist", split="train")  # doctest: +SKIP
-        >>> train.images.shape
+        >>> train.images.shape  # doctest: +SKIP
         torch.Size([60000, 1, 28, 28])
         >>> photos = load("my_photos/", mode="L")  # doctest: +SKIP
     """
