@@ -15,6 +15,27 @@ import torch
 from vaerepair import data
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", help="where the device-aware tests run (cpu, cuda, cuda:1, ...)")
+    parser.addoption("--dtype", default="float32", choices=("float32", "float64"),
+                     help="the floating-point type of the dtype-aware tests")
+
+
+@pytest.fixture
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The ``--device`` the device-aware tests use; a missing GPU is an error, not a skip."""
+    dev = torch.device(request.config.getoption("--device"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail(f"--device {dev} asked for, but CUDA is not available here")
+    return dev
+
+
+@pytest.fixture
+def dtype(request: pytest.FixtureRequest) -> torch.dtype:
+    """The ``--dtype`` the dtype-aware tests use."""
+    return getattr(torch, request.config.getoption("--dtype"))
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(1234)

@@ -31,9 +31,9 @@ def small_unet(channels: int = 1) -> vr.LatentVariableModel:
 
 @pytest.mark.parametrize("size", [(37, 53), (1, 1), (3, 2), (4, 8), (321, 481)])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_unet_takes_any_size(size, channels):
-    model = small_unet(channels)
-    x = torch.rand(2, channels, *size)
+def test_unet_takes_any_size(size, channels, device, dtype):
+    model = small_unet(channels).to(device, dtype)
+    x = torch.rand(2, channels, *size, device=device, dtype=dtype)
     assert model.reconstruct(x).shape == x.shape
     assert model.image_shape == (channels, None, None) and model.fully_convolutional
 
@@ -109,12 +109,14 @@ def test_aligned_tile_starts_cover_and_overlap(length, tile, overlap, align):
     assert all(e - s >= overlap for s, e in zip(starts[1:], ends[:-1], strict=True))
 
 
-def test_tiled_repair_equals_untiled_on_1024_pixels():
-    model = small_unet()
-    x = torch.rand(1, 1, 1024, 1024)
+def test_tiled_repair_equals_untiled_on_1024_pixels(device, dtype):
+    model = small_unet().to(device, dtype)
+    x = torch.rand(1, 1, 1024, 1024, device=device, dtype=dtype)
     full = model.repair(x)
     tiled = model.repair(x, tile=256)
-    assert float((tiled - full).abs().max()) < 1e-5  # float32 rounding: the tiles see what the whole image sees
+    # float rounding only: the tiles see what the whole image sees
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    assert float((tiled - full).abs().max()) < tolerance
     careless = repair_tiled(model.repair, x, 256, overlap=16, margin=0)  # no margin, tiles off the grid: seams
     assert float((careless - full).abs().max()) > 100 * float((tiled - full).abs().max())
 
