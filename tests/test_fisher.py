@@ -381,3 +381,29 @@ def test_closed_form_without_the_closed_forms_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match="closed_form=True needs.*x_score, x_laplacian, param_score"):
         FisherDivergence(closed_form=True)(model, x, x)
     assert torch.isfinite(FisherDivergence()(model, x, x).loss)
+
+
+class BatchCentering(nn.Module):
+    """A layer that mixes the batch without being a BatchNorm: features minus their batch mean."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h - h.mean(dim=0, keepdim=True)
+
+
+def test_any_layer_that_mixes_the_batch_is_refused_by_the_probe() -> None:
+    from vaerepair.objectives.fisher import couples_batch
+
+    x = images(4)
+    mixing = tiny_model("gaussian", norm=BatchCentering())
+    assert batch_coupling_layers(mixing) == []  # not a BatchNorm: the class test cannot see it
+    assert couples_batch(mixing, x)
+    with pytest.raises(ValueError, match="changing one image of a batch changed the model's output for another"):
+        FisherDivergence()(mixing, x, x)
+    dropout = tiny_model("gaussian", norm=nn.Dropout(0.3))  # random, but per image
+    assert not couples_batch(dropout, x)
+    FisherDivergence()(dropout, x, x)
+    frozen = tiny_model("gaussian", norm=nn.BatchNorm1d(HIDDEN)).eval()
+    before = frozen.encoder.net[2].running_mean.clone()
+    assert couples_batch(frozen.train(), x)  # train-mode BatchNorm couples ...
+    torch.testing.assert_close(frozen.encoder.net[2].running_mean, before)  # ... and the probe moved no statistic
+    assert not couples_batch(frozen.eval(), x)

@@ -21,6 +21,7 @@ with :math:`s_{qz} = \partial_z \log q(z \mid x)`, :math:`s_{lik} = \partial_z \
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, NamedTuple
 
 import torch
@@ -31,7 +32,7 @@ from vaerepair.distributions import DiagonalGaussian
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
 
-__all__ = ["FisherDivergence", "FisherScores", "fisher_scores", "batch_coupling_layers"]
+__all__ = ["FisherDivergence", "FisherScores", "fisher_scores", "batch_coupling_layers", "couples_batch"]
 
 
 class FisherScores(NamedTuple):
@@ -73,8 +74,53 @@ def batch_coupling_layers(module: nn.Module) -> list[str]:
     ]
 
 
-def _check_independent(model: nn.Module) -> None:
+def couples_batch(model: nn.Module, x: Tensor, condition: Tensor | None = None) -> bool:
+    """Behavioural probe: does image 0's output (posterior mean and decoded mean) change when image 1 changes?
+
+    Catches any layer that mixes the batch, whatever its class (batch statistics,
+    attention across the batch, a custom module), where :func:`batch_coupling_layers`
+    knows BatchNorm by class. Two forward passes on the first two images of ``x``
+    without gradients, the same random stream for both (dropout draws the same
+    masks), the buffers restored afterwards (BatchNorm's running statistics are
+    not moved). A batch of one image cannot couple.
+    """
+    if len(x) < 2:
+        return False
+    enc: Any = model
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    pair = x[:2].detach().clone()
+    other = pair.clone()
+    other[1] = pair[1].flip(-1).flip(-2) * 0.5 + 0.25  # another image in [0, 1]
+    cond = condition[:2] if condition is not None else None
+    outputs = []
+    try:
+        with torch.no_grad():
+            for batch in (pair, other):
+                with torch.random.fork_rng(devices=[batch.device] if batch.device.type == "cuda" else []):
+                    torch.manual_seed(0)
+                    q = enc.encode(batch, cond)
+                    outputs.append(torch.cat([q.mean[0].flatten(), enc.decode(q.mean, cond).mean[0].flatten()]))
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+    return not torch.allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-6)
+
+
+_PROBED: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()  # model -> training flag probed
+
+
+def _check_independent(model: nn.Module, x: Tensor | None = None, condition: Tensor | None = None) -> None:
     coupled = batch_coupling_layers(model)
+    if not coupled and x is not None and _PROBED.get(model) is not model.training:
+        if couples_batch(model, x, condition):
+            raise ValueError(
+                "FisherDivergence takes every image's scores from one autograd call over the batch, which is exact "
+                "only when images do not interact, but changing one image of a batch changed the model's output "
+                "for another (a layer mixes the batch: batch statistics, attention over the batch, ...). Make "
+                "every layer act per image."
+            )
+        _PROBED[model] = model.training  # probed once per model and mode
     if coupled:
         raise ValueError(
             "FisherDivergence takes every image's scores from one autograd call over the batch, which is exact "
@@ -175,7 +221,7 @@ def fisher_scores(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    _check_independent(model)
+    _check_independent(model, x_input, condition)
     prior: Any = getattr(model, "prior", None)
     if prior is None:
         raise ValueError("the Fisher objective needs a model with a prior (model.prior is None); build a VAE")
