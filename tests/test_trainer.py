@@ -95,7 +95,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="could not write checkpoint: OSError: disk full"):
         trainer.fit(images)
     assert (tmp_path / "last.pt").read_bytes() == before
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1

@@ -16,7 +16,7 @@ from vaerepair import corruptions as corr
 from vaerepair import distributions as dist
 from vaerepair import objectives as obj
 from vaerepair.flows import PlanarFlowPosterior
-from vaerepair.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from vaerepair.nets import ConvDecoder, ConvEncoder, ConvHead, MLPDecoder, MLPEncoder, UNetEncoder
 from vaerepair.testing.models import LIKELIHOODS
 
 __all__ = [
@@ -84,4 +84,6 @@ BUILTIN_NETWORKS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "ConvEncoder": (lambda: ConvEncoder((3, 8, 8), (4, 8), out_features=16, norm="group"), (3, 8, 8)),
     "ConvDecoder": (lambda: ConvDecoder(3, (3, 8, 8), (8, 4), norm="group"), (3,)),
     "ConvDecoder(spatial)": (lambda: ConvDecoder(8, (1, 8, 8), (8, 4), spatial=True), (8,)),
+    "UNetEncoder": (lambda: UNetEncoder(1, (4, 8), norm="group"), (1, 9, 7)),  # odd sizes: padded and cropped
+    "ConvHead": (lambda: ConvHead(3, 3, hidden=4), (3, 9, 7)),
 }
