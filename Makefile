@@ -24,10 +24,11 @@ benchmarks: install data
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/quality.py
 	$(PY) benchmarks/distributed_step.py
+	$(PY) benchmarks/photos.py
 
 lint: install
 	$(PY) -m pip install -q -e ".[dev]"
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples scripts
 	$(VENV)/bin/mypy src
 
 install: $(STAMP)
