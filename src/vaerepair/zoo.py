@@ -7,8 +7,8 @@ it): a fully convolutional blind Gaussian denoiser (``arch="unet"``) whose
 
 Example:
     >>> import vaerepair as vr
-    >>> [m.name for m in vr.pretrained()]
-    ['colour', 'grey']
+    >>> " ".join(m.name for m in vr.pretrained())
+    'colour grey'
     >>> model = vr.pretrained("grey")
     >>> model.repair(torch.rand(1, 1, 37, 53)).shape
     torch.Size([1, 1, 37, 53])
