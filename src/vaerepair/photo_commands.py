@@ -197,8 +197,9 @@ def train_folder_command(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError(f"{str(small[0][0])!r} is {small[0][1][0]}x{small[0][1][1]} pixels, smaller than the "
                        f"{args.patch}x{args.patch} patches; use a smaller --patch or remove it")
     torch.manual_seed(args.seed)
+    hidden = (32, 64, 128) if tuple(args.hidden) == (400,) else args.hidden  # the MLP's default means "unset"
     spec = ModelSpec(kind="dae", image_shape=(channels.pop(), 0, 0), latent_dim=args.latent_dim, arch="unet",
-                     hidden=args.hidden, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
+                     hidden=hidden, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
                      learn_sigma=args.learn_sigma, activation=args.activation)
     model = build(spec)
     corruption = corr.from_spec(args.corruption)
