@@ -161,10 +161,6 @@ def _repair_fixed_size(model: LatentVariableModel, x: Tensor, path: Path, args: 
     return repaired.clamp(0, 1)
 
 
-def _folder(path: Path, mode: str | None) -> ImageFolder:
-    return ImageFolder(path, mode=mode)
-
-
 def centre_crop(image: Tensor, side: int) -> Tensor:
     """The ``side x side`` centre of an image ``(C, H, W)`` (validation batches need one size)."""
     top, left = (image.shape[1] - side) // 2, (image.shape[2] - side) // 2
@@ -180,11 +176,11 @@ def train_folder_command(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError(f"--data trains on photographs of any size, which needs --arch unet, got --arch {args.arch}")
     if args.model == "vae":
         raise CLIError("--arch unet is a point-mass autoencoder: use --model dae")
-    photos = _folder(args.data, args.mode)
+    photos = ImageFolder(args.data, mode=args.mode)
     if args.limit:
         photos = photos.subset(range(min(args.limit, len(photos))))
     if args.val_data is not None:
-        train, val = photos, _folder(args.val_data, args.mode)
+        train, val = photos, ImageFolder(args.val_data, mode=args.mode)
     else:
         if len(photos) < 2:
             raise CLIError(f"{str(args.data)!r} holds one image: give --val-data DIR, or add images")
@@ -233,18 +229,13 @@ def evaluate_folder_command(args: argparse.Namespace) -> dict[str, Any]:
     """``vaerepair evaluate --data DIR --sigma S``: the denoising literature's protocol on a photo folder."""
     model = _model(args)
     c = model.image_shape[0]
-    photos = _folder(args.data, "L" if c == 1 else "RGB")
+    photos = ImageFolder(args.data, mode="L" if c == 1 else "RGB")
     if any(im.dtype != torch.uint8 for im in photos):
         raise CLIError(f"the protocol reads 8-bit images; {str(args.data)!r} holds 16-bit ones")
     results = {}
     for sigma in args.sigma:
         check_noise_range(model, (sigma / 255, sigma / 255))
-        tile = args.tile
-
-        def repair(x: Tensor, tile: int | None = tile) -> Tensor:
-            return model.repair(x, tile=tile)
-
-        results[str(sigma)] = evaluate_protocol(repair, list(photos), sigma,
+        results[str(sigma)] = evaluate_protocol(lambda x: model.repair(x, tile=args.tile), list(photos), sigma,
                                                 names=[p.name for p in photos.paths])
     print(f"\n{str(args.data)!r}: {len(photos)} images, protocol of the denoising literature "
           "(NumPy seed 0 per image, unclipped noise, 8-bit output, peak 255)")
