@@ -76,8 +76,8 @@ def test_mismatched_parts_and_options_are_refused():
     with pytest.raises(ValueError, match="latent_channels=3"):
         vr.LatentVariableModel(UNetEncoder(1, (8, 16)), SpatialPointMassPosterior(8, 3), ConvHead(5),
                                vr.distributions.Gaussian())
-    with pytest.raises(ValueError, match="point-mass autoencoder"):
-        ModelSpec(kind="vae", arch="unet")
+    with pytest.raises(ValueError, match="without flows"):
+        ModelSpec(kind="vae", arch="unet", flows=2)
     with pytest.raises(ValueError, match="one image size"):
         ModelSpec(arch="conv", image_shape=(1, None, None))
     with pytest.raises(ValueError, match="channels must be an integer"):

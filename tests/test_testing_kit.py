@@ -45,7 +45,8 @@ from vaerepair.testing import strategies as vst
 @pytest.mark.parametrize("name", list(BUILTIN_OBJECTIVES))
 def test_builtin_objective_contract(name: str) -> None:
     entry = BUILTIN_OBJECTIVES[name]
-    report = check_objective(entry.make(), likelihoods=entry.likelihoods)
+    report = check_objective(entry.make(), likelihoods=entry.likelihoods, target=entry.target,
+                             ignore_params=entry.ignore_params)
     assert report.ok and len(report.checks) >= 40
     if entry.bound is not None:
         check_bound(entry.make(), bound=entry.bound)

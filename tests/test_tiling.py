@@ -81,7 +81,7 @@ def test_bad_tiling_arguments_are_refused() -> None:
         repair_tiled(lambda t: t, torch.rand(1, 1, 50, 50), tile=16, overlap=16)
     with pytest.raises(ValueError, match="2 \\* margin <= overlap"):
         repair_tiled(lambda t: t, torch.rand(1, 1, 50, 50), tile=16, overlap=8, margin=5)
-    with pytest.raises(ValueError, match="changed the tiles' shape"):
+    with pytest.raises(ValueError, match="expected"):
         repair_tiled(lambda t: t[..., :-1], torch.rand(1, 1, 50, 50), tile=16, overlap=4)
 
 

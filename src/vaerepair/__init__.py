@@ -24,7 +24,14 @@ from vaerepair import (
 from vaerepair.corruptions import BlockErasure, GaussianNoise, PixelInversion, RandomMask, SaltAndPepper
 from vaerepair.data import ImageDataset, load, train_val_split
 from vaerepair.metrics import psnr, ssim
-from vaerepair.models import LatentVariableModel, autoencoder, conditional_vae, flow_vae, variational_autoencoder
+from vaerepair.models import (
+    LatentVariableModel,
+    autoencoder,
+    conditional_vae,
+    flow_vae,
+    noise_model_vae,
+    variational_autoencoder,
+)
 from vaerepair.objectives import ELBO, FisherDivergence, ObjectiveResult, Reconstruction
 from vaerepair.training import Callback, EarlyStopping, History, Trainer, load_checkpoint, load_model
 from vaerepair.zoo import PretrainedModel, pretrained
@@ -54,6 +61,7 @@ __all__ = [
     "autoencoder",
     "variational_autoencoder",
     "conditional_vae",
+    "noise_model_vae",
     "flow_vae",
     "ELBO",
     "FisherDivergence",

@@ -66,7 +66,8 @@ def blend_weights(size: int, overlap: int, margin: int, first: bool, last: bool)
 
 
 def repair_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | tuple[int, int], overlap: int = 32,
-                 margin: int | None = None, batch_size: int = 16, align: int = 1) -> Tensor:
+                 margin: int | None = None, batch_size: int = 16, align: int = 1,
+                 out_channels: int | None = None) -> Tensor:
     """Repair ``x`` ``(B, C, H, W)`` tile by tile with ``fn`` (tiles ``(n, C, T_h, T_w)`` -> same shape).
 
     Args:
@@ -80,6 +81,9 @@ def repair_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | tuple[in
         batch_size: tiles repaired at once (tiles of one shape go together).
         align: tile starts are multiples of ``align`` (see :func:`tile_starts`);
             the downsampling factor of a U-Net, so that tiles match the whole image.
+        out_channels: the channels of ``fn``'s output when they differ from ``C``
+            (e.g. a repair and its uncertainty map stacked): the result is
+            ``(B, out_channels, H, W)``.
     """
     if x.dim() != 4:
         raise ValueError(f"expected images (B, C, H, W), got {shape_str(x.shape)}")
@@ -93,11 +97,12 @@ def repair_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | tuple[in
         raise ValueError(f"need align >= 1 and tile - overlap >= align, got tile={tile}, overlap={overlap}, "
                          f"align={align}")
     b, c, h, w = x.shape
+    c_out = c if out_channels is None else out_channels
     th, tw = min(th, h), min(tw, w)
     rows, cols = tile_starts(h, th, overlap, align), tile_starts(w, tw, overlap, align)
     height = {top: (h - top if top == rows[-1] else th) for top in rows}
     width = {left: (w - left if left == cols[-1] else tw) for left in cols}
-    out = torch.zeros((b, c, h, w), dtype=torch.float32 if not x.is_floating_point() else x.dtype, device=x.device)
+    out = torch.zeros((b, c_out, h, w), dtype=torch.float32 if not x.is_floating_point() else x.dtype, device=x.device)
     total = torch.zeros((b, 1, h, w), dtype=out.dtype, device=x.device)
     weight_rows = {top: blend_weights(height[top], overlap, margin, top == rows[0], top == rows[-1]) for top in rows}
     weight_cols = {left: blend_weights(width[left], overlap, margin, left == cols[0], left == cols[-1])
@@ -110,9 +115,10 @@ def repair_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | tuple[in
             chunk = same[k : k + batch_size]
             tiles = torch.stack([x[i, :, top : top + th_k, left : left + tw_k] for i, top, left in chunk])
             repaired = fn(tiles)
-            if repaired.shape != tiles.shape:
-                raise ValueError(f"the repair changed the tiles' shape: {shape_str(tiles.shape)} -> "
-                                 f"{shape_str(repaired.shape)}")
+            expected = (len(tiles), c_out, th_k, tw_k)
+            if tuple(repaired.shape) != expected:
+                raise ValueError(f"the repair of tiles {shape_str(tiles.shape)} gave {shape_str(repaired.shape)}, "
+                                 f"expected {shape_str(expected)}")
             for (i, top, left), y in zip(chunk, repaired.to(out.device, out.dtype), strict=True):
                 wt = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(out.device, out.dtype)
                 out[i, :, top : top + th_k, left : left + tw_k] += y * wt

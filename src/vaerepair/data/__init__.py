@@ -2,6 +2,7 @@
 
 from vaerepair.data.dataset import ImageDataset, train_val_split
 from vaerepair.data.folder import IMAGE_SUFFIXES, FolderPatches, ImageFolder, ImageReadError, read_image
+from vaerepair.data.noisy import NoisyImages
 from vaerepair.data.registry import (
     DATASETS,
     DatasetNotFoundError,
@@ -16,6 +17,7 @@ from vaerepair.data.registry import (
 __all__ = [
     "ImageDataset",
     "ImageFolder",
+    "NoisyImages",
     "FolderPatches",
     "ImageReadError",
     "read_image",

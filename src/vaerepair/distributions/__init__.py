@@ -1,7 +1,13 @@
 """Posteriors q(z | x) and likelihoods p(x | z)."""
 
 from vaerepair.distributions._validation import validation, validation_enabled
-from vaerepair.distributions.gaussian import DiagonalGaussian, GaussianPosterior, StandardNormal
+from vaerepair.distributions.gaussian import (
+    DiagonalGaussian,
+    GaussianPosterior,
+    SpatialGaussianPosterior,
+    SpatialStandardNormal,
+    StandardNormal,
+)
 from vaerepair.distributions.likelihoods import (
     Bernoulli,
     BernoulliImage,
@@ -9,13 +15,17 @@ from vaerepair.distributions.likelihoods import (
     ContinuousBernoulliImage,
     Gaussian,
     GaussianImage,
+    PoissonGaussianImage,
+    PoissonGaussianLikelihood,
 )
 from vaerepair.distributions.posteriors import PointMass, PointMassPosterior, SpatialPointMassPosterior, spatial_head
 
 __all__ = [
     "DiagonalGaussian",
     "GaussianPosterior",
+    "SpatialGaussianPosterior",
     "StandardNormal",
+    "SpatialStandardNormal",
     "PointMass",
     "PointMassPosterior",
     "SpatialPointMassPosterior",
@@ -26,6 +36,8 @@ __all__ = [
     "ContinuousBernoulliImage",
     "Gaussian",
     "GaussianImage",
+    "PoissonGaussianLikelihood",
+    "PoissonGaussianImage",
     "validation",
     "validation_enabled",
 ]

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DiagonalGaussian", "GaussianPosterior", "StandardNormal"]
+__all__ = ["DiagonalGaussian", "GaussianPosterior", "SpatialGaussianPosterior", "StandardNormal",
+           "SpatialStandardNormal"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -17,14 +18,20 @@ class DiagonalGaussian:
     r"""A batch of diagonal Gaussians :math:`N(\mu_b, \mathrm{diag}\,\sigma_b^2)`, ``loc`` and ``scale`` ``(B, D)``.
 
     Sampling is reparameterised, :math:`z = \mu + \sigma \odot \varepsilon`, so
-    gradients flow to ``loc`` and ``scale``.
+    gradients flow to ``loc`` and ``scale``. With ``event_dims=3`` the event is a
+    spatial code ``(L, H, W)`` (``loc`` ``(B, L, H, W)``): densities and KLs sum
+    over those three dimensions.
     """
 
-    def __init__(self, loc: Tensor, scale: Tensor) -> None:
+    def __init__(self, loc: Tensor, scale: Tensor, event_dims: int = 1) -> None:
         if loc.shape != scale.shape:
             raise ValueError(f"loc and scale must have the same shape, got {tuple(loc.shape)} and {tuple(scale.shape)}")
+        if event_dims not in (1, 3):
+            raise ValueError(f"event_dims must be 1 (a latent vector) or 3 (a spatial code), got {event_dims!r}")
         self.loc = loc
         self.scale = scale
+        self.event_dims = event_dims
+        self._event = tuple(range(-event_dims, 0))
 
     @property
     def mean(self) -> Tensor:
@@ -46,7 +53,7 @@ class DiagonalGaussian:
         :math:`\log q(z) = -\sum_d [\tfrac12 ((z_d - \mu_d)/\sigma_d)^2 + \log\sigma_d + \tfrac12\log 2\pi]`.
         """
         u = (z - self.loc) / self.scale
-        return -(0.5 * u.square() + self.scale.log() + _HALF_LOG_2PI).sum(dim=-1)
+        return -(0.5 * u.square() + self.scale.log() + _HALF_LOG_2PI).sum(dim=self._event)
 
     def score(self, z: Tensor) -> Tensor:
         r"""The score :math:`\nabla_z \log q(z) = -(z - \mu)/\sigma^2`, shaped like ``z``."""
@@ -57,7 +64,7 @@ class DiagonalGaussian:
 
         :math:`KL(q \,\|\, N(0, I)) = \tfrac12 \sum_d (\mu_d^2 + \sigma_d^2 - 1 - \log \sigma_d^2)`.
         """
-        return 0.5 * (self.loc.square() + self.scale.square() - 1.0 - 2.0 * self.scale.log()).sum(dim=-1)
+        return 0.5 * (self.loc.square() + self.scale.square() - 1.0 - 2.0 * self.scale.log()).sum(dim=self._event)
 
     def kl(self, other: DiagonalGaussian) -> Tensor:
         r"""Closed-form KL to another diagonal Gaussian ``other`` (e.g. a conditional prior), ``(..., B)``.
@@ -73,7 +80,7 @@ class DiagonalGaussian:
             raise TypeError(f"kl needs another DiagonalGaussian, got {type(other).__name__}")
         ratio = self.scale / other.scale
         gap = (self.loc - other.loc) / other.scale
-        return 0.5 * (ratio.square() - 1.0 - 2.0 * ratio.log() + gap.square()).sum(dim=-1)
+        return 0.5 * (ratio.square() - 1.0 - 2.0 * ratio.log() + gap.square()).sum(dim=self._event)
 
 
 class GaussianPosterior(nn.Module):
@@ -115,6 +122,50 @@ class GaussianPosterior(nn.Module):
         return DiagonalGaussian(loc, F.softplus(raw) + self.min_scale)
 
 
+class SpatialGaussianPosterior(nn.Module):
+    r"""Head giving a diagonal Gaussian over a spatial code: feature maps ``(B, F, H, W)`` -> ``(B, L, H, W)``.
+
+    A 1x1 convolution gives ``2 L`` channels, the mean and a raw scale per
+    position, mapped to :math:`\sigma = \mathrm{softplus}(r) + \sigma_{min}` as in
+    :class:`GaussianPosterior`. The latent has three event dimensions
+    (``event_dims = 3``): samples ``(S, B, L, H, W)``, densities and the KL
+    summed over ``(L, H, W)``. The posterior of a fully convolutional VAE (any
+    image size), such as the noisy-only denoiser of :func:`vaerepair.models.noise_model_vae`.
+
+    Args:
+        in_channels: the encoder's feature channels ``F``.
+        latent_channels: ``L``.
+        min_scale: the floor :math:`\sigma_{min} > 0`.
+
+    Example:
+        >>> q = SpatialGaussianPosterior(32, 4)(torch.randn(2, 32, 5, 7))
+        >>> q.rsample(3).shape, q.kl_standard_normal().shape
+        (torch.Size([3, 2, 4, 5, 7]), torch.Size([2]))
+    """
+
+    event_dims = 3
+
+    def __init__(self, in_channels: int, latent_channels: int, min_scale: float = 1e-4) -> None:
+        super().__init__()
+        if in_channels < 1 or latent_channels < 1:
+            raise ValueError(f"in_channels and latent_channels must be >= 1, got {in_channels}, {latent_channels}")
+        if not min_scale > 0:
+            raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
+        self.in_channels, self.latent_channels = int(in_channels), int(latent_channels)
+        self.min_scale = float(min_scale)
+        self.head = nn.Conv2d(self.in_channels, 2 * self.latent_channels, 1)
+
+    def forward(self, features: Tensor) -> DiagonalGaussian:
+        """The posterior for feature maps ``(B, F, H, W)``."""
+        if features.dim() != 4 or features.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected encoder feature maps of shape (B, {self.in_channels}, H, W), got {tuple(features.shape)}; "
+                "make the posterior's in_channels equal the encoder's out_channels"
+            )
+        loc, raw = self.head(features).chunk(2, dim=1)
+        return DiagonalGaussian(loc, F.softplus(raw) + self.min_scale, event_dims=3)
+
+
 class StandardNormal(nn.Module):
     r"""The prior :math:`p(z) = N(0, I_D)`.
 
@@ -145,3 +196,34 @@ class StandardNormal(nn.Module):
 
     def extra_repr(self) -> str:
         return f"latent_dim={self.latent_dim}"
+
+
+class SpatialStandardNormal(StandardNormal):
+    r"""The prior :math:`p(z) = N(0, I)` over spatial codes ``(L, H, W)`` of any ``H x W``.
+
+    Args:
+        latent_channels: ``L``.
+    """
+
+    event_dims = 3
+
+    def __init__(self, latent_channels: int) -> None:
+        super().__init__(latent_channels)
+        self.latent_channels = self.latent_dim
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        r""":math:`\log p(z) = -\tfrac12 \|z\|^2 - \tfrac{LHW}2 \log 2\pi`, summed over ``(L, H, W)``: ``(..., B)``."""
+        return -0.5 * z.square().sum(dim=(-3, -2, -1)) - math.prod(z.shape[-3:]) * _HALF_LOG_2PI
+
+    def sample(
+        self, n: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+        generator: torch.Generator | None = None, size: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """``n`` codes ``(n, L, H, W)`` for images of ``size`` ``(H, W)`` (the code has the image's size)."""
+        if size is None:
+            raise ValueError("a spatial prior samples codes of a given size: pass size=(H, W) "
+                             "(model.sample(n, size=(H, W)))")
+        return torch.randn((n, self.latent_dim, *size), generator=generator, device=device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return f"latent_channels={self.latent_dim}"

@@ -25,6 +25,8 @@ __all__ = [
     "ContinuousBernoulliImage",
     "Gaussian",
     "GaussianImage",
+    "PoissonGaussianLikelihood",
+    "PoissonGaussianImage",
 ]
 
 
@@ -295,3 +297,72 @@ class Gaussian(nn.Module):
         sigma = self.sigma
         sigma = float(sigma.detach()) if isinstance(sigma, Tensor) else sigma
         return f"sigma={sigma:.4g}, link={self.link!r}, learn_sigma={self.learn_sigma}"
+
+
+class PoissonGaussianImage:
+    r"""The Poisson-Gaussian noise model of a clean signal ``s``: :math:`y_i \sim N(s_i, v_i)` independently,
+    :math:`v_i = a\,\max(s_i, 0) + \sigma^2` (floored at ``min_variance``).
+
+    The Gaussian approximation of photon noise of gain :math:`a` plus read noise
+    :math:`\sigma` (:class:`~vaerepair.corruptions.PoissonGaussian`), as the
+    noise models of DivNoising: :math:`\log p(y|s) = -\sum_i [\tfrac{(y_i - s_i)^2}{2 v_i}
+    + \tfrac12 \log v_i + \tfrac12 \log 2\pi]`. Its ``mean`` is the signal ``s``.
+    """
+
+    def __init__(self, loc: Tensor, gain: float, sigma: float, min_variance: float = 1e-6) -> None:
+        self.loc, self.gain, self.sigma, self.min_variance = loc, gain, sigma, min_variance
+
+    @property
+    def mean(self) -> Tensor:
+        """The signal ``s`` ``(..., B, C, H, W)``."""
+        return self.loc
+
+    @property
+    def variance(self) -> Tensor:
+        r"""The per-pixel noise variance :math:`a \max(s, 0) + \sigma^2` ``(..., B, C, H, W)``."""
+        return (self.gain * self.loc.clamp(min=0.0) + self.sigma**2).clamp(min=self.min_variance)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Log-density of observations ``x``, summed over ``(C, H, W)``: ``(..., B)``."""
+        _check_target(x, self.loc, "PoissonGaussianLikelihood")
+        v = self.variance
+        return -(0.5 * (x - self.loc).square() / v + 0.5 * v.log() + 0.5 * math.log(2 * math.pi)).sum(
+            dim=(-3, -2, -1))
+
+
+class PoissonGaussianLikelihood(nn.Module):
+    r"""The likelihood of a noisy observation given the decoded clean signal, under Poisson-Gaussian noise.
+
+    The noise model of a VAE trained on noisy images only
+    (:func:`~vaerepair.models.noise_model_vae`): the decoder gives the signal
+    ``s``, the observation is scored by :class:`PoissonGaussianImage`. With
+    ``gain=0`` it is the Gaussian :class:`Gaussian` (``sigma``) likelihood.
+
+    Args:
+        gain: the photon gain :math:`a \ge 0` (intensity per photon).
+        sigma: the read-noise standard deviation :math:`\sigma \ge 0` (``gain`` and
+            ``sigma`` not both 0).
+        link: ``"identity"`` or ``"sigmoid"`` (the signal kept in ``(0, 1)``).
+        min_variance: the floor on the per-pixel variance.
+    """
+
+    params_per_pixel = 1
+
+    def __init__(self, gain: float, sigma: float = 0.0, link: str = "identity", min_variance: float = 1e-6) -> None:
+        super().__init__()
+        self.gain = check_positive(gain, "gain", allow_zero=True)
+        self.sigma = check_positive(sigma, "sigma", allow_zero=True)
+        if self.gain == 0 and self.sigma == 0:
+            raise ValueError("gain and sigma are both 0: that is no noise; give the noise's gain and/or sigma")
+        if link not in ("identity", "sigmoid"):
+            raise ValueError(f"link must be 'identity' or 'sigmoid', got {link!r}")
+        self.link = link
+        self.min_variance = check_positive(min_variance, "min_variance")
+
+    def forward(self, params: Tensor) -> PoissonGaussianImage:
+        """The noise model around the signal given by decoder outputs ``(..., B, C, H, W)``."""
+        loc = torch.sigmoid(params) if self.link == "sigmoid" else params
+        return PoissonGaussianImage(loc, self.gain, self.sigma, self.min_variance)
+
+    def extra_repr(self) -> str:
+        return f"gain={self.gain:.4g}, sigma={self.sigma:.4g}, link={self.link!r}"

@@ -7,6 +7,7 @@ distribution object with ``rsample``, ``mean`` and, where tractable,
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["PointMass", "PointMassPosterior", "SpatialPointMassPosterior", "spatial_head"]
@@ -28,8 +29,8 @@ class PointMass:
         """The latent code ``(B, D)``."""
         return self.loc
 
-    def rsample(self, n_samples: int | None = None) -> Tensor:
-        """``loc`` as ``(B, D)``, or repeated as ``(S, B, D)`` when ``n_samples=S``."""
+    def rsample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """``loc`` as ``(B, D)``, or repeated as ``(S, B, D)`` when ``n_samples=S`` (``generator``: unused)."""
         if n_samples is None:
             return self.loc
         return self.loc.expand(n_samples, *self.loc.shape)

@@ -8,6 +8,7 @@ from vaerepair.models.factory import (
     build,
     conditional_vae,
     flow_vae,
+    noise_model_vae,
     variational_autoencoder,
 )
 from vaerepair.models.latent import ImageDistribution, LatentModel, LatentVariableModel, PosteriorLike
@@ -22,6 +23,7 @@ __all__ = [
     "autoencoder",
     "variational_autoencoder",
     "conditional_vae",
+    "noise_model_vae",
     "flow_vae",
     "Condition",
     "LabelCondition",

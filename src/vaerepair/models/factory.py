@@ -13,7 +13,10 @@ from vaerepair.distributions import (
     Gaussian,
     GaussianPosterior,
     PointMassPosterior,
+    PoissonGaussianLikelihood,
+    SpatialGaussianPosterior,
     SpatialPointMassPosterior,
+    SpatialStandardNormal,
     StandardNormal,
     spatial_head,
 )
@@ -23,12 +26,13 @@ from vaerepair.models.latent import LatentVariableModel
 from vaerepair.nets import ConvDecoder, ConvEncoder, ConvHead, MLPDecoder, MLPEncoder, UNetEncoder
 
 __all__ = [
-    "ModelSpec", "build", "autoencoder", "variational_autoencoder", "flow_vae", "conditional_vae", "MODEL_KINDS",
+    "ModelSpec", "build", "autoencoder", "variational_autoencoder", "flow_vae", "conditional_vae", "noise_model_vae",
+    "MODEL_KINDS",
 ]
 
 MODEL_KINDS = ("ae", "dae", "vae")
 _ARCHS = ("mlp", "conv", "unet")
-_LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
+_LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "poisson-gaussian")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -44,13 +48,17 @@ class ModelSpec:
             takes any size (given sides are dropped: the spec records channels).
         latent_dim: ``D``; for ``"unet"`` the code's channels ``L`` per pixel.
         arch: ``"mlp"``, ``"conv"`` or ``"unet"`` (fully convolutional, any
-            image size: :class:`~vaerepair.nets.UNetEncoder`, a spatial point-mass
-            code, :class:`~vaerepair.nets.ConvHead`; kind ``"ae"``/``"dae"``).
+            image size: :class:`~vaerepair.nets.UNetEncoder`, a spatial code,
+            :class:`~vaerepair.nets.ConvHead`; kind ``"vae"`` gives the code a
+            diagonal Gaussian posterior and a standard normal prior per pixel).
         hidden: MLP hidden widths, the conv stages' widths, or the U-Net's
             widths per level (finest first).
         features: conv encoder feature size (ignored by the MLP).
-        likelihood: ``"bernoulli"``, ``"continuous-bernoulli"`` or ``"gaussian"``.
-        sigma: the Gaussian likelihood's scale.
+        likelihood: ``"bernoulli"``, ``"continuous-bernoulli"``, ``"gaussian"`` or
+            ``"poisson-gaussian"`` (the noise model of noisy observations:
+            :class:`~vaerepair.distributions.PoissonGaussianLikelihood`).
+        sigma: the Gaussian likelihood's scale (the Poisson-Gaussian one's read noise).
+        gain: the Poisson-Gaussian likelihood's photon gain.
         link: the Gaussian likelihood's link (``"identity"`` or ``"sigmoid"``).
         learn_sigma: learn the Gaussian likelihood's scale.
         norm: ``"group"`` or ``None`` (conv only).
@@ -69,6 +77,8 @@ class ModelSpec:
             Gaussian posterior itself.
         amortized: the flow layers are produced per image from the encoder
             features (``True``) or global (``False``).
+        repair_samples: posterior samples behind ``model.repair`` (0: decode the
+            posterior mean; a noise-model VAE repairs with the mean of decoded samples).
     """
 
     kind: str = "dae"
@@ -79,6 +89,7 @@ class ModelSpec:
     features: int = 256
     likelihood: str = "bernoulli"
     sigma: float = 1.0
+    gain: float = 0.0
     link: str = "identity"
     learn_sigma: bool = False
     norm: str | None = None
@@ -89,6 +100,7 @@ class ModelSpec:
     condition_features: int = 256
     flows: int = 0
     amortized: bool = True
+    repair_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -111,10 +123,12 @@ class ModelSpec:
             raise ValueError(f"flows must be >= 0, got {self.flows}")
         if self.likelihood not in _LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
+        if self.repair_samples < 0:
+            raise ValueError(f"repair_samples must be >= 0, got {self.repair_samples}")
         if self.arch == "unet":
-            if self.kind == "vae" or self.condition is not None or self.spatial:
-                raise ValueError("arch='unet' is a point-mass autoencoder (kind 'ae'/'dae'), unconditional, "
-                                 "and always spatial (leave spatial=False)")
+            if self.flows or self.condition is not None or self.spatial:
+                raise ValueError("arch='unet' is unconditional, without flows, and always spatial "
+                                 "(leave spatial=False)")
             object.__setattr__(self, "image_shape", (int(self.image_shape[0]), None, None))
         else:
             if None in tuple(self.image_shape):
@@ -149,6 +163,8 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
         likelihood = Bernoulli()
     elif spec.likelihood == "continuous-bernoulli":
         likelihood = ContinuousBernoulli()
+    elif spec.likelihood == "poisson-gaussian":
+        likelihood = PoissonGaussianLikelihood(spec.gain, spec.sigma, link=spec.link)
     else:
         likelihood = Gaussian(sigma=spec.sigma, link=spec.link, learn_sigma=spec.learn_sigma)
     encoder: nn.Module
@@ -163,11 +179,16 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
     extra = condition.out_features if condition is not None else 0  # joins the features and the latent
     if spec.arch == "unet":
         unet = UNetEncoder(spec.image_shape[0], widths=spec.hidden, norm=spec.norm, activation=act)
-        return LatentVariableModel(
-            unet, SpatialPointMassPosterior(unet.out_channels, spec.latent_dim),
-            ConvHead(spec.latent_dim, spec.image_shape[0], hidden=spec.hidden[0], activation=act,
-                     params_per_pixel=getattr(likelihood, "params_per_pixel", 1)),
-            likelihood, spec=spec.to_dict())
+        head = ConvHead(spec.latent_dim, spec.image_shape[0], hidden=spec.hidden[0], activation=act,
+                        params_per_pixel=getattr(likelihood, "params_per_pixel", 1))
+        if spec.kind == "vae":
+            model = LatentVariableModel(unet, SpatialGaussianPosterior(unet.out_channels, spec.latent_dim), head,
+                                        likelihood, prior=SpatialStandardNormal(spec.latent_dim), spec=spec.to_dict())
+        else:
+            model = LatentVariableModel(unet, SpatialPointMassPosterior(unet.out_channels, spec.latent_dim), head,
+                                        likelihood, spec=spec.to_dict())
+        model.repair_samples = spec.repair_samples
+        return model
     if spec.arch == "mlp":
         encoder = MLPEncoder(spec.image_shape, hidden=spec.hidden, activation=act)
         decoder = MLPDecoder(spec.latent_dim + extra, spec.image_shape, hidden=tuple(reversed(spec.hidden)),
@@ -188,10 +209,14 @@ def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
         q: nn.Module = GaussianPosterior(features + extra, spec.latent_dim)
         if spec.flows:
             q = PlanarFlowPosterior(features + extra, spec.latent_dim, n_flows=spec.flows, amortized=spec.amortized)
-        return LatentVariableModel(encoder, q, decoder, likelihood, prior=StandardNormal(spec.latent_dim),
-                                   condition=condition, spec=spec.to_dict())
-    posterior = PointMassPosterior(features + extra, spec.latent_dim, head=head)
-    return LatentVariableModel(encoder, posterior, decoder, likelihood, condition=condition, spec=spec.to_dict())
+        model = LatentVariableModel(encoder, q, decoder, likelihood, prior=StandardNormal(spec.latent_dim),
+                                    condition=condition, spec=spec.to_dict())
+    else:
+        posterior = PointMassPosterior(features + extra, spec.latent_dim, head=head)
+        model = LatentVariableModel(encoder, posterior, decoder, likelihood, condition=condition,
+                                    spec=spec.to_dict())
+    model.repair_samples = spec.repair_samples
+    return model
 
 
 def autoencoder(
@@ -279,6 +304,45 @@ def conditional_vae(
         torch.Size([2, 1, 28, 28])
     """
     return _configuration("vae", image_shape, latent_dim, arch, likelihood, {"condition": condition, **options})
+
+
+def noise_model_vae(
+    sigma: float, channels: int = 1, gain: float = 0.0, latent_channels: int = 8,
+    widths: tuple[int, ...] = (32, 64, 128), repair_samples: int = 100, **options: Any,
+) -> LatentVariableModel:
+    r"""A denoiser trained on noisy images only, in the DivNoising family: a fully convolutional VAE whose
+    likelihood is the known noise model.
+
+    The U-Net encoder gives :math:`q(z \mid y)`, a diagonal Gaussian over a
+    ``latent_channels``-channel code per pixel, with a standard normal prior;
+    the decoder gives the clean signal :math:`s(z)`; the likelihood is the noise
+    model :math:`p(y \mid s)`: Gaussian with the noise's ``sigma``, or
+    Poisson-Gaussian with ``gain`` > 0. Train it with :class:`~vaerepair.objectives.ELBO`
+    on noisy observations ``y`` alone (input and target both ``y``). Its
+    :meth:`~vaerepair.models.LatentVariableModel.repair` is the MMSE estimate,
+    the mean of ``repair_samples`` decoded posterior samples, and
+    ``repair(y, return_std=True)`` adds the per-pixel standard deviation.
+
+    Args:
+        sigma: the Gaussian noise's standard deviation (Poisson-Gaussian: the read noise).
+        channels: the images' channels.
+        gain: the photon gain (0: Gaussian noise).
+        latent_channels: the code's channels per pixel.
+        widths: the U-Net's widths per level (finest first).
+        repair_samples: posterior samples per repair.
+        options: further :class:`ModelSpec` fields (``activation``, ``norm``...).
+
+    Example:
+        >>> model = noise_model_vae(sigma=0.5)
+        >>> mmse, std = model.repair(torch.rand(2, 1, 12, 12), n_samples=8, return_std=True)
+        >>> mmse.shape, std.shape
+        (torch.Size([2, 1, 12, 12]), torch.Size([2, 1, 12, 12]))
+    """
+    likelihood = "poisson-gaussian" if gain > 0 else "gaussian"
+    shape: Any = (channels, None, None)
+    return build(ModelSpec(kind="vae", image_shape=shape, latent_dim=latent_channels, arch="unet",
+                           hidden=widths, likelihood=likelihood, sigma=sigma, gain=gain,
+                           repair_samples=repair_samples, **options))
 
 
 def _configuration(

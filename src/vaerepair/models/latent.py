@@ -7,7 +7,7 @@ variational models are configurations with stochastic posteriors and a prior.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Protocol, overload
+from typing import Any, Literal, Protocol, overload
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +26,7 @@ class PosteriorLike(Protocol):
     @property
     def mean(self) -> Tensor: ...
 
-    def rsample(self, n_samples: int | None = None) -> Tensor: ...
+    def rsample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor: ...
 
 
 class ImageDistribution(Protocol):
@@ -168,12 +168,14 @@ class LatentVariableModel(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, n: int, condition: Tensor | None = None, generator: torch.Generator | None = None
+        self, n: int, condition: Tensor | None = None, generator: torch.Generator | None = None,
+        size: tuple[int, int] | None = None,
     ) -> Tensor:
         """Draw ``n`` latents from the prior and decode them: images ``(n, C, H, W)`` (the likelihood means).
 
         A conditional model needs ``condition`` with ``n`` rows (one incomplete
-        image repeated ``n`` times gives ``n`` possible completions).
+        image repeated ``n`` times gives ``n`` possible completions). A fully
+        convolutional model needs the images' ``size`` ``(H, W)``.
         """
         if self.prior is None:
             raise ValueError("sampling needs a prior; this model has none (a plain autoencoder): build a VAE")
@@ -181,27 +183,50 @@ class LatentVariableModel(nn.Module):
         prior: Any = self.prior
         if condition is not None and len(condition) != n:
             raise ValueError(f"condition must have n={n} rows, got {shape_str(condition.shape)}")
-        z = prior.sample(n, device=ref.device, dtype=ref.dtype, generator=generator)
+        extra = {"size": size} if self.latent_event_dims == 3 else {}
+        z = prior.sample(n, device=ref.device, dtype=ref.dtype, generator=generator, **extra)
         return self.decode(z, condition).mean
 
     @overload
     def repair(self, x: Tensor, condition: Tensor | None = None, batch_size: int = 512,
-               tile: int | tuple[int, int] | None = None, overlap: int | None = None) -> Tensor: ...
+               tile: int | tuple[int, int] | None = None, overlap: int | None = None, *,
+               n_samples: int | None = None, return_std: Literal[False] = False,
+               generator: torch.Generator | None = None) -> Tensor: ...
+
+    @overload
+    def repair(self, x: Tensor, condition: Tensor | None = None, batch_size: int = 512,
+               tile: int | tuple[int, int] | None = None, overlap: int | None = None, *,
+               n_samples: int | None = None, return_std: Literal[True],
+               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]: ...
 
     @overload
     def repair(self, x: list[Tensor], condition: Tensor | None = None, batch_size: int = 512,
-               tile: int | tuple[int, int] | None = None, overlap: int | None = None) -> list[Tensor]: ...
+               tile: int | tuple[int, int] | None = None, overlap: int | None = None, *,
+               n_samples: int | None = None, return_std: bool = False,
+               generator: torch.Generator | None = None) -> list[Any]: ...
 
     @torch.no_grad()
     def repair(self, x: Tensor | list[Tensor], condition: Tensor | None = None, batch_size: int = 512,
-               tile: int | tuple[int, int] | None = None, overlap: int | None = None) -> Tensor | list[Tensor]:
-        """Repaired images ``(B, C, H, W)``: :meth:`reconstruct` in eval mode, in batches, without gradients.
+               tile: int | tuple[int, int] | None = None, overlap: int | None = None, *,
+               n_samples: int | None = None, return_std: bool = False,
+               generator: torch.Generator | None = None) -> Any:
+        r"""Repaired images ``(B, C, H, W)``: :meth:`reconstruct` in eval mode, in batches, without gradients.
 
         ``x`` may live on any device and have any float dtype: batches go to the
         model's device and dtype (float16/bfloat16 images to a float32 model),
         and the result comes back on ``x``'s device and dtype. The model's
         train/eval mode is restored.
         A conditional model needs ``condition`` (one row per image).
+
+        With ``n_samples=S`` the repair is the Monte-Carlo posterior mean of the
+        signal, :math:`\hat s = \tfrac1S \sum_s E[x \mid z_s]`, :math:`z_s \sim q(z \mid x)`:
+        the minimum-mean-square-error estimate of a VAE whose likelihood is the
+        noise model (:func:`~vaerepair.models.noise_model_vae`); with
+        ``return_std=True`` it also returns the per-pixel standard deviation of
+        the decoded samples ``(B, C, H, W)`` (``S - 1`` in the denominator), an
+        uncertainty map. ``n_samples=None`` takes the model's ``repair_samples``
+        (0 for most models: decode the posterior mean; a noise-model VAE's
+        default is its spec's). ``generator`` makes the draws reproducible.
 
         With ``tile`` (for a model of fixed size: its ``(H, W)``; for a fully
         convolutional one any side, e.g. 512, which bounds the memory) an image is
@@ -218,10 +243,14 @@ class LatentVariableModel(nn.Module):
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        samples = self._repair_samples(n_samples, return_std)
+        options: dict[str, Any] = {"n_samples": samples, "return_std": return_std, "generator": generator}
         if isinstance(x, list):
             if condition is not None:
                 raise ValueError("a list of images takes no condition; repair conditional models batch by batch")
-            return [self.repair(im.unsqueeze(0), batch_size=batch_size, tile=tile, overlap=overlap)[0] for im in x]
+            out = [self.repair(im.unsqueeze(0), batch_size=batch_size, tile=tile, overlap=overlap, **options)
+                   for im in x]
+            return [(m[0], s[0]) for m, s in out] if return_std else [m[0] for m in out]
         if tile is not None:
             if condition is not None:
                 raise ValueError("tiled repair takes no condition (a condition belongs to a whole image)")
@@ -236,28 +265,71 @@ class LatentVariableModel(nn.Module):
                 overlap = 8
             th, tw = (tile, tile) if isinstance(tile, int) else tile
             in_flight = max(1, min(batch_size, TILE_PIXELS_IN_FLIGHT // (th * tw)))  # memory bound by the tiles
-            return repair_tiled(lambda t: self.repair(t, batch_size=in_flight), x, tile, overlap, margin=margin,
-                                batch_size=in_flight, align=int(getattr(self.encoder, "multiple", 1)))
+
+            def fn(t: Tensor) -> Tensor:  # mean and std tiled together, as 2 C channels
+                out = self.repair(t, batch_size=in_flight, **options)
+                return torch.cat(out, dim=1) if return_std else out
+
+            c = x.shape[1]
+            both = repair_tiled(fn, x, tile, overlap, margin=margin, batch_size=in_flight,
+                                align=int(getattr(self.encoder, "multiple", 1)),
+                                out_channels=2 * c if return_std else c)
+            return (both[:, :c], both[:, c:]) if return_std else both
         self.check_input(x, any_float=True)
         if condition is not None and len(condition) != len(x):
             raise ValueError(f"condition must have one row per image ({len(x)}), got {shape_str(condition.shape)}")
         if len(x) == 0:
-            return x.clone()
+            return (x.clone(), x.clone()) if return_std else x.clone()
         device = next((p.device for p in self.parameters()), x.device)
         dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), x.dtype)  # half images: cast
         was_training = self.training
         self.eval()
         try:
             parts = [
-                self.reconstruct(
+                self._repair_batch(
                     x[i : i + batch_size].to(device, dtype),
                     condition[i : i + batch_size].to(device) if condition is not None else None,
+                    samples, generator,
                 )
                 for i in range(0, len(x), batch_size)
             ]
-            return torch.cat(parts).to(x.device, x.dtype)
         finally:
             self.train(was_training)
+        mean = torch.cat([m for m, _ in parts]).to(x.device, x.dtype)
+        if not return_std:
+            return mean
+        return mean, torch.cat([s for _, s in parts]).to(x.device, x.dtype)
+
+    repair_samples: int = 0  # posterior samples per repair when ``repair(n_samples=None)``: 0 decodes the mean
+
+    def _repair_samples(self, n_samples: int | None, return_std: bool) -> int:
+        samples = self.repair_samples if n_samples is None else n_samples
+        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 0:
+            raise ValueError(f"n_samples must be an integer >= 0 (0: decode the posterior mean), got {samples!r}")
+        if return_std and samples < 2:
+            raise ValueError(f"return_std=True needs n_samples >= 2 posterior samples, got {samples!r}; "
+                             "pass n_samples=100, for example")
+        return int(samples)
+
+    def _repair_batch(self, x: Tensor, condition: Tensor | None, n_samples: int,
+                      generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+        """The repair of one batch, and (with samples) the standard deviation of the decoded samples."""
+        if n_samples == 0:
+            return self.reconstruct(x, condition), None
+        self.check_input(x)
+        q = self.encode(x, condition)
+        chunk = max(1, min(n_samples, TILE_PIXELS_IN_FLIGHT // max(1, x[0].numel() * len(x))))
+        count, mean, m2 = 0, torch.zeros_like(x), torch.zeros_like(x)
+        for start in range(0, n_samples, chunk):  # Chan et al.'s merge of per-chunk means and squared deviations
+            s = min(chunk, n_samples - start)
+            decoded = self.decode(q.rsample(s, generator=generator), condition).mean  # (s, B, C, H, W)
+            chunk_mean = decoded.mean(dim=0)
+            delta = chunk_mean - mean
+            total = count + s
+            mean = mean + delta * (s / total)
+            m2 = m2 + (decoded - chunk_mean).square().sum(dim=0) + delta.square() * (count * s / total)
+            count = total
+        return mean, (m2 / max(count - 1, 1)).sqrt()
 
     @property
     def fully_convolutional(self) -> bool:

@@ -6,6 +6,7 @@ from vaerepair.objectives.fisher import FisherDivergence, FisherScores, batch_co
 from vaerepair.objectives.iwae import IWAE, iwae_nll, likelihood_metrics, log_weights
 from vaerepair.objectives.reconstruction import Reconstruction
 from vaerepair.objectives.schedules import Constant, Cyclical, LinearWarmup, Schedule
+from vaerepair.objectives.self_supervised import BLIND_SPOT_REPLACEMENTS, SURE, BlindSpot, Noise2Noise, denoise
 
 __all__ = [
     "Objective",
@@ -13,6 +14,11 @@ __all__ = [
     "ObjectiveBase",
     "objective_hooks",
     "Reconstruction",
+    "Noise2Noise",
+    "BlindSpot",
+    "SURE",
+    "BLIND_SPOT_REPLACEMENTS",
+    "denoise",
     "ELBO",
     "FisherDivergence",
     "FisherScores",

@@ -33,10 +33,12 @@ from vaerepair.testing.registry import (
     BUILTIN_POSTERIORS,
 )
 from vaerepair.testing.report import Check, CheckReport, ContractError
+from vaerepair.testing.risk import check_unbiased_risk
 
 __all__ = [
     "check_objective",
     "check_bound",
+    "check_unbiased_risk",
     "check_score",
     "check_posterior",
     "check_likelihood",

@@ -49,14 +49,29 @@ def _max_rel(a: Tensor, b: Tensor) -> float:
     return float((a - b).abs().max()) / scale
 
 
+TARGETS = ("clean", "noisy", "pair")
+
+
+def _pair(x_in: Tensor, x_t: Tensor, target: str) -> tuple[Tensor, Tensor]:
+    """``(input, target)`` as the objective gets them: the noisy kind trains on the input itself (one tensor)."""
+    return (x_in, x_in) if target == "noisy" else (x_in, x_t)
+
+
 def _check_one(objective: Any, model: nn.Module, dtype: torch.dtype, device: torch.device, batch: int,
-               rtol: float, ignore_params: Sequence[str]) -> CheckReport:
+               rtol: float, ignore_params: Sequence[str], target: str = "clean") -> CheckReport:
     report = CheckReport("model")
     # a fully convolutional model (image_shape (C, None, None)) is checked on odd-sized 13x10 images
     c, h, w = model.image_shape  # type: ignore[misc]
     shape = (c, 13 if h is None else h, 10 if w is None else w)
-    x_t = _images(batch, shape, 1, dtype, device)
-    x_in = (x_t + 0.3 * _images(batch, shape, 2, dtype, device)).clamp(0, 1)  # a "corrupted" input
+    if target == "clean":
+        x_t = _images(batch, shape, 1, dtype, device)
+        x_in = (x_t + 0.3 * _images(batch, shape, 2, dtype, device)).clamp(0, 1)  # a "corrupted" input
+    else:  # unclipped noisy observations of one clean batch (two independent ones for pairs)
+        clean = _images(batch, shape, 1, dtype, device)
+        x_in = clean + 0.3 * (_images(batch, shape, 2, dtype, device) - 0.5) * 3.4
+        x_t = clean + 0.3 * (_images(batch, shape, 3, dtype, device) - 0.5) * 3.4
+    other_observation = x_t
+    x_in, x_t = _pair(x_in, x_t, target)
 
     try:
         result = _run(objective, model, x_in, x_t, seed=0)
@@ -98,24 +113,28 @@ def _check_one(objective: Any, model: nn.Module, dtype: torch.dtype, device: tor
                f"{float(again.loss.detach()):.6g}: draw randomness from torch's generators only")
 
     # mean over images: the batch repeated twice gives the same loss
-    doubled = float(_run(objective, model, torch.cat([x_in, x_in]), torch.cat([x_t, x_t]), seed=0).loss.detach())
+    doubled = float(_run(objective, model, *_pair(torch.cat([x_in, x_in]), torch.cat([x_t, x_t]), target),
+                         seed=0).loss.detach())
     value = float(loss_value)
     ratio = doubled / value if value != 0 else float("nan")
-    report.add("mean over the batch (not a sum)", math.isclose(doubled, value, rel_tol=rtol, abs_tol=1e-8),
+    # per-position draws (masks, probes) differ for the repeated half: then only "about 1x, not 2x" is exact
+    mean_ok = math.isclose(doubled, value, rel_tol=rtol, abs_tol=1e-8) if target == "clean" else 0.5 < ratio < 1.5
+    report.add("mean over the batch (not a sum)", mean_ok,
                f"the loss on the batch repeated twice is {ratio:.3g}x the loss on the batch: the loss must be the "
                "mean over images (a sum grows with the batch size)")
 
     # images are independent: order does not matter, and changing one image changes only its own terms
     perm = torch.arange(batch - 1, -1, -1, device=device)
-    permuted = _run(objective, model, x_in[perm], x_t[perm], seed=0)
+    permuted = _run(objective, model, *_pair(x_in[perm], x_t[perm], target), seed=0)
     order_ok = math.isclose(float(permuted.loss.detach()), value, rel_tol=rtol, abs_tol=1e-8) and all(
         _max_rel(permuted.terms[k][perm.argsort()].detach(), v.detach()) <= rtol
         for k, v in terms.items() if k in permuted.terms)
-    report.add("independent of the batch order", order_ok,
-               "reversing the batch changed the loss or the per-image terms: images must not interact")
+    if target == "clean":  # draws by position in the batch (masks, probes) are exchangeable in distribution only
+        report.add("independent of the batch order", order_ok,
+                   "reversing the batch changed the loss or the per-image terms: images must not interact")
     x_in2, x_t2 = x_in.clone(), x_t.clone()
     x_in2[0], x_t2[0] = x_in[0].flip(-1), x_t[0].flip(-1)
-    changed = _run(objective, model, x_in2, x_t2, seed=0)
+    changed = _run(objective, model, *_pair(x_in2, x_t2, target), seed=0)
     leak = max((_max_rel(changed.terms[k][1:].detach(), v[1:].detach()) for k, v in terms.items()
                 if k in changed.terms), default=0.0)
     report.add("images are independent", leak <= rtol,
@@ -123,18 +142,24 @@ def _check_one(objective: Any, model: nn.Module, dtype: torch.dtype, device: tor
                "objective couples the images of a batch (batch statistics, BatchNorm, a loss over the whole batch)")
 
     # the encoder sees x_input, the likelihood scores x_target
-    same_target = float(_run(objective, model, x_in, x_in, seed=0).loss.detach())
-    report.add("scores the clean target", not math.isclose(same_target, value, rel_tol=1e-9, abs_tol=0),
-               "the loss does not change when x_target changes: the objective must score the clean target "
-               "x_target (it scores x_input instead, or nothing)")
-    same_input = float(_run(objective, model, x_t, x_t, seed=0).loss.detach())
-    report.add("encodes the corrupted input", not math.isclose(same_input, value, rel_tol=1e-9, abs_tol=0),
-               "the loss does not change when x_input changes: the encoder must see x_input (the corrupted image)")
+    if target == "noisy":
+        other = _run(objective, model, *_pair(other_observation, other_observation, target), seed=0).loss.detach()
+        report.add("depends on the observation", not math.isclose(float(other), value, rel_tol=1e-9, abs_tol=0),
+                   "the loss does not change when the noisy observation changes")
+    else:
+        same_target = float(_run(objective, model, x_in, x_in.clone(), seed=0).loss.detach())
+        report.add(f"scores the {'second observation' if target == 'pair' else 'clean target'}",
+                   not math.isclose(same_target, value, rel_tol=1e-9, abs_tol=0),
+                   "the loss does not change when x_target changes: the objective must score x_target "
+                   "(it scores x_input instead, or nothing)")
+        same_input = float(_run(objective, model, x_t, x_t.clone(), seed=0).loss.detach())
+        report.add("encodes the input", not math.isclose(same_input, value, rel_tol=1e-9, abs_tol=0),
+                   "the loss does not change when x_input changes: the encoder must see x_input")
 
     # edge images: black, white, binary
     for name, edge in {"all-zero": torch.zeros_like(x_t), "all-one": torch.ones_like(x_t),
                        "binary": (x_t > 0.5).to(dtype)}.items():
-        edge_loss = _run(objective, model, edge, edge, seed=0).loss.detach()
+        edge_loss = _run(objective, model, *_pair(edge, edge.clone(), target), seed=0).loss.detach()
         report.add(f"finite on {name} images", bool(torch.isfinite(edge_loss)),
                    f"the loss is {float(edge_loss)} on {name} images (a log of 0? a division by a variance of 0?)")
     return report
@@ -154,6 +179,7 @@ def check_objective(
     full_grid: bool = False,
     ignore_params: Sequence[str] = (),
     raise_on_failure: bool = True,
+    target: str = "clean",
 ) -> CheckReport:
     """Run ``objective(model, x_input, x_target)`` on small models and batches and check its contract.
 
@@ -173,6 +199,15 @@ def check_objective(
     * the encoder sees ``x_input`` and the likelihood scores ``x_target``
       (changing either changes the loss);
     * it is finite on all-zero, all-one and binary images.
+
+    ``target`` says what the objective trains on: ``"clean"`` (a corrupted
+    input, a clean target), ``"noisy"`` (self-supervised: unclipped noisy
+    observations, the input and the target one tensor, as the Trainer passes
+    :class:`~vaerepair.data.NoisyImages`; the two input/target checks become
+    "depends on the observation") or ``"pair"`` (two independent noisy
+    observations, as Noise2Noise). For ``"noisy"`` and ``"pair"`` the
+    batch-order check is left out: masks and probes drawn by position in the
+    batch are exchangeable in distribution only.
 
     The models' posterior draws are tied to the images
     (:class:`~vaerepair.testing.ExchangeableModel`), so these comparisons are
@@ -196,10 +231,13 @@ def check_objective(
             decoder's mean and leaves a learned likelihood scale alone).
         raise_on_failure: raise :class:`~vaerepair.testing.ContractError` listing
             every failure (default), or only return the report.
+        target: ``"clean"``, ``"noisy"`` or ``"pair"``.
 
     Returns:
         The :class:`~vaerepair.testing.CheckReport`.
     """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 to check that images are independent, got {batch_size}")
     device = torch.device(device)
@@ -218,7 +256,7 @@ def check_objective(
         for (name, factory), dtype in product(factories, dtypes):
             tol = rtol if rtol is not None else (1e-9 if dtype == torch.float64 else 1e-4)
             model = factory(dtype)
-            report.extend(_check_one(objective, model, dtype, device, batch_size, tol, ignore_params),
+            report.extend(_check_one(objective, model, dtype, device, batch_size, tol, ignore_params, target),
                           prefix=f"[{name}, {str(dtype).removeprefix('torch.')}] ")
     return report.raise_if_failed() if raise_on_failure else report
 

@@ -32,7 +32,11 @@ class ObjectiveEntry:
     make: Callable[[], Any]
     likelihoods: tuple[str, ...] = LIKELIHOODS
     bound: str | None = None
+    target: str = "clean"  # what it trains on: "clean", "noisy" (self-supervised) or "pair" (two observations)
+    ignore_params: tuple[str, ...] = ()  # parameters it does not train (squared errors leave a likelihood scale)
 
+
+_SCALE = ("likelihood.",)  # squared-error objectives use the decoder's mean only
 
 BUILTIN_OBJECTIVES: dict[str, ObjectiveEntry] = {
     "Reconstruction": ObjectiveEntry(obj.Reconstruction),
@@ -44,6 +48,14 @@ BUILTIN_OBJECTIVES: dict[str, ObjectiveEntry] = {
     "FisherDivergence": ObjectiveEntry(obj.FisherDivergence, likelihoods=("gaussian",)),
     "FisherDivergence(closed_form)": ObjectiveEntry(lambda: obj.FisherDivergence(closed_form=True),
                                                     likelihoods=("gaussian",)),
+    "Noise2Noise": ObjectiveEntry(obj.Noise2Noise, target="pair", ignore_params=_SCALE),
+    "BlindSpot": ObjectiveEntry(obj.BlindSpot, target="noisy", ignore_params=_SCALE),
+    "BlindSpot(local-mean)": ObjectiveEntry(lambda: obj.BlindSpot(2, "local-mean", radius=1), target="noisy",
+                                            ignore_params=_SCALE),
+    "BlindSpot(median)": ObjectiveEntry(lambda: obj.BlindSpot(3, "median"), target="noisy", ignore_params=_SCALE),
+    "SURE": ObjectiveEntry(lambda: obj.SURE(0.3), target="noisy", ignore_params=_SCALE),
+    "SURE(autograd)": ObjectiveEntry(lambda: obj.SURE(0.3, divergence="autograd"), target="noisy",
+                                     ignore_params=_SCALE),
 }
 
 # name -> (head factory, whether it has a density)
@@ -61,6 +73,7 @@ BUILTIN_LIKELIHOODS: dict[str, Callable[[], nn.Module]] = {
     "Gaussian": lambda: dist.Gaussian(0.5),
     "Gaussian(sigmoid)": lambda: dist.Gaussian(0.5, link="sigmoid"),
     "Gaussian(learned)": lambda: dist.Gaussian(0.5, learn_sigma=True),
+    "PoissonGaussianLikelihood": lambda: dist.PoissonGaussianLikelihood(0.05, 0.1, link="sigmoid"),
 }
 
 # name -> (factory, value range of the output, None: unbounded)

@@ -26,10 +26,12 @@ class CheckReport:
 
     ``report.ok`` is true when every check passed; ``str(report)`` lists them;
     :meth:`raise_if_failed` raises :class:`ContractError` naming each failure.
+    ``numbers`` holds measured values a check reports (e.g. a bias and its standard error).
     """
 
     subject: str
     checks: list[Check] = field(default_factory=list)
+    numbers: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from vaerepair._checks import shape_str
-from vaerepair.data import ImageDataset
-from vaerepair.training.sources import BatchSource, to_unit_float
+from vaerepair.data import ImageDataset, NoisyImages
+from vaerepair.training.sources import BatchSource, check_noisy_without_corruption, to_unit_float
 
 __all__ = ["PatchSource", "dihedral_coordinates"]
 
@@ -46,17 +46,25 @@ class PatchSource(BatchSource):
 
     Args:
         images: a list of images ``(C, H, W)`` (uint8, or float in [0, 1]; one
-            ``C`` for all), a tensor ``(N, C, H, W)`` or an :class:`~vaerepair.data.ImageDataset`.
+            ``C`` for all), a tensor ``(N, C, H, W)``, an :class:`~vaerepair.data.ImageDataset`,
+            or :class:`~vaerepair.data.NoisyImages` without pairs (patches of noisy
+            observations, trained on as they are: the Trainer's corruption must be ``None``).
         patch_size: the side ``P`` of the patches.
         patches_per_epoch: patches in an epoch (default: as many as the images
             have non-overlapping patches, at least one batch).
         augment: apply a random one of the 8 flips/rotations to each patch.
     """
 
-    def __init__(self, images: Sequence[Tensor] | Tensor | ImageDataset, patch_size: int,
+    def __init__(self, images: Sequence[Tensor] | Tensor | ImageDataset | NoisyImages, patch_size: int,
                  patches_per_epoch: int | None = None, augment: bool = False) -> None:
         if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"patch_size must be an integer >= 1, got {patch_size!r}")
+        self.data = images
+        if isinstance(images, NoisyImages):
+            if images.pairs:
+                raise ValueError("PatchSource takes single noisy observations; for pairs (Noise2Noise) use "
+                                 "TensorSource, which keeps both observations of a scene together")
+            images = images.observations
         if isinstance(images, ImageDataset):
             images = images.images
         items = list(images.unbind(0)) if isinstance(images, Tensor) else list(images)
@@ -80,6 +88,7 @@ class PatchSource(BatchSource):
             raise ValueError(f"patches_per_epoch must be an integer >= 1, got {patches_per_epoch!r}")
 
     def _setup(self) -> None:
+        check_noisy_without_corruption(self.data, self.ctx.corruption, "the patches' images")
         device, p = self.ctx.device, self.patch_size
         c = self.items[0].shape[0]
         expected = self.ctx.image_shape

@@ -25,11 +25,11 @@ from torch import Tensor
 
 from vaerepair._checks import check_finite_images, shape_str
 from vaerepair.corruptions import Corruption
-from vaerepair.data import ImageDataset
+from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.training.distributed import Distributed
 
 __all__ = ["Batch", "BatchSource", "SourceContext", "ShuffledSource", "TensorSource", "as_images", "to_unit_float",
-           "condition_of", "check_image_shape", "labels_of"]
+           "condition_of", "check_image_shape", "labels_of", "check_noisy_without_corruption"]
 
 
 class Batch(NamedTuple):
@@ -37,7 +37,9 @@ class Batch(NamedTuple):
 
     Attributes:
         input: what the encoder sees (the corrupted images) ``(B, C, H, W)``.
-        target: what the likelihood scores (the clean images) ``(B, C, H, W)``.
+        target: what the likelihood scores (the clean images; for
+            :class:`~vaerepair.data.NoisyImages`, the observation itself or the
+            other observation of a pair) ``(B, C, H, W)``.
         condition: a conditional model's condition, else ``None``.
         weight: the factor on the loss before ``backward`` (1 in one process; under
             ``torchrun`` it makes the averaged gradients those of the global batch mean).
@@ -63,10 +65,13 @@ class SourceContext:
     dist: Distributed = field(default_factory=Distributed)
 
 
-def as_images(data: ImageDataset | Tensor, name: str) -> Tensor:
-    """The images of ``data`` as ``(N, C, H, W)``, uint8 or float in [0, 1]."""
+def as_images(data: ImageDataset | NoisyImages | Tensor, name: str) -> Tensor:
+    """The images of ``data`` as ``(N, C, H, W)``, uint8 or float in [0, 1] (noisy observations: any finite
+    floats)."""
     if isinstance(data, ImageDataset):
         return data.images
+    if isinstance(data, NoisyImages):
+        return data.observations
     if not isinstance(data, Tensor):
         raise TypeError(f"{name} must be an ImageDataset or a tensor (N, C, H, W), got {type(data).__name__}")
     if data.dim() != 4:
@@ -150,26 +155,37 @@ class BatchSource:
         random stream."""
         raise NotImplementedError
 
-    def _clean_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+    def _clean_batches(self, start: int) -> Iterator[tuple[Any, ...]]:
+        """``(images, labels)`` per batch, or ``(observations, labels, targets)`` for noisy observations."""
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[Batch]:
-        """The batches of the rest of the current epoch; the next iteration starts a new one."""
+        """The batches of the rest of the current epoch; the next iteration starts a new one.
+
+        ``_clean_batches`` yields ``(images, labels)``, or ``(observations, labels,
+        targets)`` for noisy observations (which are not corrupted again)."""
         need_mask = self.ctx.condition is not None
-        for clean, labels in self._clean_batches(self._step):
+        for item in self._clean_batches(self._step):
             self._step += 1
-            yield self._batch(clean, labels, need_mask)
+            yield self._batch(item[0], item[1], need_mask, item[2] if len(item) > 2 else None)
         self._step = 0
+
+    def first_target(self) -> Tensor | None:
+        """The targets of :meth:`first_batch` when they are not its images (pairs of observations), else ``None``."""
+        return None
 
     @property
     def step(self) -> int:
         """Steps of the current epoch already handed out."""
         return self._step
 
-    def _batch(self, x: Tensor, labels: Tensor | None, need_mask: bool) -> Batch:
+    def _batch(self, x: Tensor, labels: Tensor | None, need_mask: bool, target: Tensor | None = None) -> Batch:
         ctx = self.ctx
         mask = None
-        if ctx.corruption is None:
+        if target is not None:  # noisy observations: the input as it is, the target given
+            x_in, x = x, target
+            mask = torch.zeros_like(x, dtype=torch.bool) if need_mask else None
+        elif ctx.corruption is None:
             x_in = x
             mask = torch.zeros_like(x, dtype=torch.bool) if need_mask else None
         elif need_mask:
@@ -224,20 +240,27 @@ class TensorSource(ShuffledSource):
     """A dataset held in memory on the device, shuffled each epoch and batched by index.
 
     Args:
-        data: an :class:`~vaerepair.data.ImageDataset` or images ``(N, C, H, W)``
-            (uint8, or float in [0, 1]).
+        data: an :class:`~vaerepair.data.ImageDataset`, images ``(N, C, H, W)``
+            (uint8, or float in [0, 1]), or :class:`~vaerepair.data.NoisyImages`
+            (noisy observations, trained on as they are: the Trainer's corruption
+            must be ``None``; a batch's target is the observation itself, or for
+            pairs the other observation, the two swapped per image at random).
         drop_last: drop the last incomplete batch of an epoch.
     """
 
-    def __init__(self, data: ImageDataset | Tensor, drop_last: bool = False, name: str = "train") -> None:
+    def __init__(self, data: ImageDataset | NoisyImages | Tensor, drop_last: bool = False,
+                 name: str = "train") -> None:
         self.data, self.drop_last, self.name = data, drop_last, name
         self.images = as_images(data, name)
+        self.second = data.second if isinstance(data, NoisyImages) else None
         if len(self.images) == 0:
             raise ValueError(f"{name} is empty")
 
     def _setup(self) -> None:
         check_image_shape(tuple(self.images.shape[1:]), self.ctx.image_shape, self.name)
+        check_noisy_without_corruption(self.data, self.ctx.corruption, self.name)
         self._images = self.images.to(self.ctx.device)
+        self._second = self.second.to(self.ctx.device) if self.second is not None else None
         labels = labels_of(self.data, self.ctx.condition, self.name)
         self._labels = labels.to(self.ctx.device) if labels is not None else None
         self._start_order(self.ctx.device)
@@ -257,10 +280,28 @@ class TensorSource(ShuffledSource):
         labels = self._labels[first] if self._labels is not None else None
         return to_unit_float(self._images[first], self.ctx.dtype), labels
 
-    def _clean_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+    def first_target(self) -> Tensor | None:
+        if self._second is None:
+            return None
+        return self._second[: min(len(self._images), self.ctx.batch_size)].to(self.ctx.dtype)
+
+    def _clean_batches(self, start: int) -> Iterator[tuple[Any, ...]]:
         order = self._epoch_order(len(self._images), start)
         b = self.ctx.batch_size
         for step in range(start, self.steps_per_epoch()):
             index = order[step * b : (step + 1) * b]
-            yield (to_unit_float(self._images[index], self.ctx.dtype),
-                   self._labels[index] if self._labels is not None else None)
+            x = to_unit_float(self._images[index], self.ctx.dtype)
+            labels = self._labels[index] if self._labels is not None else None
+            if self._second is None:
+                yield x, labels
+                continue
+            other = self._second[index].to(self.ctx.dtype)
+            swap = (torch.rand(len(index), generator=self._corrupt_gen, device=x.device) < 0.5).view(-1, 1, 1, 1)
+            yield torch.where(swap, other, x), labels, torch.where(swap, x, other)
+
+
+def check_noisy_without_corruption(data: Any, corruption: Corruption | None, name: str) -> None:
+    """Noisy observations are trained on as they are: refuse a corruption on top of them."""
+    if isinstance(data, NoisyImages) and corruption is not None:
+        raise ValueError(f"{name} holds noisy observations (NoisyImages), which are trained on as they are; "
+                         f"build the Trainer with corruption=None, not {corruption!r}")

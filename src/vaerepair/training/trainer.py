@@ -19,7 +19,7 @@ from torch import nn
 
 from vaerepair._checks import as_device, check_positive
 from vaerepair.corruptions import Corruption
-from vaerepair.data import ImageDataset
+from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.distributions import validation
 from vaerepair.objectives import ObjectiveResult, objective_hooks
 from vaerepair.training.callbacks import Callback, EarlyStopping
@@ -36,7 +36,7 @@ from vaerepair.training.validation import FixedCorruption, Validator
 __all__ = ["Trainer", "EarlyStopping", "NonFiniteLossError", "TrainingInterrupted"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-Data = ImageDataset | torch.Tensor
+Data = ImageDataset | NoisyImages | torch.Tensor
 
 
 class Trainer:
@@ -217,7 +217,8 @@ class Trainer:
         if not self._checked:
             if self.dist.rank > 0:  # independent latent noise in each process
                 torch.manual_seed(torch.initial_seed() + 1_000_003 * self.dist.rank)
-            self.validator.first_batch_check(*self.source.first_batch(), self.corruption, self.seed + 4)
+            self.validator.first_batch_check(*self.source.first_batch(), self.corruption, self.seed + 4,
+                                             target=self.source.first_target())
             self.optimizer.zero_grad(set_to_none=True)
             self._checked = True
         return None

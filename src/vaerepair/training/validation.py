@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from vaerepair.corruptions import Corruption
-from vaerepair.data import ImageDataset
+from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.distributions import validation
 from vaerepair.metrics import psnr, ssim
 from vaerepair.models.latent import LatentModel
@@ -31,12 +31,29 @@ __all__ = ["FixedCorruption", "fix_corruption", "Validator"]
 
 
 class FixedCorruption(NamedTuple):
-    """One fixed corruption of a split: clean and corrupted images ``(N, C, H, W)``, the mask, the labels."""
+    """One fixed corruption of a split: clean and corrupted images ``(N, C, H, W)``, the mask, the labels.
 
-    clean: Tensor
+    For noisy observations (:class:`~vaerepair.data.NoisyImages`) ``corrupted``
+    holds the observations, ``target`` what the objective scores (the
+    observations, or the second of each pair) and ``clean`` the clean images
+    where they are known, else ``None`` (then no PSNR/SSIM).
+    """
+
+    clean: Tensor | None
     corrupted: Tensor
     mask: Tensor
     labels: Tensor | None = None
+    target: Tensor | None = None
+
+    @property
+    def objective_target(self) -> Tensor:
+        """What the objective scores: ``target``, else the clean images."""
+        target = self.target if self.target is not None else self.clean
+        assert target is not None
+        return target
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return len(self.corrupted)
 
     def partial_mask(self) -> bool:
         """Whether the corruption left some pixels untouched (erasures, masks): then the
@@ -79,15 +96,25 @@ class Validator:
         self.dtype = floats[0] if floats else torch.get_default_dtype()  # images are cast to the model's dtype
         self._step = ObjectiveStep(model, objective)
 
-    def fix(self, data: ImageDataset | Tensor | Sequence[Tensor], seed: int, corruption: Corruption | None,
-            name: str) -> FixedCorruption | list[FixedCorruption]:
+    def fix(self, data: ImageDataset | NoisyImages | Tensor | Sequence[Tensor], seed: int,
+            corruption: Corruption | None, name: str) -> FixedCorruption | list[FixedCorruption]:
         """``data`` (a dataset or images ``(N, C, H, W)``) on the device, with one corruption drawn from ``seed``.
 
         A sequence of images ``(C, H_i, W_i)`` of different sizes (a list, an
         :class:`~vaerepair.data.ImageFolder`) is validated at full size: one
         fixed corruption per size (seeds ``seed``, ``seed + 1``, ...), in order
         of first appearance; the measures are means over all the images.
+        Noisy observations are not corrupted again (``corruption`` is ignored).
         """
+        if isinstance(data, NoisyImages):
+            check_image_shape(data.image_shape, getattr(self.model, "image_shape", None), name)
+            if len(data) == 0:
+                raise ValueError(f"{name} is empty")
+            d = data.to(self.device)
+            y = d.observations.to(self.dtype)
+            return FixedCorruption(d.clean.to(self.dtype) if d.clean is not None else None, y,
+                                   torch.zeros_like(y, dtype=torch.bool), None,
+                                   d.second.to(self.dtype) if d.second is not None else y)
         if not isinstance(data, (ImageDataset, Tensor)):
             return self._fix_sizes(data, seed, corruption, name)
         images = as_images(data, name)
@@ -112,11 +139,17 @@ class Validator:
                                                f"{name} ({'x'.join(map(str, shape[1:]))} images)"))
                 for k, (shape, group) in enumerate(groups.items())]
 
-    def first_batch_check(self, x: Tensor, labels: Tensor | None, corruption: Corruption | None, seed: int) -> None:
-        """Run the objective once on clean images ``x`` (corrupted from ``seed``) and explain what goes wrong."""
-        fixed = fix_corruption(x, corruption, seed, self.dtype, len(x), labels)
+    def first_batch_check(self, x: Tensor, labels: Tensor | None, corruption: Corruption | None, seed: int,
+                          target: Tensor | None = None) -> None:
+        """Run the objective once on clean images ``x`` (corrupted from ``seed``) and explain what goes wrong.
+
+        With ``target`` (pairs of noisy observations) ``x`` is the input, as it is, and ``target`` the target."""
+        if target is not None:
+            fixed = FixedCorruption(None, x, torch.zeros_like(x, dtype=torch.bool), labels, target)
+        else:
+            fixed = fix_corruption(x, corruption, seed, self.dtype, len(x), labels)
         try:
-            result = self._step(fixed.corrupted, fixed.clean, self.condition_for(fixed))
+            result = self._step(fixed.corrupted, fixed.objective_target, self.condition_for(fixed))
         except Exception as err:
             raise RuntimeError(f"the objective failed on a first batch of shape {tuple(x.shape)} "
                                f"({type(err).__name__}: {err})") from err
@@ -129,14 +162,18 @@ class Validator:
         return condition_of(self.condition, fixed.corrupted, fixed.mask, fixed.labels)
 
     def _batches(self, fixed: FixedCorruption) -> Any:
-        for i in range(0, len(fixed.clean), self.batch_size):
+        """``(target, input, mask, condition, clean or None)`` per evaluation batch."""
+        for i in range(0, len(fixed), self.batch_size):
             part = slice(i, i + self.batch_size)
             labels = fixed.labels[part] if fixed.labels is not None else None
             x_in, mask = fixed.corrupted[part], fixed.mask[part]
-            yield fixed.clean[part], x_in, mask, condition_of(self.condition, x_in, mask, labels)
+            clean = fixed.clean[part] if fixed.clean is not None else None
+            yield (fixed.objective_target[part], x_in, mask, condition_of(self.condition, x_in, mask, labels),
+                   clean)
 
     def repair_quality(self, fixed: FixedCorruption | list[FixedCorruption]) -> dict[str, float]:
-        """Loss, terms, ``psnr``, ``ssim`` (and ``psnr_missing``) of the repairs, and ``n``."""
+        """Loss, terms, ``psnr``, ``ssim`` (and ``psnr_missing``) of the repairs, and ``n`` (noisy observations
+        without clean images: the loss and terms only)."""
         if isinstance(fixed, list):
             return _combine([(self.repair_quality(f), f) for f in fixed])
         was_training = self.model.training
@@ -145,30 +182,44 @@ class Validator:
         sums: dict[str, Tensor | float] = {}
         try:
             with validation(False):
-                for x, x_in, mask, condition in self._batches(fixed):
+                for target, x_in, mask, condition, x in self._batches(fixed):
                     with torch.set_grad_enabled(self.objective.needs_grad):
-                        loss, terms = self._step(x_in, x, condition)
-                    with torch.no_grad():
-                        repaired = cast(LatentModel, self.model).reconstruct(x_in, condition)
-                        batch = {"loss": loss.detach() * len(x), **{k: v.detach().sum() for k, v in terms.items()},
-                                 "psnr": psnr(repaired, x, reduction="none").sum(),
-                                 "ssim": ssim(repaired, x, reduction="none").sum()}
-                        if partial:
-                            batch["psnr_missing"] = psnr(repaired, x, reduction="none", mask=mask).nansum()
+                        loss, terms = self._step(x_in, target, condition)
+                    batch = {"loss": loss.detach() * len(x_in), **{k: v.detach().sum() for k, v in terms.items()}}
+                    if x is not None:
+                        with torch.no_grad():
+                            repaired = self._repair(x_in, condition)
+                            batch["psnr"] = psnr(repaired, x, reduction="none").sum()
+                            batch["ssim"] = ssim(repaired, x, reduction="none").sum()
+                            if partial:
+                                batch["psnr_missing"] = psnr(repaired, x, reduction="none", mask=mask).nansum()
                     for k, v in batch.items():
                         sums[k] = sums.get(k, 0.0) + v
         finally:
             self.model.train(was_training)
-        out = {k: float(v) / len(fixed.clean) for k, v in sums.items()}
+        out = {k: float(v) / len(fixed) for k, v in sums.items()}
         if partial:
             out["psnr_missing"] = float(sums["psnr_missing"]) / fixed.n_with_missing()
-        out["n"] = float(len(fixed.clean))
+        out["n"] = float(len(fixed))
         return out
+
+    def _repair(self, x_in: Tensor, condition: Tensor | None) -> Tensor:
+        """The model's repair as users get it: ``reconstruct``, or for a model that repairs with posterior
+        samples (a noise-model VAE) the mean of ``repair_samples`` decoded samples, drawn from a fixed seed."""
+        model = cast(Any, self.model)
+        samples = int(getattr(model, "repair_samples", 0) or 0)
+        if samples == 0:
+            return cast(LatentModel, model).reconstruct(x_in, condition)
+        generator = torch.Generator(device=x_in.device).manual_seed(0)
+        mean, _ = model._repair_batch(x_in, condition, samples, generator)
+        return cast(Tensor, mean)
 
     def input_quality(self, fixed: FixedCorruption | list[FixedCorruption]) -> dict[str, float]:
         """PSNR/SSIM of the corrupted inputs themselves (the "before repair" numbers)."""
         if isinstance(fixed, list):
             return _combine([(self.input_quality(f), f) for f in fixed])
+        if fixed.clean is None:
+            return {}
         partial = fixed.partial_mask()
         sums = {"psnr_input": 0.0, "ssim_input": 0.0, "psnr_missing_input": 0.0}
         for i in range(0, len(fixed.clean), self.batch_size):
@@ -188,7 +239,7 @@ class Validator:
         """``neg_elbo`` and ``nll_iwae`` (``k`` samples) on the clean images, for a model with a prior."""
         if isinstance(fixed, list):
             return _combine([(self.likelihood(f, k), f) for f in fixed])
-        if getattr(self.model, "prior", None) is None:
+        if getattr(self.model, "prior", None) is None or fixed.clean is None:
             return {}
         was_training = self.model.training
         self.model.eval()
@@ -208,7 +259,7 @@ def _combine(parts: list[tuple[dict[str, float], FixedCorruption]]) -> dict[str,
         if key == "n":
             out[key] = sum(r[key] for r, _ in parts)
             continue
-        weights = [float(f.n_with_missing() if "missing" in key else len(f.clean)) for _, f in parts]
+        weights = [float(f.n_with_missing() if "missing" in key else len(f)) for _, f in parts]
         values = [r.get(key, 0.0) for r, _ in parts]
         out[key] = sum(w * v for w, v in zip(weights, values, strict=True)) / max(sum(weights), 1.0)
     return out

@@ -42,12 +42,12 @@ class ImageGrid(Callback):
         epoch = trainer.epoch
         if fixed is None or not trainer.dist.is_main or epoch % self.every:
             return
-        from vaerepair.plots import save_repair_grid
+        from vaerepair.plots import save_image_rows, save_repair_grid
 
         if isinstance(fixed, list):  # images of several sizes: the grid shows those of the first size
             fixed = fixed[0]
         part = slice(0, self.n)
-        clean, corrupted, mask = fixed.clean[part], fixed.corrupted[part], fixed.mask[part]
+        corrupted, mask = fixed.corrupted[part], fixed.mask[part]
         labels = fixed.labels[part] if fixed.labels is not None else None
         model = cast("LatentModel", trainer.model)
         was_training = trainer.model.training
@@ -58,4 +58,9 @@ class ImageGrid(Callback):
         finally:
             trainer.model.train(was_training)
         path = self.folder / self.pattern.format(epoch=epoch)
+        if fixed.clean is None:  # noisy observations without clean images
+            self.written.append(save_image_rows(path, {"noisy": corrupted.cpu(), "repaired": repaired.float().cpu()},
+                                                n=self.n))
+            return
+        clean = fixed.clean[part]
         self.written.append(save_repair_grid(path, clean.cpu(), corrupted.cpu(), repaired.float().cpu(), n=self.n))
