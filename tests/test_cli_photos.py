@@ -136,3 +136,71 @@ def test_evaluate_warns_outside_the_training_noise_range(tmp_path: Path):
     with pytest.warns(UserWarning, match="sigma 75-75/255 is outside it"):
         assert main(["evaluate", "--model", "grey", "--data", str(root), "--sigma", "75"]) == 0
     assert main(["evaluate", "--model", "grey", "--data", str(root), "--sigma", "25"]) == 0  # no warning: an error
+
+
+# --------------------------------------------------------------- training on noisy images only
+
+_SMALL = ["--arch", "unet", "--hidden", "8,16", "--latent-dim", "4", "--patch", "16", "--patches-per-epoch", "32",
+          "--batch-size", "8", "--epochs", "1", "--val-fraction", "0.25", "--no-progress"]
+
+
+@pytest.mark.parametrize("extra", [["--objective", "sure", "--noise-sigma", "10"],
+                                   ["--objective", "blindspot", "--blind-replacement", "median"],
+                                   ["--model", "vae", "--noise-sigma", "10", "--noise-gain", "0.01"]])
+def test_train_on_a_folder_of_noisy_images_only(folder: Path, tmp_path: Path, capsys, extra: list[str]):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(folder), *_SMALL, *extra, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "on noisy images only" in text and "validation loss" in text
+    record = json.loads((out / "metrics.json").read_text())["history"]["records"][0]
+    assert "val_loss" in record and "val_psnr" not in record  # nothing clean to measure against
+    from vaerepair import load_model
+
+    model = load_model(out / "best.pt")
+    if "vae" in extra:
+        assert model.repair_samples == 100 and type(model.likelihood).__name__ == "PoissonGaussianLikelihood"
+    assert main(["denoise", "--checkpoint", str(out / "best.pt"), str(folder / "p0.png"), "-o",
+                 str(tmp_path / "clean.png")]) == 0
+    assert _shape(tmp_path / "clean.png") == (37, 53)
+
+
+def test_noise2noise_from_two_folders_matched_by_name(folder: Path, tmp_path: Path, capsys):
+    second = tmp_path / "second"
+    second.mkdir()
+    for i, (h, w) in enumerate([(37, 53), (64, 40), (33, 71), (48, 48)]):
+        _png(second / f"p{i}.png", h, w, seed=10 + i)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(folder), "--targets", str(second), "--objective", "noise2noise", *_SMALL,
+                 "--out", str(out)]) == 0
+    (second / "p3.png").unlink()
+    _png(second / "p3.png", 40, 40)
+    assert main(["train", "--data", str(folder), "--targets", str(second), "--objective", "noise2noise", *_SMALL,
+                 "--out", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the two observations of a scene must match" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--objective", "sure"], "needs the noise level: give --noise-sigma"),
+    (["--objective", "sure", "--noise-sigma", "10", "--corruption", "gaussian:0.1"], "drop --corruption"),
+    (["--objective", "noise2noise"], "needs --targets DIR"),
+    (["--objective", "blindspot", "--targets", "x"], "--targets is for noise2noise only"),
+    (["--noise-sigma", "10"], "are for noisy-only training"),
+    (["--model", "vae", "--objective", "fisher"], "drop --objective fisher"),
+])
+def test_noisy_only_training_mistakes_are_one_line(folder: Path, tmp_path: Path, capsys, args, message):
+    code = main(["train", "--data", str(folder), *_SMALL, *args, "--out", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.strip().count("\n") <= 2
+
+
+def test_a_negative_noise_level_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--objective", "sure", "--noise-sigma", "-1"])
+    assert exit_info.value.code == 2 and "expected a finite number >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_self_supervised_objectives_need_a_folder(capsys):
+    assert main(["train", "--objective", "sure", "--noise-sigma", "25", "--limit", "10"]) == 2
+    assert "trains on noisy images only, from a folder: give --data DIR" in capsys.readouterr().err

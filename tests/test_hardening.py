@@ -219,6 +219,14 @@ def test_repairs_worse_than_the_input_for_epochs_warn_and_are_marked():
     assert [r.get("worse_than_input") for r in history.records] == [1.0] * 4
 
 
+def test_training_without_a_corruption_validates_without_an_infinite_input_psnr():
+    # the input is the clean image: its PSNR is inf, and was logged and warned about as a non-finite term
+    trainer = vr.Trainer(vr.autoencoder((1, 8, 8), latent_dim=4, hidden=(16,)), vr.Reconstruction(), None,
+                         epochs=1, batch_size=16, device="cpu", progress=False)
+    record = trainer.fit(torch.rand(32, 1, 8, 8), torch.rand(16, 1, 8, 8)).records[-1]
+    assert "val_psnr" in record and "val_psnr_input" not in record
+
+
 def test_a_non_finite_logged_term_is_named():
     from vaerepair.objectives import ObjectiveResult
 

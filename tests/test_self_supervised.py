@@ -405,3 +405,23 @@ def test_check_objective_runs_self_supervised_objectives_on_noisy_targets() -> N
         check_objective(Noise2Noise(), target="noisy", dtypes=(torch.float64,))
     with pytest.raises(ValueError, match="target must be one of"):
         check_objective(SURE(0.3), target="dirty")
+
+
+def test_patches_of_pairs_come_from_the_same_place_of_both_observations() -> None:
+    from vaerepair.training import PatchSource
+    from vaerepair.training.sources import SourceContext
+
+    first = [torch.rand(1, 20, 30), torch.rand(1, 25, 18)]
+    second = [im + 10.0 for im in first]  # the "other observation": the same scene, offset by 10
+    source = PatchSource(first, 8, patches_per_epoch=64, targets=second)
+    source.setup(SourceContext(torch.device("cpu"), torch.float32, 32, 0, None))
+    batches = list(source)
+    for batch in batches:
+        assert torch.allclose((batch.target - batch.input).abs(), torch.full_like(batch.input, 10.0))
+    swapped = torch.cat([(b.target - b.input).flatten(1)[:, 0] for b in batches])
+    assert 10 < int((swapped > 0).sum()) < 54  # each order about half of the time
+    with pytest.raises(ValueError, match="one image of the same shape per image"):
+        PatchSource(first, 8, targets=second[:1])
+    with pytest.raises(ValueError, match="build the Trainer with corruption=None"):
+        PatchSource(NoisyImages(torch.rand(2, 1, 12, 12)), 8).setup(
+            SourceContext(torch.device("cpu"), torch.float32, 4, 0, GaussianNoise(0.1)))

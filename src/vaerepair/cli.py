@@ -24,9 +24,11 @@ from vaerepair.commands import (
 from vaerepair.data import DATASETS, DatasetNotFoundError
 from vaerepair.models import CONDITION_KINDS
 from vaerepair.models.factory import ACTIVATIONS
+from vaerepair.objectives import BLIND_SPOT_REPLACEMENTS
 from vaerepair.photo_commands import (
     AUTO_TILE,
     AUTO_TILE_PIXELS,
+    SELF_SUPERVISED,
     denoise_command,
     evaluate_folder_command,
     models_command,
@@ -70,6 +72,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
@@ -126,8 +138,10 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
                    help="dae: autoencoder trained on corrupted inputs; ae: plain autoencoder (no corruption); "
                         "vae: variational autoencoder trained with the (beta-)ELBO on corrupted inputs")
     p.add_argument("--beta", type=float, default=1.0, help="vae: the KL weight (beta > 1: beta-VAE)")
-    p.add_argument("--objective", choices=("elbo", "fisher"), default="elbo",
-                   help="vae: the (beta-)ELBO, or the Fisher autoencoder loss (needs --likelihood gaussian)")
+    p.add_argument("--objective", choices=("elbo", "fisher", *SELF_SUPERVISED), default=None,
+                   help="vae: elbo (default) or fisher (the Fisher autoencoder loss, needs --likelihood gaussian); "
+                        "with --data, training on noisy images only: noise2noise (with --targets), blindspot, "
+                        "sure (with --noise-sigma)")
     p.add_argument("--flows", type=int, default=0,
                    help="vae: K planar-flow layers after the Gaussian posterior (report 003)")
     p.add_argument("--global-flows", action="store_true",
@@ -149,8 +163,9 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--sigma", type=float, default=defaults.get("sigma", 1.0), help="Gaussian likelihood scale")
     p.add_argument("--link", choices=("identity", "sigmoid"), default=defaults.get("link", "identity"))
     p.add_argument("--learn-sigma", action="store_true", help="learn the Gaussian likelihood's scale (from --sigma)")
-    p.add_argument("--corruption", type=_corruption, default=defaults.get("corruption", "gaussian:0.5"),
-                   help=f"e.g. gaussian:0.5, block:12, mask:0.5; known: {', '.join(corr.SPEC_NAMES)}")
+    p.add_argument("--corruption", type=_corruption, default=defaults.get("corruption"),
+                   help=f"e.g. gaussian:0.5, block:12, mask:0.5; known: {', '.join(corr.SPEC_NAMES)} "
+                        "(default gaussian:0.5; none for noisy-only training)")
     p.add_argument("--epochs", type=int, default=defaults.get("epochs", 10))
     p.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 128))
     p.add_argument("--lr", type=float, default=defaults.get("lr", 1e-3))
@@ -164,6 +179,19 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--mode", choices=("L", "RGB"), default=None, help="with --data: convert every image to grey/RGB")
     p.add_argument("--patch", type=_positive_int, default=48, help="with --data: the patch side")
     p.add_argument("--patches-per-epoch", type=_positive_int, default=4000, help="with --data")
+    p.add_argument("--targets", type=Path, default=None,
+                   help="--objective noise2noise: a folder with a second, independent noisy observation of every "
+                        "image of --data, under the same file name")
+    p.add_argument("--noise-sigma", type=_nonnegative_float, default=None,
+                   help="the noise standard deviation of the noisy images in 0..255 units: sure, and the "
+                        "noise model of --model vae with --data (Gaussian; with --noise-gain, Poisson-Gaussian)")
+    p.add_argument("--noise-gain", type=_nonnegative_float, default=0.0,
+                   help="--model vae with --data: the photon gain of Poisson-Gaussian noise, on the 0..1 scale")
+    p.add_argument("--blind-spacing", type=_positive_int, default=4,
+                   help="blindspot: one hidden pixel per SxS cell (at least 2)")
+    p.add_argument("--blind-replacement", choices=BLIND_SPOT_REPLACEMENTS, default="neighbour",
+                   help="blindspot: what replaces a hidden pixel (a random neighbour, the local mean or median "
+                        "of its window without it)")
     p.add_argument("--eval-n", type=_positive_int, default=1000, help="evaluate on the first N test images")
     p.add_argument("--iwae-k", type=int, default=1000, help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--device", default="auto")
@@ -252,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vaerepair`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "demo", "sweep") and args.objective is None:
+        args.objective = "elbo"
+    noisy_only = args.command == "train" and (args.objective in SELF_SUPERVISED or (
+        args.data is not None and args.model == "vae"))
+    if args.command in ("train", "demo", "sweep") and args.corruption is None and not noisy_only:
+        args.corruption = "gaussian:0.5"
     stack = ExitStack()
     try:
         for option in ("out", "grid"):  # evaluate's output files, checked before the work

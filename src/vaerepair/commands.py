@@ -74,6 +74,9 @@ def _splits(args: argparse.Namespace) -> tuple[ImageDataset, ImageDataset, Image
 
 
 def _objective(args: argparse.Namespace) -> Objective:
+    if args.objective not in ("elbo", "fisher"):
+        raise CLIError(f"--objective {args.objective} trains on noisy images only, from a folder: give --data DIR "
+                       "(a dataset such as fashion-mnist is clean; train a dae with --corruption instead)")
     if args.objective == "fisher":
         if args.model != "vae":
             raise CLIError(f"--objective fisher needs --model vae (a posterior with a score), got --model {args.model}")
@@ -88,11 +91,11 @@ def _objective(args: argparse.Namespace) -> Objective:
 
 def train_command(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
+    objective = _objective(args)
     train, val, test = _splits(args)
     torch.manual_seed(args.seed)
     model = build(_spec(args, train))
     corruption = corr.from_spec(args.corruption) if args.model != "ae" else None
-    objective = _objective(args)
     trainer = Trainer(
         model, objective, corruption, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs),

@@ -14,16 +14,18 @@ from torch import Tensor
 
 from vaerepair import corruptions as corr
 from vaerepair.commands import CLIError, prepare_output_file, prepare_output_folder
-from vaerepair.data import ImageFolder, read_image, train_val_split
-from vaerepair.models import LatentVariableModel, ModelSpec, build
-from vaerepair.objectives import Reconstruction
+from vaerepair.data import ImageFolder, NoisyImages, read_image, train_val_split
+from vaerepair.models import LatentVariableModel, ModelSpec, build, noise_model_vae
+from vaerepair.objectives import ELBO, SURE, BlindSpot, Noise2Noise, Objective, Reconstruction
 from vaerepair.protocol import evaluate_protocol
 from vaerepair.training import PatchSource, Trainer, load_model
 from vaerepair.training.callbacks import EMA, LRSchedule
 from vaerepair.training.history import write_json
 from vaerepair.zoo import check_noise_range, pretrained
 
-__all__ = ["models_command", "denoise_command", "train_folder_command", "evaluate_folder_command",
+SELF_SUPERVISED = ("noise2noise", "blindspot", "sure")  # --objective values that train on noisy images only
+
+__all__ = ["models_command", "denoise_command", "train_folder_command", "evaluate_folder_command", "SELF_SUPERVISED",
            "AUTO_TILE_PIXELS"]
 
 AUTO_TILE_PIXELS = 1024 * 1024  # a fully convolutional model tiles larger images by itself (memory bound)
@@ -167,15 +169,73 @@ def centre_crop(image: Tensor, side: int) -> Tensor:
     return image[:, top : top + side, left : left + side]
 
 
+def _noisy_only_checks(args: argparse.Namespace) -> bool:
+    """Whether ``train --data`` trains on noisy images only, after refusing the options that contradict it."""
+    noisy = args.objective in SELF_SUPERVISED or args.model == "vae"
+    if args.model == "vae" and args.objective != "elbo":
+        raise CLIError(f"--model vae with --data is the noise-model VAE, trained with the ELBO on noisy images; "
+                       f"drop --objective {args.objective}")
+    if args.objective == "fisher":
+        raise CLIError("--objective fisher trains vector-latent VAEs on a --dataset, not photo folders")
+    if not noisy:
+        if args.targets is not None or args.noise_sigma is not None:
+            raise CLIError("--targets and --noise-sigma are for noisy-only training: add --objective noise2noise, "
+                           "blindspot or sure (or --model vae)")
+        return False
+    what = f"--objective {args.objective}" if args.model != "vae" else "--model vae"
+    if args.corruption is not None:
+        raise CLIError(f"{what} trains on the noisy images of --data as they are: drop --corruption")
+    if (args.objective == "sure" or args.model == "vae") and args.noise_sigma is None:
+        raise CLIError(f"{what} needs the noise level: give --noise-sigma S (0..255 units, e.g. 25)")
+    if (args.objective == "sure" or args.model == "vae") and args.noise_sigma == 0 and args.noise_gain == 0:
+        raise CLIError(f"{what} needs noise: --noise-sigma 0 (and no --noise-gain) says the images are clean")
+    if (args.objective == "noise2noise") != (args.targets is not None):
+        raise CLIError("--objective noise2noise needs --targets DIR (a second noisy observation of every image, "
+                       "same file names), and --targets is for noise2noise only")
+    return True
+
+
+def _counterparts(photos: ImageFolder, targets: ImageFolder) -> list[Tensor]:
+    """The image of ``targets`` with each photo's relative name and size (Noise2Noise's second observations)."""
+    by_name = {p.relative_to(targets.root): i for i, p in enumerate(targets.paths)}
+    out = []
+    for path, size in zip(photos.paths, photos.sizes, strict=True):
+        i = by_name.get(path.relative_to(photos.root))
+        if i is None:
+            raise CLIError(f"--targets {str(targets.root)!r} has no {str(path.relative_to(photos.root))!r}: every "
+                           "image of --data needs its second observation under the same name")
+        if tuple(targets.sizes[i]) != tuple(size):
+            raise CLIError(f"{str(targets.paths[i])!r} is {targets.sizes[i][0]}x{targets.sizes[i][1]} but "
+                           f"{str(path)!r} is {size[0]}x{size[1]}: the two observations of a scene must match")
+        out.append(targets[i])
+    return out
+
+
+def _noisy_groups(images: list[Tensor], seconds: list[Tensor] | None) -> list[NoisyImages]:
+    """Noisy validation images (8/16-bit or float) as one :class:`NoisyImages` per size."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(tuple(im.shape), []).append(i)
+
+    def unit(x: Tensor) -> Tensor:
+        return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+
+    return [NoisyImages(torch.stack([unit(images[i]) for i in idx]),
+                        torch.stack([unit(seconds[i]) for i in idx]) if seconds is not None else None)
+            for idx in groups.values()]
+
+
 def train_folder_command(args: argparse.Namespace) -> dict[str, Any]:
-    """``vaerepair train --data DIR``: a fully convolutional denoiser on random patches of a photo folder."""
+    """``vaerepair train --data DIR``: a fully convolutional denoiser on random patches of a photo folder.
+
+    Supervised (clean photos, ``--corruption``), or on noisy images only
+    (``--objective noise2noise|blindspot|sure``, ``--model vae``: the noise-model VAE)."""
     t_start = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.arch != "unet":
         raise CLIError(f"--data trains on photographs of any size, which needs --arch unet, got --arch {args.arch}")
-    if args.model == "vae":
-        raise CLIError("--arch unet is a point-mass autoencoder: use --model dae")
+    noisy = _noisy_only_checks(args)
     photos = ImageFolder(args.data, mode=args.mode)
     if args.limit:
         photos = photos.subset(range(min(args.limit, len(photos))))
@@ -192,35 +252,60 @@ def train_folder_command(args: argparse.Namespace) -> dict[str, Any]:
     if small:
         raise CLIError(f"{str(small[0][0])!r} is {small[0][1][0]}x{small[0][1][1]} pixels, smaller than the "
                        f"{args.patch}x{args.patch} patches; use a smaller --patch or remove it")
+    targets = ImageFolder(args.targets, mode=args.mode) if args.targets is not None else None
     torch.manual_seed(args.seed)
     hidden = (32, 64, 128) if tuple(args.hidden) == (400,) else args.hidden  # the MLP's default means "unset"
-    spec = ModelSpec(kind="dae", image_shape=(channels.pop(), 0, 0), latent_dim=args.latent_dim, arch="unet",
-                     hidden=hidden, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
-                     learn_sigma=args.learn_sigma, activation=args.activation)
-    model = build(spec)
-    corruption = corr.from_spec(args.corruption)
+    c = channels.pop()
+    objective: Objective
+    if args.model == "vae":
+        model = noise_model_vae(args.noise_sigma / 255, channels=c, gain=args.noise_gain,
+                                latent_channels=args.latent_dim, widths=hidden, activation=args.activation)
+        objective = ELBO(beta=args.beta)
+    else:
+        model = build(ModelSpec(kind="dae", image_shape=(c, 0, 0), latent_dim=args.latent_dim, arch="unet",
+                                hidden=hidden, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
+                                learn_sigma=args.learn_sigma, activation=args.activation))
+        if args.objective == "noise2noise":
+            objective = Noise2Noise()
+        elif args.objective == "sure":
+            objective = SURE(args.noise_sigma / 255)
+        elif args.objective == "blindspot":
+            objective = BlindSpot(args.blind_spacing, args.blind_replacement)
+        else:
+            objective = Reconstruction()
+    corruption = corr.from_spec(args.corruption) if not noisy else None
     steps = args.epochs * math.ceil(args.patches_per_epoch / args.batch_size)
     trainer = Trainer(
-        model, Reconstruction(), corruption, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        model, objective, corruption, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         device=args.device, seed=args.seed, checkpoint_dir=args.out, progress=not args.no_progress,
-        monitor="val_psnr", eval_batch_size=1, checkpoint_every=args.checkpoint_every,
+        monitor="val_loss" if noisy else "val_psnr", eval_batch_size=1, checkpoint_every=args.checkpoint_every,
         callbacks=[EMA(0.999), LRSchedule(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, steps, eta_min=args.lr / 100), interval="step")],
-        metadata={"data": str(args.data), "corruption": args.corruption},
+        metadata={"data": str(args.data), "corruption": args.corruption, "objective": repr(objective)},
     )
-    print(f"training unet dae on {len(train)} photos of {str(args.data)!r} ({args.patch}x{args.patch} patches, "
-          f"{args.patches_per_epoch} per epoch; {len(val)} validation images at full size), "
-          f"corruption {args.corruption}, {args.epochs} epochs on {trainer.device}", flush=True)
+    what = (f"{args.objective if args.model != 'vae' else 'the noise-model VAE (ELBO)'} on noisy images only"
+            if noisy else f"corruption {args.corruption}")
+    print(f"training unet {args.model} on {len(train)} photos of {str(args.data)!r} ({args.patch}x{args.patch} "
+          f"patches, {args.patches_per_epoch} per epoch; {len(val)} validation images at full size), {what}, "
+          f"{args.epochs} epochs on {trainer.device}", flush=True)
+    train_targets = _counterparts(train, targets) if targets is not None else None
+    val_data: Any = list(val)
+    if noisy:
+        val_data = _noisy_groups(list(val), _counterparts(val, targets) if targets is not None else None)
     history = trainer.fit(PatchSource(list(train), args.patch, patches_per_epoch=args.patches_per_epoch,
-                                      augment=True), list(val), resume=args.resume)
+                                      augment=True, targets=train_targets), val_data, resume=args.resume)
     metrics = {"best_epoch": history.best_epoch, "seconds": time.perf_counter() - t_start,
                "history": history.to_dict(),
                "config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
                           for k, v in vars(args).items()}}
     write_json(args.out / "metrics.json", metrics)
     best = history.records[history.best_epoch - 1] if history.best_epoch else history.records[-1]
-    print(f"best epoch {history.best_epoch}: validation PSNR {best['val_psnr']:.2f} dB (input "
-          f"{best.get('val_psnr_input', float('nan')):.2f}); wrote {args.out}/best.pt, last.pt, metrics.json "
+    if noisy:
+        score = f"validation loss {best['val_loss']:.5g} (the objective's own, on noisy images)"
+    else:
+        score = (f"validation PSNR {best['val_psnr']:.2f} dB (input "
+                 f"{best.get('val_psnr_input', float('nan')):.2f})")
+    print(f"best epoch {history.best_epoch}: {score}; wrote {args.out}/best.pt, last.pt, metrics.json "
           f"({metrics['seconds']:.0f} s)")
     return metrics
 

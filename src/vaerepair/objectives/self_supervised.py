@@ -251,11 +251,7 @@ class SURE(ObjectiveBase):
             raise ValueError(f"divergence must be 'fd' or 'autograd', got {divergence!r}")
         self.divergence = divergence
         self.epsilon = check_positive(epsilon, "epsilon") if epsilon is not None else 1e-3 * self.sigma
-
-    @property
-    def needs_grad(self) -> bool:  # type: ignore[override]
-        """The autograd divergence differentiates inside the loss."""
-        return self.divergence == "autograd"
+        self.needs_grad = divergence == "autograd"  # the exact divergence differentiates inside the loss
 
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None

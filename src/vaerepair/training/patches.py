@@ -47,8 +47,11 @@ class PatchSource(BatchSource):
     Args:
         images: a list of images ``(C, H, W)`` (uint8, or float in [0, 1]; one
             ``C`` for all), a tensor ``(N, C, H, W)``, an :class:`~vaerepair.data.ImageDataset`,
-            or :class:`~vaerepair.data.NoisyImages` without pairs (patches of noisy
-            observations, trained on as they are: the Trainer's corruption must be ``None``).
+            or :class:`~vaerepair.data.NoisyImages` (patches of noisy observations,
+            trained on as they are: the Trainer's corruption must be ``None``).
+        targets: for pairs of noisy observations (Noise2Noise): the second
+            observation of every image, same shapes; a batch's target is the patch
+            of the other observation at the same place, the two swapped at random.
         patch_size: the side ``P`` of the patches.
         patches_per_epoch: patches in an epoch (default: as many as the images
             have non-overlapping patches, at least one batch).
@@ -56,14 +59,15 @@ class PatchSource(BatchSource):
     """
 
     def __init__(self, images: Sequence[Tensor] | Tensor | ImageDataset | NoisyImages, patch_size: int,
-                 patches_per_epoch: int | None = None, augment: bool = False) -> None:
+                 patches_per_epoch: int | None = None, augment: bool = False,
+                 targets: Sequence[Tensor] | Tensor | None = None) -> None:
         if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"patch_size must be an integer >= 1, got {patch_size!r}")
         self.data = images
         if isinstance(images, NoisyImages):
-            if images.pairs:
-                raise ValueError("PatchSource takes single noisy observations; for pairs (Noise2Noise) use "
-                                 "TensorSource, which keeps both observations of a scene together")
+            if targets is not None:
+                raise ValueError("NoisyImages carry their own second observations (second=): leave targets=None")
+            targets = images.second
             images = images.observations
         if isinstance(images, ImageDataset):
             images = images.images
@@ -80,6 +84,13 @@ class PatchSource(BatchSource):
             if min(im.shape[1:]) < patch_size:
                 raise ValueError(f"image {i} of size {im.shape[1]}x{im.shape[2]} is smaller than the "
                                  f"{patch_size}x{patch_size} patch: use a smaller patch_size or drop the image")
+        self.targets: list[Tensor] | None = None
+        if targets is not None:
+            self.targets = list(targets.unbind(0)) if isinstance(targets, Tensor) else list(targets)
+            if len(self.targets) != len(items) or any(
+                    t.shape != im.shape for t, im in zip(self.targets, items, strict=False)):
+                raise ValueError("targets must hold one image of the same shape per image (the second observation "
+                                 f"of each scene); got {len(self.targets)} targets for {len(items)} images")
         self.items, self.patch_size, self.augment = items, patch_size, augment
         default = sum((im.shape[1] // patch_size) * (im.shape[2] // patch_size) for im in items)
         self.patches_per_epoch = patches_per_epoch or default
@@ -97,6 +108,8 @@ class PatchSource(BatchSource):
                              f"{c} channel(s): build a fully convolutional model or set patch_size accordingly")
         self._c = c
         self._flat = torch.cat([im.reshape(c, -1) for im in self.items], dim=1).to(device)  # (C, sum H*W)
+        self._flat_targets = torch.cat([t.reshape(c, -1) for t in self.targets], dim=1).to(device) \
+            if self.targets is not None else None
         sizes = torch.tensor([[im.shape[1], im.shape[2]] for im in self.items], device=device)
         self._heights, self._widths = sizes[:, 0], sizes[:, 1]
         areas = self._heights * self._widths
@@ -117,8 +130,19 @@ class PatchSource(BatchSource):
         return to_unit_float(torch.stack([im[:, :p, :p] for im in self.items[:n]]).to(self.ctx.device),
                              self.ctx.dtype), None
 
+    def first_target(self) -> Tensor | None:
+        if self.targets is None:
+            return None
+        n, p = min(len(self.items), self.ctx.batch_size), self.patch_size
+        return to_unit_float(torch.stack([t[:, :p, :p] for t in self.targets[:n]]).to(self.ctx.device),
+                             self.ctx.dtype)
+
     def draw(self, n: int) -> Tensor:
         """``n`` random patches ``(n, C, P, P)`` as stored (uint8 or float), from the source's generator."""
+        return self._flat[:, self._draw_index(n)].permute(1, 0, 2, 3)
+
+    def _draw_index(self, n: int) -> Tensor:
+        """Where ``n`` random patches are in the flat buffer, ``(n, P, P)``."""
         p, g = self.patch_size, self._gen
         which = torch.multinomial(self._weights, n, replacement=True, generator=g)
         u = torch.rand(2, n, generator=g, device=self._flat.device, dtype=torch.float64)
@@ -127,15 +151,21 @@ class PatchSource(BatchSource):
         transform = torch.randint(0, 8, (n,), generator=g, device=self._flat.device) if self.augment else \
             torch.zeros(n, dtype=torch.long, device=self._flat.device)
         rows, cols = dihedral_coordinates(p, transform)
-        index = (self._offsets[which].view(-1, 1, 1) + (top.view(-1, 1, 1) + rows) * self._widths[which].view(-1, 1, 1)
-                 + left.view(-1, 1, 1) + cols)  # (n, P, P) into the flat buffer
-        return self._flat[:, index].permute(1, 0, 2, 3)
+        return (self._offsets[which].view(-1, 1, 1) + (top.view(-1, 1, 1) + rows) * self._widths[which].view(-1, 1, 1)
+                + left.view(-1, 1, 1) + cols)  # (n, P, P) into the flat buffer
 
-    def _clean_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+    def _clean_batches(self, start: int) -> Iterator[tuple[Any, ...]]:
         b = self.ctx.batch_size
         for step in range(start, self.steps_per_epoch()):
             n = min(b, self.patches_per_epoch - step * b)
-            yield to_unit_float(self.draw(n), self.ctx.dtype), None
+            index = self._draw_index(n)
+            x = to_unit_float(self._flat[:, index].permute(1, 0, 2, 3), self.ctx.dtype)
+            if self._flat_targets is None:
+                yield x, None
+                continue
+            other = to_unit_float(self._flat_targets[:, index].permute(1, 0, 2, 3), self.ctx.dtype)
+            swap = (torch.rand(n, generator=self._gen, device=x.device) < 0.5).view(-1, 1, 1, 1)
+            yield torch.where(swap, other, x), None, torch.where(swap, x, other)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "patches": self._gen.get_state()}

@@ -104,8 +104,12 @@ class Validator:
         :class:`~vaerepair.data.ImageFolder`) is validated at full size: one
         fixed corruption per size (seeds ``seed``, ``seed + 1``, ...), in order
         of first appearance; the measures are means over all the images.
-        Noisy observations are not corrupted again (``corruption`` is ignored).
+        Noisy observations are not corrupted again (``corruption`` is ignored);
+        a list of :class:`~vaerepair.data.NoisyImages` (one per image size) gives
+        one fixed set per element.
         """
+        if isinstance(data, (list, tuple)) and data and all(isinstance(d, NoisyImages) for d in data):
+            return [cast(FixedCorruption, self.fix(d, seed + k, None, f"{name}[{k}]")) for k, d in enumerate(data)]
         if isinstance(data, NoisyImages):
             check_image_shape(data.image_shape, getattr(self.model, "image_shape", None), name)
             if len(data) == 0:
@@ -215,10 +219,11 @@ class Validator:
         return cast(Tensor, mean)
 
     def input_quality(self, fixed: FixedCorruption | list[FixedCorruption]) -> dict[str, float]:
-        """PSNR/SSIM of the corrupted inputs themselves (the "before repair" numbers)."""
+        """PSNR/SSIM of the corrupted inputs themselves (the "before repair" numbers); none without a corruption
+        (the input is the clean image: its PSNR would be infinite) or without clean images."""
         if isinstance(fixed, list):
             return _combine([(self.input_quality(f), f) for f in fixed])
-        if fixed.clean is None:
+        if fixed.clean is None or fixed.corrupted is fixed.clean:  # nothing clean, or nothing corrupted
             return {}
         partial = fixed.partial_mask()
         sums = {"psnr_input": 0.0, "ssim_input": 0.0, "psnr_missing_input": 0.0}
