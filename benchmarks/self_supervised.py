@@ -1,4 +1,4 @@
-"""Training without clean images, Fashion-MNIST: supervised DAE vs Noise2Noise, blind-spot, SURE and the noise-model VAE.
+"""Training without clean images, Fashion-MNIST: supervised DAE vs Noise2Noise, blind-spot, SURE, noise-model VAE.
 
 For each sigma the training images are corrupted once with unclipped Gaussian
 noise (a fixed seed; Noise2Noise gets a second, independent observation of each
@@ -64,6 +64,11 @@ def main() -> None:
     test = vr.load("fashion-mnist", "test")[:1000]
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, dict[str, float]]] = {}
+    steps = args.epochs * -(-len(train) // args.batch_size)
+
+    def cosine(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=args.lr / 50)
+
     for sigma in args.sigmas:
         noisy = NoisyImages.simulate(train, vr.GaussianNoise(sigma), seed=1, pairs=True, keep_clean=False)
         single = NoisyImages(noisy.observations)  # what blind-spot, SURE and the VAE see: one observation each
@@ -74,12 +79,10 @@ def main() -> None:
         for method in args.methods:
             model, objective = make(method, sigma)
             data = {"supervised": train, "noise2noise": noisy}.get(method, single)
-            steps = args.epochs * -(-len(train) // args.batch_size)
             trainer = vr.Trainer(
                 model, objective, vr.GaussianNoise(sigma) if method == "supervised" else None,
                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=0,
-                progress=False, callbacks=[LRSchedule(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
-                    opt, steps, eta_min=args.lr / 50), interval="step")])
+                progress=False, callbacks=[LRSchedule(cosine, interval="step")])
             start = time.perf_counter()
             trainer.fit(data)
             seconds = time.perf_counter() - start

@@ -362,11 +362,31 @@ def test_continuous_bernoulli_closed_form_equals_autograd() -> None:
                                 prior=StandardNormal(LATENT)).double()
     x = images(3)
     torch.manual_seed(2)
-    auto = fisher_scores(model, x, x)
+    auto = fisher_scores(model, x, x, closed_form=False)
     torch.manual_seed(2)
     closed = fisher_scores(model, x, x, closed_form=True)
     for name, a, c in zip(auto._fields, auto, closed, strict=True):
         torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_the_default_takes_the_closed_forms_where_the_likelihood_has_them() -> None:
+    model = LatentVariableModel(TinyEncoder(), GaussianPosterior(HIDDEN, LATENT), TinyDecoder(), Gaussian(0.7),
+                                prior=StandardNormal(LATENT)).double()
+    x = images(3)
+    results = {}
+    for mode in (None, True, False):
+        torch.manual_seed(2)
+        results[mode] = FisherDivergence(closed_form=mode)(model, x, x)
+    # the default is the closed-form path (bit for bit) and equals autograd to rounding
+    assert torch.equal(results[None].loss, results[True].loss)
+    torch.testing.assert_close(results[None].loss, results[False].loss, rtol=1e-10, atol=0)
+    grads = {}
+    for mode in (None, False):
+        torch.manual_seed(2)
+        grads[mode] = torch.autograd.grad(FisherDivergence(closed_form=mode)(model, x, x).loss,
+                                          list(model.parameters()))
+    for a, b in zip(grads[None], grads[False], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 def test_closed_form_without_the_closed_forms_is_a_clear_error() -> None:

@@ -275,6 +275,8 @@ def test_noise_model_vae_is_a_spatial_vae_with_the_noise_as_likelihood() -> None
     b = model.repair(y, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.equal(a, model.repair(y, n_samples=0))
     assert model.sample(3, size=(6, 5)).shape == (3, 1, 6, 5)
+    draws = model.sample_repairs(y, 4, generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (4, 2, 1, 13, 10) and not torch.equal(draws[0], draws[1])  # diverse repairs
     with pytest.raises(ValueError, match="pass size="):
         model.sample(3)
     poisson = noise_model_vae(sigma=0.02, gain=0.01, widths=(8, 16))

@@ -7,7 +7,7 @@ variational models are configurations with stochastic posteriors and a prior.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Literal, Protocol, cast, overload
 
 import torch
 from torch import Tensor, nn
@@ -301,6 +301,22 @@ class LatentVariableModel(nn.Module):
         return mean, torch.cat([s for _, s in parts]).to(x.device, x.dtype)
 
     repair_samples: int = 0  # posterior samples per repair when ``repair(n_samples=None)``: 0 decodes the mean
+
+    @torch.no_grad()
+    def sample_repairs(self, x: Tensor, n: int, condition: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        r"""``n`` plausible repairs of each image, ``(n, B, C, H, W)``: the decoded means of ``n`` draws of
+        :math:`q(z \mid x)` (diverse for a VAE; all equal for a point-mass posterior), in eval mode."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        self.check_input(x)
+        was_training = self.training
+        self.eval()
+        try:
+            return cast(Tensor, self.decode(self.encode(x, condition).rsample(int(n), generator=generator),
+                                            condition).mean)
+        finally:
+            self.train(was_training)
 
     def _repair_samples(self, n_samples: int | None, return_std: bool) -> int:
         samples = self.repair_samples if n_samples is None else n_samples

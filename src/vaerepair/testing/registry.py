@@ -48,6 +48,8 @@ BUILTIN_OBJECTIVES: dict[str, ObjectiveEntry] = {
     "FisherDivergence": ObjectiveEntry(obj.FisherDivergence, likelihoods=("gaussian",)),
     "FisherDivergence(closed_form)": ObjectiveEntry(lambda: obj.FisherDivergence(closed_form=True),
                                                     likelihoods=("gaussian",)),
+    "FisherDivergence(autograd)": ObjectiveEntry(lambda: obj.FisherDivergence(closed_form=False),
+                                                 likelihoods=("gaussian",)),
     "Noise2Noise": ObjectiveEntry(obj.Noise2Noise, target="pair", ignore_params=_SCALE),
     "BlindSpot": ObjectiveEntry(obj.BlindSpot, target="noisy", ignore_params=_SCALE),
     "BlindSpot(local-mean)": ObjectiveEntry(lambda: obj.BlindSpot(2, "local-mean", radius=1), target="noisy",

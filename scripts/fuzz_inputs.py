@@ -1,0 +1,254 @@
+"""Fuzz the public API and the command line with bad inputs (hypothesis) and count how each is answered.
+
+    PYTHONPATH=src python scripts/fuzz_inputs.py [--examples 400] [--out fuzz.json]
+
+Every case is an input that is wrong by construction (a NaN or negative size, a
+probability of 1.5, a NaN pixel, a 3-d batch, an impossible patch, a seed of
+2**70, an --out that is a file...). Each answer is classified:
+
+- ``clear``: an exception raised by vaerepair's own code (ValueError, TypeError
+  or one of its error classes) with a message; on the command line exit code 1
+  or 2 with an ``error:`` line and no traceback;
+- ``warned``: accepted with a warning that says what is wrong;
+- ``deep``: an exception from inside torch/numpy/argparse internals, or any
+  other exception type, or a command-line traceback;
+- ``silent``: accepted without a word (a bad result or a run on nonsense);
+- ``hang``: no answer within the time limit.
+
+Run it from a checkout (``PYTHONPATH=src``) to measure that checkout: the
+before/after figures of the hardening issue come from running it on an old
+commit's tree and on the current one. Only API that exists in both is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import signal
+import tempfile
+import traceback
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import vaerepair as vr
+from vaerepair import corruptions as corr
+
+NAN, INF = float("nan"), float("inf")
+BAD_COUNTS = [0, -1, -7, 1.5, NAN, INF, "3", None, True]
+BAD_SCALES = [-1.0, -1e-9, NAN, INF, -INF, "0.5", None]
+BAD_POSITIVE = [0.0, *BAD_SCALES]
+BAD_PROBABILITIES = [-0.1, 1.5, NAN, INF, "0.5", None]
+
+
+def _images(kind: str) -> Any:
+    x = torch.rand(4, 1, 28, 28)
+    if kind == "nan pixel":
+        x[2, 0, 3, 3] = NAN
+    elif kind == "inf pixel":
+        x[1, 0, 0, 0] = INF
+    elif kind == "3-d":
+        x = x[0]
+    elif kind == "int64":
+        x = (x * 255).long()
+    elif kind == "3 channels":
+        x = torch.rand(4, 3, 28, 28)
+    elif kind == "list":
+        x = x.tolist()
+    return x
+
+
+BAD_IMAGES = ["nan pixel", "inf pixel", "3-d", "int64", "3 channels", "list"]
+
+
+def _model() -> Any:
+    torch.manual_seed(0)
+    return vr.autoencoder((1, 28, 28), latent_dim=4, hidden=(16,))
+
+
+def _fit_nan(kind: str) -> Any:
+    trainer = vr.Trainer(_model(), vr.Reconstruction(), vr.GaussianNoise(0.1), epochs=1, batch_size=4,
+                         device="cpu", progress=False)
+    good = torch.rand(8, 1, 28, 28)
+    bad = _images(kind)
+    return trainer.fit(bad, good) if kind != "val nan" else trainer.fit(good, _images("nan pixel"))
+
+
+API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
+    # name: (area, bad values, call)
+    "GaussianNoise(sigma)": ("corruptions", BAD_SCALES, lambda v: corr.GaussianNoise(v)),
+    "SaltAndPepper(amount)": ("corruptions", BAD_PROBABILITIES, lambda v: corr.SaltAndPepper(v)),
+    "BlockErasure(size)": ("corruptions", BAD_COUNTS, lambda v: corr.BlockErasure(size=v)),
+    "RandomMask(p)": ("corruptions", BAD_PROBABILITIES, lambda v: corr.RandomMask(v)),
+    "RandomMask(patch_size)": ("corruptions", [*BAD_COUNTS, 10**5],
+                               lambda v: corr.RandomMask(0.5, patch_size=v)(torch.rand(2, 1, 28, 28))),
+    "PixelInversion(p)": ("corruptions", BAD_PROBABILITIES, lambda v: corr.PixelInversion(v)),
+    "OneOf(weights)": ("corruptions", [INF, NAN, -1.0, "1"],
+                       lambda v: corr.OneOf([corr.GaussianNoise(0.1), corr.SaltAndPepper(0.1)], weights=[v, 1.0])),
+    "GaussianNoise()(images)": ("corruptions", BAD_IMAGES, lambda v: corr.GaussianNoise(0.1)(_images(v))),
+    "BlockErasure()(images)": ("corruptions", BAD_IMAGES, lambda v: corr.BlockErasure(size=5)(_images(v))),
+    "psnr(data_range)": ("metrics", BAD_POSITIVE,
+                         lambda v: vr.psnr(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), data_range=v)),
+    "psnr(images)": ("metrics", BAD_IMAGES, lambda v: vr.psnr(_images(v), torch.rand(4, 1, 28, 28))),
+    "ssim(images)": ("metrics", BAD_IMAGES, lambda v: vr.ssim(_images(v), torch.rand(4, 1, 28, 28))),
+    "autoencoder(latent_dim)": ("models", BAD_COUNTS, lambda v: vr.autoencoder(latent_dim=v)),
+    "autoencoder(hidden)": ("models", BAD_COUNTS, lambda v: vr.autoencoder(hidden=(v,))),
+    "repair(batch_size)": ("models", BAD_COUNTS, lambda v: _model().repair(torch.rand(3, 1, 28, 28), batch_size=v)),
+    "repair(images)": ("models", BAD_IMAGES, lambda v: _model().repair(_images(v))),
+    "ELBO(beta)": ("objectives", [-1.0, NAN, INF, "1", None], lambda v: vr.ELBO(beta=v)),
+    "ELBO(n_samples)": ("objectives", BAD_COUNTS, lambda v: vr.ELBO(n_samples=v)),
+    "IWAE(k)": ("objectives", BAD_COUNTS, lambda v: vr.objectives.IWAE(k=v)),
+    "Trainer(epochs)": ("trainer", BAD_COUNTS, lambda v: vr.Trainer(_model(), vr.Reconstruction(), epochs=v)),
+    "Trainer(batch_size)": ("trainer", BAD_COUNTS,
+                            lambda v: vr.Trainer(_model(), vr.Reconstruction(), batch_size=v)),
+    "Trainer(lr)": ("trainer", BAD_POSITIVE, lambda v: vr.Trainer(_model(), vr.Reconstruction(), lr=v)),
+    "Trainer.fit(data)": ("trainer", ["nan pixel", "inf pixel", "3-d", "val nan"], _fit_nan),
+    "train_val_split(val_fraction)": ("data", [0.0, 1.0, *BAD_PROBABILITIES],
+                                      lambda v: vr.train_val_split(vr.ImageDataset(
+                                          torch.zeros(10, 1, 4, 4, dtype=torch.uint8)), v)),
+    "ImageDataset(images)": ("data", BAD_IMAGES, lambda v: vr.ImageDataset(_images(v))),
+}
+
+_BASE = ["--limit", "64", "--epochs", "1", "--batch-size", "32", "--hidden", "16", "--latent-dim", "4",
+         "--eval-n", "32", "--iwae-k", "2", "--no-progress"]
+CLI_BAD: dict[str, list[str]] = {
+    "--epochs": ["0", "-1", "abc", "1.5"], "--batch-size": ["0", "-1"], "--lr": ["0", "-1", "nan", "inf"],
+    "--limit": ["0", "-1"], "--eval-n": ["0", "-1"], "--iwae-k": ["0", "-1"], "--latent-dim": ["0", "-1"],
+    "--hidden": ["0", "-3", "abc"], "--threads": ["0", "-1"], "--seed": ["-1", str(2**70)],
+    "--val-fraction": ["0", "1", "-0.5", "nan"], "--beta": ["-1", "nan"], "--patience": ["0", "-1"],
+    "--checkpoint-every": ["0", "-1"],
+    "--corruption": ["block:inf", "block:nan", "mask:0.5:inf", "gaussian:-1", "gaussian:nan", "bogus",
+                     "mask:0.5:100000", "saltpepper:1.5"],
+    "--out": ["FILE", "FILE/under"],
+}
+SWEEP_BAD = {"--betas": ["0:inf:1", "0:1:1e-300", "1:0:1", "a:b:c", "nan"]}
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise _Timeout
+
+
+def _classify_exception(err: BaseException) -> str:
+    if isinstance(err, _Timeout):
+        return "hang"
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = bool(frames) and "vaerepair" in frames[-1].filename and "site-packages/torch" not in frames[-1].filename
+    known = isinstance(err, (ValueError, TypeError)) or type(err).__module__.startswith("vaerepair")
+    return "clear" if ours and known and str(err) else "deep"
+
+
+def run_api(name: str, value: Any, seconds: int) -> str:
+    _, _, call = API[name]
+    signal.alarm(seconds)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call(value)
+        return "warned" if any(issubclass(w.category, (RuntimeWarning, UserWarning)) for w in caught) else "silent"
+    except BaseException as err:  # noqa: BLE001 - every answer is classified
+        return _classify_exception(err)
+    finally:
+        signal.alarm(0)
+
+
+def run_cli(argv: list[str], seconds: int) -> str:
+    from vaerepair.cli import main
+
+    err, out = io.StringIO(), io.StringIO()
+    signal.alarm(seconds)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), warnings.catch_warnings(record=True) \
+                as caught:
+            warnings.simplefilter("always")
+            code = main(argv)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 2
+    except BaseException as error:  # noqa: BLE001
+        return "hang" if isinstance(error, _Timeout) else "deep"
+    finally:
+        signal.alarm(0)
+    text = err.getvalue()
+    if code in (1, 2) and "error:" in text and "Traceback" not in text:
+        return "clear"
+    if code == 0:
+        return "warned" if caught or "warning" in text.lower() else "silent"
+    return "deep"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--examples", type=int, default=400)
+    parser.add_argument("--seconds", type=int, default=60, help="time limit per case")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGALRM, _alarm)
+    workdir = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    (workdir / "FILE").write_text("a file, not a folder")
+    seen: dict[tuple[str, str, str], str] = {}
+
+    api_cases = st.sampled_from(sorted(API)).flatmap(lambda n: st.tuples(st.just(n), st.sampled_from(API[n][1])))
+    cli_cases = st.one_of(
+        st.sampled_from(sorted(CLI_BAD)).flatmap(lambda o: st.tuples(st.just("train"), st.just(o),
+                                                                      st.sampled_from(CLI_BAD[o]))),
+        st.sampled_from(sorted(SWEEP_BAD)).flatmap(lambda o: st.tuples(st.just("sweep"), st.just(o),
+                                                                        st.sampled_from(SWEEP_BAD[o]))))
+
+    @settings(max_examples=args.examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.one_of(api_cases.map(lambda c: ("api", *c)), cli_cases.map(lambda c: ("cli", *c))))
+    def explore(case: tuple[Any, ...]) -> None:
+        if case[0] == "api":
+            _, name, value = case
+            key = (API[name][0], name, repr(value))
+            if key not in seen:
+                seen[key] = run_api(name, value, args.seconds)
+            return
+        _, command, option, value = case
+        key = ("cli", f"{command} {option}", value)
+        if key in seen:
+            return
+        out = workdir / f"run{len(seen)}"
+        if option == "--out":
+            out = workdir / value
+        argv = [command, *_BASE, "--out", str(out)]
+        if command == "sweep":
+            argv += ["--model", "vae", "--betas", value] if option == "--betas" else []
+        if option != "--out" and option != "--betas":
+            argv += [option, value]
+        seen[key] = run_cli(argv, args.seconds)
+
+    explore()
+    areas = sorted({k[0] for k in seen})
+    table = {area: dict(Counter(v for k, v in seen.items() if k[0] == area)) for area in areas}
+    total = dict(Counter(seen.values()))
+    print(f"{len(seen)} distinct bad inputs tried")
+    print(f"{'area':14s}" + "".join(f"{c:>8s}" for c in ("tried", "clear", "warned", "deep", "silent", "hang")))
+    for area in areas:
+        row = table[area]
+        print(f"{area:14s}{sum(row.values()):8d}" + "".join(f"{row.get(c, 0):8d}"
+                                                          for c in ("clear", "warned", "deep", "silent", "hang")))
+    print(f"{'all':14s}{len(seen):8d}" + "".join(f"{total.get(c, 0):8d}"
+                                                   for c in ("clear", "warned", "deep", "silent", "hang")))
+    for (area, name, value), verdict in sorted(seen.items()):
+        if verdict not in ("clear", "warned"):
+            print(f"  {verdict:6s} {area}: {name} = {value}")
+    if args.out is not None:
+        args.out.write_text(json.dumps({"tried": len(seen), "by_area": table, "total": total,
+                                        "cases": [[*k, v] for k, v in sorted(seen.items())]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
