@@ -221,9 +221,9 @@ def test_repairs_worse_than_the_input_for_epochs_warn_and_are_marked():
 
 def test_training_without_a_corruption_validates_without_an_infinite_input_psnr():
     # the input is the clean image: its PSNR is inf, and was logged and warned about as a non-finite term
-    trainer = vr.Trainer(vr.autoencoder((1, 8, 8), latent_dim=4, hidden=(16,)), vr.Reconstruction(), None,
+    trainer = vr.Trainer(vr.autoencoder((1, 16, 16), latent_dim=4, hidden=(16,)), vr.Reconstruction(), None,
                          epochs=1, batch_size=16, device="cpu", progress=False)
-    record = trainer.fit(torch.rand(32, 1, 8, 8), torch.rand(16, 1, 8, 8)).records[-1]
+    record = trainer.fit(torch.rand(32, 1, 16, 16), torch.rand(16, 1, 16, 16)).records[-1]
     assert "val_psnr" in record and "val_psnr_input" not in record
 
 
