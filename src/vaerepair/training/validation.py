@@ -209,14 +209,11 @@ class Validator:
 
     def _repair(self, x_in: Tensor, condition: Tensor | None) -> Tensor:
         """The model's repair as users get it: ``reconstruct``, or for a model that repairs with posterior
-        samples (a noise-model VAE) the mean of ``repair_samples`` decoded samples, drawn from a fixed seed."""
+        samples (a noise-model VAE) ``repair``'s mean of decoded samples, drawn from a fixed seed."""
         model = cast(Any, self.model)
-        samples = int(getattr(model, "repair_samples", 0) or 0)
-        if samples == 0:
+        if not getattr(model, "repair_samples", 0):
             return cast(LatentModel, model).reconstruct(x_in, condition)
-        generator = torch.Generator(device=x_in.device).manual_seed(0)
-        mean, _ = model._repair_batch(x_in, condition, samples, generator)
-        return cast(Tensor, mean)
+        return cast(Tensor, model.repair(x_in, condition, generator=torch.Generator(device=x_in.device).manual_seed(0)))
 
     def input_quality(self, fixed: FixedCorruption | list[FixedCorruption]) -> dict[str, float]:
         """PSNR/SSIM of the corrupted inputs themselves (the "before repair" numbers); none without a corruption
