@@ -67,6 +67,7 @@ def _images(kind: str) -> Any:
 
 
 BAD_IMAGES = ["nan pixel", "inf pixel", "3-d", "int64", "3 channels", "list"]
+BAD_FOR_ANY_MODEL = [kind for kind in BAD_IMAGES if kind != "3 channels"]  # colour is fine where no model is
 
 
 def _model() -> Any:
@@ -93,8 +94,8 @@ API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
     "PixelInversion(p)": ("corruptions", BAD_PROBABILITIES, lambda v: corr.PixelInversion(v)),
     "OneOf(weights)": ("corruptions", [INF, NAN, -1.0, "1"],
                        lambda v: corr.OneOf([corr.GaussianNoise(0.1), corr.SaltAndPepper(0.1)], weights=[v, 1.0])),
-    "GaussianNoise()(images)": ("corruptions", BAD_IMAGES, lambda v: corr.GaussianNoise(0.1)(_images(v))),
-    "BlockErasure()(images)": ("corruptions", BAD_IMAGES, lambda v: corr.BlockErasure(size=5)(_images(v))),
+    "GaussianNoise()(images)": ("corruptions", BAD_FOR_ANY_MODEL, lambda v: corr.GaussianNoise(0.1)(_images(v))),
+    "BlockErasure()(images)": ("corruptions", BAD_FOR_ANY_MODEL, lambda v: corr.BlockErasure(size=5)(_images(v))),
     "psnr(data_range)": ("metrics", BAD_POSITIVE,
                          lambda v: vr.psnr(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), data_range=v)),
     "psnr(images)": ("metrics", BAD_IMAGES, lambda v: vr.psnr(_images(v), torch.rand(4, 1, 28, 28))),
@@ -115,7 +116,24 @@ API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
                                       lambda v: vr.train_val_split(vr.ImageDataset(
                                           torch.zeros(10, 1, 4, 4, dtype=torch.uint8)), v)),
     "ImageDataset(images)": ("data", BAD_IMAGES, lambda v: vr.ImageDataset(_images(v))),
+    "load(name)": ("data", ["imagenet", "", None, 3], lambda v: vr.load(v, "train")),
+    "load(split)": ("data", ["validation", "", None], lambda v: vr.load("fashion-mnist", v)),
+    "from_spec(text)": ("corruptions", ["", "gaussian", "gaussian:", "gaussian:0.1:0.2", "block:0", "block:-3",
+                                        "mask:2", "mask:0.5:0", "invert:-1", "saltpepper:nan", "none:1", ":",
+                                        None, 0.5], lambda v: corr.from_spec(v)),
+    "beta_range(text)": ("trainer", ["", "1:2", "1:2:0", "1:2:-1", "2:1:0.5", "nan:1:0.1", "a,b", "1,,2"],
+                         lambda v: __import__("vaerepair.sweep", fromlist=["beta_range"]).beta_range(v)),
+    "Trainer(nan_policy)": ("trainer", ["ignore", "", None, 1],
+                            lambda v: vr.Trainer(_model(), vr.Reconstruction(), nan_policy=v)),
+    "Trainer(device)": ("trainer", ["tpu", "cuda:99", "", None, 3],
+                        lambda v: vr.Trainer(_model(), vr.Reconstruction(), device=v).fit(torch.rand(8, 1, 28, 28))),
+    "FisherDivergence(n_samples)": ("objectives", BAD_COUNTS, lambda v: vr.FisherDivergence(n_samples=v)),
+    "PlanarFlowPosterior(n_flows)": ("models", [-1, 1.5, NAN, "2", None, True],
+                                     lambda v: vr.flows.PlanarFlowPosterior(16, 4, n_flows=v)),
+    "load_checkpoint(path)": ("models", ["missing.pt", "FILE", "DIR"],
+                              lambda v: vr.load_checkpoint(_WORKDIR[0] / v)),
 }
+_WORKDIR: list[Path] = []  # set by main(): a folder holding FILE (a text file) and DIR (a folder)
 
 _BASE = ["--limit", "64", "--epochs", "1", "--batch-size", "32", "--hidden", "16", "--latent-dim", "4",
          "--eval-n", "32", "--iwae-k", "2", "--no-progress"]
@@ -130,6 +148,17 @@ CLI_BAD: dict[str, list[str]] = {
     "--out": ["FILE", "FILE/under"],
 }
 SWEEP_BAD = {"--betas": ["0:inf:1", "0:1:1e-300", "1:0:1", "a:b:c", "nan"]}
+# evaluate, denoise and fetch (CHECKPOINT: a real one trained at the start; FILE a text file, DIR a folder)
+OTHER_BAD: dict[str, list[list[str]]] = {
+    "evaluate": [["--checkpoint", "CHECKPOINT", "--n", "-1"], ["--checkpoint", "CHECKPOINT", "--n", "0"],
+                 ["--checkpoint", "CHECKPOINT", "--out", "DIR"], ["--checkpoint", "CHECKPOINT", "--iwae-k", "0"],
+                 ["--checkpoint", "CHECKPOINT", "--corruption", "block:nan"], ["--checkpoint", "missing.pt"],
+                 ["--checkpoint", "FILE"], ["--checkpoint", "DIR"], ["--checkpoint", "CHECKPOINT", "--grid", "FILE/g.png"]],
+    "denoise": [["IMAGE", "-c", "CHECKPOINT", "-o", "FILE/x.png"], ["missing.png", "-c", "CHECKPOINT", "-o", "out.png"],
+                ["FILE", "-c", "CHECKPOINT", "-o", "out.png"], ["IMAGE", "-c", "FILE", "-o", "out.png"],
+                ["IMAGE", "-c", "CHECKPOINT", "-o", "out.png", "--overlap", "-1"]],
+    "fetch": [["fashion-mnist", "--root", "FILE"], ["imagenet"], ["fashion-mnist", "--root", "FILE/under"]],
+}
 
 
 class _Timeout(Exception):
@@ -200,7 +229,29 @@ def main() -> None:
     seen: dict[tuple[str, str, str], str] = {}
 
     api_cases = st.sampled_from(sorted(API)).flatmap(lambda n: st.tuples(st.just(n), st.sampled_from(API[n][1])))
+    _WORKDIR.append(workdir)
+    (workdir / "DIR").mkdir()
+    checkpoint = workdir / "trained" / "best.pt"
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        from vaerepair.cli import main as cli_main
+
+        cli_main(["train", *_BASE, "--out", str(workdir / "trained")])
+    image = workdir / "image.png"
+    from torchvision.io import write_png
+
+    write_png((torch.rand(1, 28, 28) * 255).to(torch.uint8), str(image))
+    names = {"CHECKPOINT": str(checkpoint), "IMAGE": str(image)}
+
+    def resolve(arg: str) -> str:
+        if arg in names:
+            return names[arg]
+        if arg.split("/")[0] in ("FILE", "DIR", "missing.pt", "missing.png", "out.png"):
+            return str(workdir / arg)
+        return arg
+
     cli_cases = st.one_of(
+        st.sampled_from(sorted(OTHER_BAD)).flatmap(lambda c: st.tuples(st.just(c), st.just("args"),
+                                                                        st.sampled_from(OTHER_BAD[c]))),
         st.sampled_from(sorted(CLI_BAD)).flatmap(lambda o: st.tuples(st.just("train"), st.just(o),
                                                                       st.sampled_from(CLI_BAD[o]))),
         st.sampled_from(sorted(SWEEP_BAD)).flatmap(lambda o: st.tuples(st.just("sweep"), st.just(o),
@@ -217,6 +268,11 @@ def main() -> None:
                 seen[key] = run_api(name, value, args.seconds)
             return
         _, command, option, value = case
+        if option == "args":
+            key = ("cli", command, " ".join(value))
+            if key not in seen:
+                seen[key] = run_cli([command, *(resolve(a) for a in value)], args.seconds)
+            return
         key = ("cli", f"{command} {option}", value)
         if key in seen:
             return

@@ -42,11 +42,13 @@ def test_resume_with_another_corruption_is_refused(tmp_path: Path) -> None:
         _trainer(tmp_path, corruption=C.GaussianNoise(0.5)).fit(DATA, resume=tmp_path / "last.pt")
 
 
-def test_a_huge_mask_patch_costs_the_image_not_the_patch() -> None:
-    x = torch.rand(2, 1, 32, 32)  # before: the cells were upsampled to 10**5 x 10**5 (40 GB), then cropped
-    y = C.RandomMask(0.5, patch_size=10**5)(x, generator=torch.Generator().manual_seed(0))
-    assert y.shape == x.shape  # one cell covers each image: all missing or none
-    assert all(bool((im == 0).all()) or torch.equal(im, x[i]) for i, im in enumerate(y))
+def test_a_mask_patch_as_large_as_the_image_is_refused_before_any_allocation() -> None:
+    x = torch.rand(2, 1, 32, 32)  # before: the cells were upsampled to 10**5 x 10**5 (40 GB), then cropped;
+    for k in (32, 10**5):  # then: one cell per image, all missing or none, without a word
+        with pytest.raises(ValueError, match=rf"patch_size={k} makes one cell of a whole 32x32 image"):
+            C.RandomMask(0.5, patch_size=k)(x)
+    edge = C.RandomMask(0.5, patch_size=31)(x, generator=torch.Generator().manual_seed(0), return_mask=True).mask
+    assert edge.shape == x.shape  # 2 x 2 cells, the last ones cut by the border
     small = C.RandomMask(0.5, patch_size=4)(x, generator=torch.Generator().manual_seed(1), return_mask=True).mask
     blocks = small[:, 0].unfold(1, 4, 4).unfold(2, 4, 4)  # (B, 8, 8, 4, 4): constant within each 4x4 cell
     assert bool((blocks == blocks[..., :1, :1]).all())
@@ -64,6 +66,45 @@ def test_numbers_of_every_kind_are_numbers() -> None:
     assert vr.psnr(torch.zeros(1, 1, 4, 4), torch.full((1, 1, 4, 4), 0.1), data_range=np.float32(1.0)) > 0
 
 
+def test_integer_arguments_take_numpy_integers_and_refuse_floats_and_bools() -> None:
+    k = np.int64(2)
+    assert C.RandomMask(0.5, patch_size=k).patch_size == 2 and C.BlockErasure(size=np.int32(3)).size == 3
+    assert vr.ELBO(n_samples=k).n_samples == 2 and vr.objectives.IWAE(k=k) is not None
+    spec = vr.autoencoder((1, 12, 12), latent_dim=np.int64(4), hidden=(np.int64(8),)).spec
+    assert type(spec["latent_dim"]) is int and spec["latent_dim"] == 4 and spec["hidden"] == [8]  # plain values
+    for bad in (1.5, True, float("inf"), float("nan")):
+        with pytest.raises((ValueError, TypeError), match="latent_dim must be an integer >= 1"):
+            vr.autoencoder((1, 12, 12), latent_dim=bad)
+        with pytest.raises((ValueError, TypeError), match="every hidden width"):
+            vr.autoencoder((1, 12, 12), hidden=(bad,))
+    with pytest.raises(TypeError, match="hidden must be a non-empty sequence"):
+        vr.autoencoder((1, 12, 12), hidden="3")
+
+
+@pytest.mark.parametrize("where", [(0, 0, 3, 3), (1, 0, 0, 0)])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_metrics_and_repair_refuse_non_finite_pixels_and_name_the_image(where, value: float) -> None:
+    x = torch.rand(3, 1, 12, 12)
+    bad = x.clone()
+    bad[where] = value
+    for metric in (vr.psnr, vr.ssim):  # before: a NaN score, as if it were a result
+        with pytest.raises(ValueError, match=rf"x has non-finite pixel values \(NaN or Inf\) in image {where[0]}"):
+            metric(bad, x)
+        with pytest.raises(ValueError, match="y has non-finite"):
+            metric(x, bad)
+    model = vr.autoencoder((1, 12, 12), latent_dim=4, hidden=(16,))
+    with pytest.raises(ValueError, match=rf"in image {where[0]}; a NaN or Inf pixel would spread"):
+        model.repair(bad)
+
+
+def test_repair_of_a_list_that_holds_no_images_is_a_clear_error() -> None:
+    model = vr.autoencoder((1, 12, 12), latent_dim=4, hidden=(16,))
+    with pytest.raises(TypeError, match="must hold tensors \\(C, H, W\\), got list at index 0"):
+        model.repair(torch.rand(2, 1, 12, 12).tolist())
+    with pytest.raises(TypeError, match=r"got shape \(2, 1, 12, 12\) at index 0"):
+        model.repair([torch.rand(2, 1, 12, 12)])
+
+
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: vr.psnr(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4), data_range=0), "data_range must be finite"),
     (lambda: C.OneOf([C.GaussianNoise(0.1), C.SaltAndPepper(0.1)], [float("inf"), 1]), "weights must be finite"),
@@ -75,7 +116,9 @@ def test_values_that_gave_wrong_results_are_refused(call, message: str) -> None:
         call()
 
 
-@pytest.mark.parametrize("args", [["--limit", "0"], ["--limit", "-5"], ["--eval-n", "-1"]])
+@pytest.mark.parametrize("args", [["--limit", "0"], ["--limit", "-5"], ["--eval-n", "-1"], ["--iwae-k", "0"],
+                                  ["--patience", "0"], ["--epochs", "0"], ["--latent-dim", "-1"],
+                                  ["--checkpoint-every", "0"]])
 def test_cli_counts_must_be_positive(args: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["train", *args])
@@ -87,6 +130,13 @@ def test_cli_counts_must_be_positive(args: list[str], capsys) -> None:
     (["--corruption", "block:nan"], "use block:SIZE"),
     (["--corruption", "mask:0.5:inf"], "PATCH_SIZE must be a whole number"),
     (["--threads", "-1"], "expected a whole number >= 1"),
+    (["--beta", "-1"], "expected a finite number >= 0"),  # before: accepted (ignored by a dae, or a negative KL)
+    (["--beta", "nan"], "expected a finite number >= 0"),
+    (["--lr", "0"], "expected a finite number > 0"),
+    (["--sigma", "inf"], "expected a finite number >= 0"),
+    (["--val-fraction", "1"], "strictly between 0 and 1"),
+    (["--flows", "-2"], "expected a whole number >= 0"),
+    (["--hidden", "16,0"], "every width must be >= 1"),
     (["--seed", str(2**70)], r"the seed must be in \[0, 2\*\*63\)"),
 ])
 def test_cli_mistakes_are_one_line(args: list[str], message: str, capsys) -> None:

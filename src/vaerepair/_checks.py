@@ -17,6 +17,7 @@ __all__ = [
     "check_finite_images",
     "check_probability",
     "check_positive",
+    "check_count",
     "check_in_unit_interval",
     "shape_str",
 ]
@@ -84,12 +85,13 @@ def check_images(
     return x
 
 
-def check_finite_images(x: Tensor, name: str = "images") -> Tensor:
+def check_finite_images(
+    x: Tensor, name: str = "images", fix: str = "fix or drop those images before training or repairing"
+) -> Tensor:
     """Refuse NaN or infinite pixels (which every range check lets through), naming the first image with one."""
     if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).nonzero()[0, 0]) if x.dim() > 1 else 0
-        raise ValueError(f"{name} has non-finite pixel values (NaN or Inf) in image {bad}; "
-                         "fix or drop those images before training or repairing")
+        raise ValueError(f"{name} has non-finite pixel values (NaN or Inf) in image {bad}; {fix}")
     return x
 
 
@@ -115,6 +117,18 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> floa
         sign = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {sign}, got {value!r}")
     return value
+
+
+def check_count(value: object, name: str, *, minimum: int = 1, unit: str = "") -> int:
+    """Check that ``value`` is an integer ``>= minimum`` (numpy integers too, not bools or floats); return it.
+
+    ``unit`` follows the bound in the message: ``" (pixels)"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an integer >= {minimum}{unit}, got {value!r} ({type(value).__name__})")
+    if not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{unit}, got {value!r}")
+    return int(value)
 
 
 def check_in_unit_interval(x: Tensor, name: str) -> None:

@@ -60,9 +60,12 @@ DEMO = {
 
 def _widths(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(w) for w in text.split(","))
+        widths = tuple(int(w) for w in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 400 or 32,64, got {text!r}") from None
+    if min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"every width must be >= 1, got {text!r}")
+    return widths
 
 
 def _positive_int(text: str) -> int:
@@ -72,6 +75,33 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonnegative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 like 0.2, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1 like 0.2, got {text!r}")
     return value
 
 
@@ -137,12 +167,12 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--model", choices=("dae", "ae", "vae"), default="dae",
                    help="dae: autoencoder trained on corrupted inputs; ae: plain autoencoder (no corruption); "
                         "vae: variational autoencoder trained with the (beta-)ELBO on corrupted inputs")
-    p.add_argument("--beta", type=float, default=1.0, help="vae: the KL weight (beta > 1: beta-VAE)")
+    p.add_argument("--beta", type=_nonnegative_float, default=1.0, help="vae: the KL weight (beta > 1: beta-VAE)")
     p.add_argument("--objective", choices=("elbo", "fisher", *SELF_SUPERVISED), default=None,
                    help="vae: elbo (default) or fisher (the Fisher autoencoder loss, needs --likelihood gaussian); "
                         "with --data, training on noisy images only: noise2noise (with --targets), blindspot, "
                         "sure (with --noise-sigma)")
-    p.add_argument("--flows", type=int, default=0,
+    p.add_argument("--flows", type=_nonnegative_int, default=0,
                    help="vae: K planar-flow layers after the Gaussian posterior (report 003)")
     p.add_argument("--global-flows", action="store_true",
                    help="with --flows: layers shared by all images (default: amortised, one set per image)")
@@ -151,26 +181,26 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
                         "(inpainting, report 002); encoder and decoder both see it")
     p.add_argument("--arch", choices=("mlp", "conv", "unet"), default=defaults.get("arch", "mlp"),
                    help="unet: fully convolutional, any image size (for photographs, with --data)")
-    p.add_argument("--latent-dim", type=int, default=defaults.get("latent_dim", 20))
+    p.add_argument("--latent-dim", type=_positive_int, default=defaults.get("latent_dim", 20))
     p.add_argument("--hidden", type=_widths, default=_widths(defaults.get("hidden", "400")),
                    help="MLP hidden widths or the two conv stages' widths, comma-separated")
-    p.add_argument("--features", type=int, default=defaults.get("features", 256), help="conv encoder feature size")
+    p.add_argument("--features", type=_positive_int, default=defaults.get("features", 256), help="conv encoder feature size")
     p.add_argument("--spatial", action="store_true",
                    help="conv only: fully convolutional, the latent is a H/4 x W/4 map (latent-dim a multiple of it)")
     p.add_argument("--activation", choices=tuple(ACTIVATIONS), default=defaults.get("activation", "relu"))
     p.add_argument("--likelihood", choices=("bernoulli", "continuous-bernoulli", "gaussian"),
                    default=defaults.get("likelihood", "bernoulli"))
-    p.add_argument("--sigma", type=float, default=defaults.get("sigma", 1.0), help="Gaussian likelihood scale")
+    p.add_argument("--sigma", type=_positive_float, default=defaults.get("sigma", 1.0), help="Gaussian likelihood scale")
     p.add_argument("--link", choices=("identity", "sigmoid"), default=defaults.get("link", "identity"))
     p.add_argument("--learn-sigma", action="store_true", help="learn the Gaussian likelihood's scale (from --sigma)")
     p.add_argument("--corruption", type=_corruption, default=defaults.get("corruption"),
                    help=f"e.g. gaussian:0.5, block:12, mask:0.5; known: {', '.join(corr.SPEC_NAMES)} "
                         "(default gaussian:0.5; none for noisy-only training)")
-    p.add_argument("--epochs", type=int, default=defaults.get("epochs", 10))
-    p.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 128))
-    p.add_argument("--lr", type=float, default=defaults.get("lr", 1e-3))
-    p.add_argument("--patience", type=int, default=None, help="early stopping on val_loss after N epochs")
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--epochs", type=_positive_int, default=defaults.get("epochs", 10))
+    p.add_argument("--batch-size", type=_positive_int, default=defaults.get("batch_size", 128))
+    p.add_argument("--lr", type=_positive_float, default=defaults.get("lr", 1e-3))
+    p.add_argument("--patience", type=_positive_int, default=None, help="early stopping on val_loss after N epochs")
+    p.add_argument("--val-fraction", type=_fraction, default=0.2)
     p.add_argument("--limit", type=_positive_int, default=None, help="train on the first N training images only")
     p.add_argument("--data", type=Path, default=None,
                    help="train on a folder of photographs (PNG, JPEG, BMP, TIFF; any size) instead of --dataset: "
@@ -193,7 +223,7 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
                    help="blindspot: what replaces a hidden pixel (a random neighbour, the local mean or median "
                         "of its window without it)")
     p.add_argument("--eval-n", type=_positive_int, default=1000, help="evaluate on the first N test images")
-    p.add_argument("--iwae-k", type=int, default=1000, help="vae: importance samples for the -log p(x) estimate")
+    p.add_argument("--iwae-k", type=_positive_int, default=1000, help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads")
@@ -201,7 +231,7 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--out", type=Path, default=Path(defaults.get("out", "runs/train")))
     p.add_argument("--resume", type=Path, default=None,
                    help="continue an interrupted run exactly from its last.pt (give the same arguments)")
-    p.add_argument("--checkpoint-every", type=int, default=None,
+    p.add_argument("--checkpoint-every", type=_positive_int, default=None,
                    help="also write last.pt every N steps (mid-epoch), so a crash loses at most N steps")
 
 
@@ -241,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corruption", type=_corruption, default=None, help="default: the one it was trained with")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--n", type=_positive_int, default=1000, help="the first N images of the split")
-    p.add_argument("--iwae-k", type=int, default=1000, help="vae: importance samples for the -log p(x) estimate")
+    p.add_argument("--iwae-k", type=_positive_int, default=1000, help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")

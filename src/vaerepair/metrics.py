@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaerepair._checks import check_images, check_positive
+from vaerepair._checks import check_finite_images, check_images, check_positive
 
 __all__ = ["psnr", "ssim"]
 
@@ -30,6 +30,8 @@ def _pair(x: Tensor, y: Tensor) -> None:
     check_images(y, "y")
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    for name, images in (("x", x), ("y", y)):  # a NaN would give a NaN score that looks like a result
+        check_finite_images(images, name, "the metric is undefined there (a diverged model? a damaged file?)")
 
 
 def psnr(

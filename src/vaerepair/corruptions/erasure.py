@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaerepair._checks import check_probability
+from vaerepair._checks import check_count, check_probability
 from vaerepair.corruptions._base import Corrupted, Corruption, uniform
 
 __all__ = ["BlockErasure", "RandomMask"]
@@ -45,8 +45,7 @@ class BlockErasure(Corruption):
                 f"give exactly one of size (pixels) or area (fraction), got size={size!r}, area={area!r}"
             )
         if size is not None:
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise ValueError(f"size must be an integer >= 1 (pixels), got {size!r}")
+            size = check_count(size, "size", unit=" (pixels)")
         if area is not None:
             area = check_probability(area, "area")
             if area == 0.0:
@@ -106,14 +105,15 @@ class RandomMask(Corruption):
     def __init__(self, p: float = 0.5, patch_size: int = 1, value: float = 0.0) -> None:
         super().__init__()
         self.p = check_probability(p, "p")
-        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
-            raise ValueError(f"patch_size must be an integer >= 1 (pixels), got {patch_size!r}")
-        self.patch_size = patch_size
+        self.patch_size = check_count(patch_size, "patch_size", unit=" (pixels)")
         self.value = _check_fill(value)
 
     def make_params(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
         b, _, h, w = x.shape
         k = self.patch_size
+        if k > 1 and k >= max(h, w):
+            raise ValueError(f"patch_size={k} makes one cell of a whole {h}x{w} image: every image would be "
+                             f"wholly missing or wholly kept; use patch_size < {max(h, w)}")
         cells = uniform((b, 1, -(-h // k), -(-w // k)), x, generator) < self.p
         if k > 1:  # each pixel takes its cell's draw (indexing: memory of the image, whatever k is)
             rows = torch.arange(h, device=x.device) // k

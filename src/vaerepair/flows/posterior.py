@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vaerepair._checks import check_count
 from vaerepair.distributions.gaussian import _HALF_LOG_2PI, DiagonalGaussian, GaussianPosterior
 from vaerepair.flows.planar import (
     PlanarParams,
@@ -175,8 +176,7 @@ class PlanarFlowPosterior(nn.Module):
         self, in_features: int, latent_dim: int, n_flows: int = 5, amortized: bool = True, min_scale: float = 1e-4
     ) -> None:
         super().__init__()
-        if isinstance(n_flows, bool) or not isinstance(n_flows, int) or n_flows < 0:
-            raise ValueError(f"n_flows must be an integer >= 0, got {n_flows!r}")
+        n_flows = check_count(n_flows, "n_flows", minimum=0)
         self.gaussian = GaussianPosterior(in_features, latent_dim, min_scale)
         self.in_features, self.latent_dim = self.gaussian.in_features, self.gaussian.latent_dim
         self.n_flows, self.amortized = n_flows, bool(amortized)

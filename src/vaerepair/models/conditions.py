@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaerepair._checks import check_images, shape_str
+from vaerepair._checks import check_count, check_images, shape_str
 
 __all__ = ["Condition", "LabelCondition", "ImageCondition", "CONDITION_KINDS"]
 
@@ -64,8 +64,7 @@ class LabelCondition(Condition):
 
     def __init__(self, n_classes: int = 10) -> None:
         super().__init__()
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        n_classes = check_count(n_classes, "n_classes", minimum=2)
         self.n_classes = n_classes
         self.out_features = n_classes
         self.register_buffer("_ref", torch.zeros(()), persistent=False)  # follows the model's device and dtype
@@ -134,8 +133,7 @@ class ImageCondition(Condition):
         super().__init__()
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {image_shape!r}")
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(f"features must be an integer >= 1, got {features!r}")
+        features = check_count(features, "features")
         c, h, w = (int(s) for s in image_shape)
         self.image_shape = (c, h, w)
         self.out_features = features

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import nn
 
+from vaerepair._checks import check_count
 from vaerepair.distributions import (
     Bernoulli,
     ContinuousBernoulli,
@@ -103,6 +105,15 @@ class ModelSpec:
     repair_samples: int = 0
 
     def __post_init__(self) -> None:
+        for name, low in (("latent_dim", 1), ("features", 1), ("n_classes", 1), ("condition_features", 1),
+                          ("flows", 0), ("repair_samples", 0)):  # numpy integers become ints (plain checkpoints)
+            object.__setattr__(self, name, check_count(getattr(self, name), name, minimum=low))
+        if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Sequence) or not self.hidden:
+            raise TypeError(f"hidden must be a non-empty sequence of layer widths like (400,) or (32, 64), "
+                            f"got {self.hidden!r}")
+        for width in self.hidden:
+            check_count(width, f"every hidden width (hidden={tuple(self.hidden)!r})")
+        check_count(self.image_shape[0], f"the channels of image_shape={tuple(self.image_shape)!r}")
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"unknown model kind {self.kind!r}; known: {', '.join(MODEL_KINDS)}")
         if self.arch not in _ARCHS:
@@ -134,6 +145,8 @@ class ModelSpec:
             if None in tuple(self.image_shape):
                 raise ValueError(f"arch={self.arch!r} takes one image size: give image_shape=(C, H, W), got "
                                  f"{tuple(self.image_shape)}; arch='unet' takes any size")
+            for side in self.image_shape[1:]:
+                check_count(side, f"every side of image_shape={tuple(self.image_shape)!r}")
             object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
         object.__setattr__(self, "hidden", tuple(int(s) for s in self.hidden))
 

@@ -6,13 +6,12 @@ variational models are configurations with stochastic posteriors and a prior.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Literal, Protocol, cast, overload
 
 import torch
 from torch import Tensor, nn
 
-from vaerepair._checks import check_images, shape_str
+from vaerepair._checks import check_count, check_finite_images, check_images, shape_str
 from vaerepair.models.conditions import Condition
 
 __all__ = ["LatentVariableModel", "LatentModel", "PosteriorLike", "ImageDistribution", "TILE_PIXELS_IN_FLIGHT"]
@@ -241,13 +240,17 @@ class LatentVariableModel(nn.Module):
         A list of images ``(C, H_i, W_i)`` of different sizes gives the list of
         their repairs (each repaired alone, tiled when ``tile`` is given).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        check_count(batch_size, "batch_size")
         samples = self._repair_samples(n_samples, return_std)
         options: dict[str, Any] = {"n_samples": samples, "return_std": return_std, "generator": generator}
         if isinstance(x, list):
             if condition is not None:
                 raise ValueError("a list of images takes no condition; repair conditional models batch by batch")
+            for i, im in enumerate(x):
+                if not isinstance(im, Tensor) or im.dim() != 3:
+                    what = f"shape {shape_str(im.shape)}" if isinstance(im, Tensor) else type(im).__name__
+                    raise TypeError(f"a list of images must hold tensors (C, H, W), got {what} at index {i}; "
+                                    "give a batch as one tensor (B, C, H, W)")
             out = [self.repair(im.unsqueeze(0), batch_size=batch_size, tile=tile, overlap=overlap, **options)
                    for im in x]
             return [(m[0], s[0]) for m, s in out] if return_std else [m[0] for m in out]
@@ -276,6 +279,7 @@ class LatentVariableModel(nn.Module):
                                 out_channels=2 * c if return_std else c)
             return (both[:, :c], both[:, c:]) if return_std else both
         self.check_input(x, any_float=True)
+        check_finite_images(x, "x", "a NaN or Inf pixel would spread through the network: fix or drop that image")
         if condition is not None and len(condition) != len(x):
             raise ValueError(f"condition must have one row per image ({len(x)}), got {shape_str(condition.shape)}")
         if len(x) == 0:
@@ -307,8 +311,7 @@ class LatentVariableModel(nn.Module):
                        generator: torch.Generator | None = None) -> Tensor:
         r"""``n`` plausible repairs of each image, ``(n, B, C, H, W)``: the decoded means of ``n`` draws of
         :math:`q(z \mid x)` (diverse for a VAE; all equal for a point-mass posterior), in eval mode."""
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        check_count(n, "n")
         self.check_input(x)
         was_training = self.training
         self.eval()
@@ -320,8 +323,7 @@ class LatentVariableModel(nn.Module):
 
     def _repair_samples(self, n_samples: int | None, return_std: bool) -> int:
         samples = self.repair_samples if n_samples is None else n_samples
-        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 0:
-            raise ValueError(f"n_samples must be an integer >= 0 (0: decode the posterior mean), got {samples!r}")
+        check_count(samples, "n_samples", minimum=0, unit=" (0: decode the posterior mean)")
         if return_std and samples < 2:
             raise ValueError(f"return_std=True needs n_samples >= 2 posterior samples, got {samples!r}; "
                              "pass n_samples=100, for example")

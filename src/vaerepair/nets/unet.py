@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from vaerepair._checks import check_images
+from vaerepair._checks import check_count, check_images
 from vaerepair.nets.conv import _norm
 from vaerepair.nets.mlp import _check_widths
 
@@ -77,8 +77,7 @@ class UNetEncoder(nn.Module):
     def __init__(self, channels: int = 1, widths: Sequence[int] = (32, 64, 128), norm: str | None = None,
                  activation: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be an integer >= 1 (1 grey, 3 colour), got {channels!r}")
+        channels = check_count(channels, "channels")
         ws = _check_widths(widths, "widths")
         self.image_shape: tuple[int, int | None, int | None] = (channels, None, None)
         self.widths = ws

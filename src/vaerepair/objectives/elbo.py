@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from vaerepair._checks import check_positive
+from vaerepair._checks import check_count, check_positive
 from vaerepair.distributions import StandardNormal
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
@@ -46,8 +46,7 @@ class ELBO(ObjectiveBase):
         self.steps = 0
         if kl not in ("auto", "analytic", "mc"):
             raise ValueError(f"kl must be 'auto', 'analytic' or 'mc', got {kl!r}")
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+        n_samples = check_count(n_samples, "n_samples")
         self.kl = kl
         self.n_samples = n_samples
 

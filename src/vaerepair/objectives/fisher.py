@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from vaerepair._checks import check_count
 from vaerepair.distributions import DiagonalGaussian
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
@@ -234,8 +235,7 @@ def fisher_scores(
         raise ValueError(
             f"x_input and x_target must have the same shape, got {tuple(x_input.shape)} and {tuple(x_target.shape)}"
         )
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    n_samples = check_count(n_samples, "n_samples")
     outer_grad = torch.is_grad_enabled()
     with torch.enable_grad():
         x_in = _repeat(x_input, n_samples).detach().requires_grad_(True)
@@ -332,8 +332,7 @@ class FisherDivergence(ObjectiveBase):
     needs_grad = True  # it differentiates inside its loss (with respect to z and the images)
 
     def __init__(self, n_samples: int = 1, closed_form: bool | None = None, relax_discrete: bool = False) -> None:
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+        n_samples = check_count(n_samples, "n_samples")
         self.n_samples = n_samples
         self.closed_form = None if closed_form is None else bool(closed_form)
         self.relax_discrete = bool(relax_discrete)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from vaerepair._checks import check_count
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
 from vaerepair.objectives.elbo import ELBO
@@ -27,8 +28,7 @@ def log_weights(
 
 
 def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    k = check_count(k, "k")
     return k
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vaerepair._checks import check_positive
+from vaerepair._checks import check_count, check_positive
 
 __all__ = ["Schedule", "Constant", "LinearWarmup", "Cyclical"]
 
@@ -33,8 +33,7 @@ class LinearWarmup(Schedule):
     def __init__(self, end: float = 1.0, steps: int = 10_000, start: float = 0.0) -> None:
         self.start = check_positive(start, "start", allow_zero=True)
         self.end = check_positive(end, "end", allow_zero=True)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        steps = check_count(steps, "steps")
         self.steps = steps
 
     def __call__(self, step: int) -> float:
@@ -50,8 +49,7 @@ class Cyclical(Schedule):
     over the first ``ratio`` of it, then stays at ``high``."""
 
     def __init__(self, period: int, high: float = 1.0, low: float = 0.0, ratio: float = 0.5) -> None:
-        if isinstance(period, bool) or not isinstance(period, int) or period < 1:
-            raise ValueError(f"period must be an integer >= 1, got {period!r}")
+        period = check_count(period, "period")
         if not 0.0 < ratio <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
         self.period, self.ratio = period, float(ratio)

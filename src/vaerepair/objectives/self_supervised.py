@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaerepair._checks import check_positive
+from vaerepair._checks import check_count, check_positive
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
 
@@ -137,8 +137,7 @@ class BlindSpot(ObjectiveBase):
 
     def __init__(self, spacing: int = 4, replacement: str = "neighbour", radius: int = 2) -> None:
         for name, value, low in (("spacing", spacing, 2), ("radius", radius, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_count(value, name, minimum=low)
         if replacement not in BLIND_SPOT_REPLACEMENTS:
             raise ValueError(f"replacement must be one of {', '.join(BLIND_SPOT_REPLACEMENTS)}, got {replacement!r}")
         self.spacing, self.replacement, self.radius = spacing, replacement, radius

@@ -8,6 +8,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from vaerepair._checks import check_count
 from vaerepair.objectives.self_supervised import denoise
 from vaerepair.testing.report import CheckReport
 
@@ -78,8 +79,7 @@ def check_unbiased_risk(
     Returns:
         The :class:`~vaerepair.testing.CheckReport` (its check's detail carries the numbers).
     """
-    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 10:
-        raise ValueError(f"n_draws must be an integer >= 10 (a standard error needs draws), got {n_draws!r}")
+    n_draws = check_count(n_draws, "n_draws", minimum=10)
     if model is None:
         model = _default_model(torch.float64, torch.device("cpu"))
     ref = next(model.parameters())

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vaerepair._checks import check_count
 from vaerepair.training.distributed import Distributed
 
 __all__ = ["Guard", "NonFiniteLossError", "TrainingInterrupted"]
@@ -65,9 +66,8 @@ class Guard:
                  device: torch.device | None = None, dist: Distributed | None = None) -> None:
         if nan_policy not in ("raise", "skip"):
             raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
-        if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int)
-                                        or check_every < 1):
-            raise ValueError(f"check_every must be an integer >= 1 or None, got {check_every!r}")
+        if check_every is not None:
+            check_every = check_count(check_every, "check_every", unit=" or None")
         on_cpu = device is None or device.type == "cpu"
         self.nan_policy = nan_policy
         self.check_every = 1 if nan_policy == "skip" else (check_every or (1 if on_cpu else 50))

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from vaerepair._checks import check_count
 from vaerepair.training.sources import ShuffledSource, check_image_shape, to_unit_float
 
 __all__ = ["LoaderSource"]
@@ -60,8 +61,7 @@ class LoaderSource(ShuffledSource):
             raise TypeError(f"dataset must be a map-style torch Dataset with a length, got {type(dataset).__name__}")
         if len(dataset) == 0:
             raise ValueError("the dataset is empty")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+        num_workers = check_count(num_workers, "num_workers", minimum=0)
         for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last", "generator"):
             if key in loader_options:
                 raise ValueError(f"{key} is set by the source and the Trainer, not through loader_options")

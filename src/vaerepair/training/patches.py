@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaerepair._checks import shape_str
+from vaerepair._checks import check_count, shape_str
 from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.training.sources import BatchSource, check_noisy_without_corruption, to_unit_float
 
@@ -61,8 +61,7 @@ class PatchSource(BatchSource):
     def __init__(self, images: Sequence[Tensor] | Tensor | ImageDataset | NoisyImages, patch_size: int,
                  patches_per_epoch: int | None = None, augment: bool = False,
                  targets: Sequence[Tensor] | Tensor | None = None) -> None:
-        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
-            raise ValueError(f"patch_size must be an integer >= 1, got {patch_size!r}")
+        patch_size = check_count(patch_size, "patch_size")
         self.data = images
         if isinstance(images, NoisyImages):
             if targets is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vaerepair._checks import check_count
 from vaerepair._io import remove_stale_temporaries
 from vaerepair.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vaerepair.training.guard import NonFiniteLossError
@@ -40,8 +41,8 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None, every: int | None = None) -> None:
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-            raise ValueError(f"checkpoint_every must be an integer >= 1 or None, got {every!r}")
+        if every is not None:
+            every = check_count(every, "checkpoint_every", unit=" or None")
         self.directory = Path(directory) if directory is not None else None
         self.every = every
         self._cleaned = False

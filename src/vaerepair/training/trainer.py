@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaerepair._checks import as_device, check_positive
+from vaerepair._checks import as_device, check_count, check_positive
 from vaerepair.corruptions import Corruption
 from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.distributions import validation
@@ -107,8 +107,7 @@ class Trainer:
         if corruption is not None and not isinstance(corruption, Corruption):
             raise TypeError(f"corruption must be a vaerepair Corruption or None, got {corruption!r}")
         for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_count(value, name)
         check_positive(lr, "lr")
         self.device = as_device(device)
         init_from_env(self.device)  # under torchrun: join the process group

@@ -6,6 +6,7 @@ import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from vaerepair._checks import check_count
 from vaerepair.training.callbacks.base import Callback
 
 if TYPE_CHECKING:
@@ -30,8 +31,7 @@ class TrainingHealth(Callback):
     """
 
     def __init__(self, patience: int = 3) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        patience = check_count(patience, "patience")
         self.patience = patience
         self.worse_epochs = 0
         self.warned: set[str] = set()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
+from vaerepair._checks import check_count
 from vaerepair.training.callbacks.base import Callback
 from vaerepair.training.sources import condition_of
 
@@ -32,8 +33,7 @@ class ImageGrid(Callback):
 
     def __init__(self, folder: str | os.PathLike[str], n: int = 8, every: int = 1,
                  pattern: str = "grid_{epoch:03d}.png") -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        every = check_count(every, "every")
         self.folder, self.n, self.every, self.pattern = Path(folder), n, every, pattern
         self.written: list[Path] = []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from vaerepair._checks import check_count
 from vaerepair.training.callbacks.base import Callback
 
 if TYPE_CHECKING:
@@ -131,8 +132,7 @@ class EarlyStopping(_Monitor):
     def __init__(self, monitor: str = "val_loss", patience: int = 5, mode: str | None = None,
                  min_delta: float = 0.0) -> None:
         super().__init__(monitor, mode, min_delta)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        patience = check_count(patience, "patience")
         self.patience = patience
         self.wait = 0  # epochs since the last improvement
 
