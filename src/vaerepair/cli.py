@@ -184,13 +184,15 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--latent-dim", type=_positive_int, default=defaults.get("latent_dim", 20))
     p.add_argument("--hidden", type=_widths, default=_widths(defaults.get("hidden", "400")),
                    help="MLP hidden widths or the two conv stages' widths, comma-separated")
-    p.add_argument("--features", type=_positive_int, default=defaults.get("features", 256), help="conv encoder feature size")
+    p.add_argument("--features", type=_positive_int, default=defaults.get("features", 256),
+                   help="conv encoder feature size")
     p.add_argument("--spatial", action="store_true",
                    help="conv only: fully convolutional, the latent is a H/4 x W/4 map (latent-dim a multiple of it)")
     p.add_argument("--activation", choices=tuple(ACTIVATIONS), default=defaults.get("activation", "relu"))
     p.add_argument("--likelihood", choices=("bernoulli", "continuous-bernoulli", "gaussian"),
                    default=defaults.get("likelihood", "bernoulli"))
-    p.add_argument("--sigma", type=_positive_float, default=defaults.get("sigma", 1.0), help="Gaussian likelihood scale")
+    p.add_argument("--sigma", type=_positive_float, default=defaults.get("sigma", 1.0),
+                   help="Gaussian likelihood scale")
     p.add_argument("--link", choices=("identity", "sigmoid"), default=defaults.get("link", "identity"))
     p.add_argument("--learn-sigma", action="store_true", help="learn the Gaussian likelihood's scale (from --sigma)")
     p.add_argument("--corruption", type=_corruption, default=defaults.get("corruption"),
@@ -223,7 +225,8 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
                    help="blindspot: what replaces a hidden pixel (a random neighbour, the local mean or median "
                         "of its window without it)")
     p.add_argument("--eval-n", type=_positive_int, default=1000, help="evaluate on the first N test images")
-    p.add_argument("--iwae-k", type=_positive_int, default=1000, help="vae: importance samples for the -log p(x) estimate")
+    p.add_argument("--iwae-k", type=_positive_int, default=1000,
+                   help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads")
@@ -271,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corruption", type=_corruption, default=None, help="default: the one it was trained with")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--n", type=_positive_int, default=1000, help="the first N images of the split")
-    p.add_argument("--iwae-k", type=_positive_int, default=1000, help="vae: importance samples for the -log p(x) estimate")
+    p.add_argument("--iwae-k", type=_positive_int, default=1000,
+                   help="vae: importance samples for the -log p(x) estimate")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
