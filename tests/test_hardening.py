@@ -309,9 +309,16 @@ def test_output_files_and_roots_that_cannot_be_are_one_line_errors(tmp_path, cap
         (["evaluate", "--checkpoint", "x.pt", "--out", str(tmp_path)], "is a folder; give a file name"),
         (["evaluate", "--checkpoint", "x.pt", "--grid", str(a_file / "g.png")], "is a file, not a folder"),
         (["fetch", "mnist", "--root", str(a_file)], "is a file; give the folder"),
+        (["fetch", "mnist", "--root", str(a_file / "under")], "(Not a directory); give a root that is"),
         (["denoise", "--model", "grey", str(a_file), "-o", str(a_file / "x.png")], "is a file, not a folder"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (argv, err)
+
+
+@pytest.mark.parametrize("name", [3, None, 0.5])
+def test_load_names_what_it_takes(name) -> None:
+    with pytest.raises(TypeError, match=r"name must be a dataset name \(mnist.* or a folder of images, got"):
+        vr.load(name)

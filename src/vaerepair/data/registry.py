@@ -169,7 +169,11 @@ def fetch(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     except DatasetNotFoundError:
         pass
     target = search_roots(root)[0]
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # under a file, no permission, read-only file system
+        raise DatasetNotFoundError(f"cannot create the dataset folder {str(target)!r} ({err.strerror or err}); "
+                                   "give a root that is, or can become, a folder you can write") from err
     entry = DATASETS[key]
     try:
         entry.cls(str(target), train=True, download=True)
@@ -205,6 +209,8 @@ def load(
         torch.Size([60000, 1, 28, 28])
         >>> photos = load("my_photos/", mode="L")  # doctest: +SKIP
     """
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a dataset name ({', '.join(DATASETS)}) or a folder of images, got {name!r}")
     if isinstance(name, os.PathLike) or (_unregistered(name) and Path(name).is_dir()):
         from vaerepair.data.folder import ImageFolder
 

@@ -302,7 +302,7 @@ class LatentVariableModel(nn.Module):
         mean = torch.cat([m for m, _ in parts]).to(x.device, x.dtype)
         if not return_std:
             return mean
-        return mean, torch.cat([s for _, s in parts]).to(x.device, x.dtype)
+        return mean, torch.cat([cast(Tensor, s) for _, s in parts]).to(x.device, x.dtype)
 
     repair_samples: int = 0  # posterior samples per repair when ``repair(n_samples=None)``: 0 decodes the mean
 
