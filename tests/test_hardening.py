@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -154,6 +155,26 @@ def test_an_output_folder_that_cannot_be_one_is_refused_before_training(tmp_path
     assert "is a file, not a folder" in capsys.readouterr().err
     assert main(["train", "--out", str(afile / "run")]) == 2
     assert "is under" in capsys.readouterr().err
+
+
+def test_a_read_only_output_folder_is_refused_before_training(tmp_path: Path, monkeypatch, capsys) -> None:
+    # root passes every permission check, so the file system's answers are simulated
+    import vaerepair.commands as commands
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(commands.os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    assert main(["train", "--out", str(ro)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(ro)!r} is not writable; choose another --out" in err and err.count("\n") == 1
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert main(["train", "--out", str(tmp_path / "new")]) == 2
+    assert "cannot create --out" in (err := capsys.readouterr().err) and "Permission denied" in err
 
 
 def test_a_diverging_run_is_an_error_line_with_exit_1(mnist_root: Path, tmp_path: Path, capsys) -> None:
