@@ -46,6 +46,20 @@ def test_ssim_matches_scikit_image(shape):
     np.testing.assert_allclose(ours, _skimage(x, y), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("shape", [(4, 1, 28, 28), (3, 3, 32, 32), (2, 1, 11, 17)])
+def test_ssim_both_filter_paths_match_scikit_image(shape, monkeypatch):
+    # the banded matrix product (images up to 2048 px) and the convolution (larger ones) are the same filter
+    import vaerepair.metrics as metrics
+
+    x = torch.rand(shape, dtype=torch.float64)
+    y = (x * 0.7 + 0.2 * torch.rand_like(x)).clamp(0, 1)
+    banded = ssim(x, y, reduction="none")
+    monkeypatch.setattr(metrics, "_BAND_MAX_SIDE", 0)
+    convolved = ssim(x, y, reduction="none")
+    np.testing.assert_allclose(convolved.numpy(), _skimage(x, y), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(banded, convolved, rtol=1e-12, atol=1e-12)
+
+
 def test_ssim_identity_and_errors():
     x = torch.rand(2, 1, 16, 16)
     torch.testing.assert_close(ssim(x, x), torch.tensor(1.0))
