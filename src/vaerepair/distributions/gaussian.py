@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,18 @@ __all__ = ["DiagonalGaussian", "GaussianPosterior", "SpatialGaussianPosterior", 
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
+
+
+def standard_normal(shape: Sequence[int] | torch.Size, generator: torch.Generator | None = None,
+                    device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    """N(0, I) draws of ``shape``, from ``generator`` when one is given.
+
+    Without a generator ``torch.randn`` is called without the argument: under ``torch.compile``
+    ``randn(..., generator=None)`` cannot take a batch size that varies (a smaller last batch).
+    """
+    if generator is None:
+        return torch.randn(tuple(shape), device=device, dtype=dtype)
+    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
 
 class DiagonalGaussian:
     r"""A batch of diagonal Gaussians :math:`N(\mu_b, \mathrm{diag}\,\sigma_b^2)`, ``loc`` and ``scale`` ``(B, D)``.
@@ -45,7 +58,7 @@ class DiagonalGaussian:
 
     def standard_noise(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None) -> Tensor:
         """The N(0, I) draws behind :meth:`rsample`, ``shape`` ``(..., B, D)`` (a hook: subclasses may fix them)."""
-        return torch.randn(shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
+        return standard_normal(shape, generator, self.loc.device, self.loc.dtype)
 
     def log_prob(self, z: Tensor) -> Tensor:
         r"""Log-density summed over ``D``, ``(..., B)``.
@@ -192,7 +205,7 @@ class StandardNormal(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` draws ``(n, D)``."""
-        return torch.randn((n, self.latent_dim), generator=generator, device=device, dtype=dtype)
+        return standard_normal((n, self.latent_dim), generator, device, dtype)
 
     def extra_repr(self) -> str:
         return f"latent_dim={self.latent_dim}"
@@ -223,7 +236,7 @@ class SpatialStandardNormal(StandardNormal):
         if size is None:
             raise ValueError("a spatial prior samples codes of a given size: pass size=(H, W) "
                              "(model.sample(n, size=(H, W)))")
-        return torch.randn((n, self.latent_dim, *size), generator=generator, device=device, dtype=dtype)
+        return standard_normal((n, self.latent_dim, *size), generator, device, dtype)
 
     def extra_repr(self) -> str:
         return f"latent_channels={self.latent_dim}"
