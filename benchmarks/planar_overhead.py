@@ -17,7 +17,10 @@ nothing else of the flow. Its ratio is what the head alone costs; the global
 ratio is what the layers and the Monte-Carlo KL cost; their sum predicts the
 amortised ratio.
 
-Run: python benchmarks/planar_overhead.py [--repeats 7] [--n 20000] [--threads 2]
+With ``--compile`` every configuration's step is compiled (``Trainer(compile=True)``,
+TorchInductor; needs a C compiler), which fuses the layers' small operations.
+
+Run: python benchmarks/planar_overhead.py [--repeats 7] [--n 20000] [--threads 2] [--compile]
 Ends with the line ``time ratio (K=5 / K=0): X.XX`` for global layers (target:
 at most 1.15), after the amortised ratio and its parts.
 """
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--flows", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="Trainer(compile=True): torch.compile the step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train = vr.load("fashion-mnist", "train")[: args.n]
@@ -67,7 +71,7 @@ def main() -> None:
         if name == "K=0 + head":
             model.posterior = WithUnusedHead(model.posterior, 400, args.flows * (2 * 20 + 1))
         trainers[name] = vr.Trainer(model, vr.ELBO(), None, epochs=1, batch_size=128, lr=1e-3,
-                                    device=args.device, progress=False)
+                                    device=args.device, progress=False, compile=args.compile)
     for trainer in trainers.values():  # warm-up (first-call set-up, allocator)
         trainer.fit(train[:2048])
     times: dict[str, list[float]] = {name: [] for name in trainers}
@@ -79,7 +83,8 @@ def main() -> None:
     med = {name: statistics.median(v) for name, v in times.items()}
     for name, trainer in trainers.items():
         print(f"{name}: median epoch {med[name]:.3f} s over {args.repeats} epochs of {len(train)} images, "
-              f"last train loss {trainer.history['train_loss'][-1]:.2f} ({args.threads} threads, {args.device})")
+              f"last train loss {trainer.history['train_loss'][-1]:.2f} ({args.threads} threads, {args.device}"
+              f"{', compiled' if args.compile else ''})")
     head, layers = med["K=0 + head"] / med["K=0"] - 1, med["global"] / med["K=0"] - 1
     print(f"parts: the amortised head alone {head:+.2f}, the layers and Monte-Carlo KL (global) {layers:+.2f}; "
           f"sum {1 + head + layers:.2f}")

@@ -343,3 +343,17 @@ def test_output_files_and_roots_that_cannot_be_are_one_line_errors(tmp_path, cap
 def test_load_names_what_it_takes(name) -> None:
     with pytest.raises(TypeError, match=r"name must be a dataset name \(mnist.* or a folder of images, got"):
         vr.load(name)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1.5])
+def test_likelihood_targets_are_checked_in_one_pass_and_non_finite_ones_named(value: float) -> None:
+    from vaerepair.distributions import Bernoulli, ContinuousBernoulli
+
+    x = torch.rand(3, 1, 6, 6)
+    x[1, 0, 2, 2] = value
+    for likelihood in (Bernoulli(), ContinuousBernoulli()):
+        p = likelihood(torch.zeros(3, 1, 6, 6))
+        message = "non-finite pixel values \\(NaN or Inf\\) in image 1" if value != 1.5 else r"got values in \[0"
+        with pytest.raises(ValueError, match=message):  # before: a NaN target passed the range check
+            p.log_prob(x)
+    assert torch.isfinite(Bernoulli()(torch.zeros(3, 1, 6, 6)).log_prob(torch.rand(3, 1, 6, 6))).all()

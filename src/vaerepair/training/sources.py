@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from vaerepair._checks import check_finite_images, shape_str
+from vaerepair._checks import finite_range, shape_str
 from vaerepair.corruptions import Corruption
 from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.training.distributed import Distributed
@@ -79,8 +79,7 @@ def as_images(data: ImageDataset | NoisyImages | Tensor, name: str) -> Tensor:
     if data.dtype != torch.uint8:
         if not data.is_floating_point():
             raise TypeError(f"{name} must be uint8 (0..255) or float in [0, 1], got {data.dtype}")
-        check_finite_images(data, name)
-        lo, hi = float(data.min()), float(data.max())
+        lo, hi = finite_range(data, name) if data.numel() else (0.0, 0.0)
         if lo < 0 or hi > 1:
             raise ValueError(
                 f"{name} must hold values in [0, 1], got [{lo:.4g}, {hi:.4g}]; scale uint8 images with x / 255"
