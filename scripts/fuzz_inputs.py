@@ -1,6 +1,6 @@
 """Fuzz the public API and the command line with bad inputs (hypothesis) and count how each is answered.
 
-    PYTHONPATH=src python scripts/fuzz_inputs.py [--examples 400] [--out fuzz.json]
+    PYTHONPATH=src python scripts/fuzz_inputs.py [--examples 400] [--out fuzz.json] [--photos]
 
 Every case is an input that is wrong by construction (a NaN or negative size, a
 probability of 1.5, a NaN pixel, a 3-d batch, an impossible patch, a seed of
@@ -161,6 +161,27 @@ OTHER_BAD: dict[str, list[list[str]]] = {
                 ["IMAGE", "-c", "CHECKPOINT", "-o", "out.png", "--overlap", "-1"]],
     "fetch": [["fashion-mnist", "--root", "FILE"], ["imagenet"], ["fashion-mnist", "--root", "FILE/under"]],
 }
+# photographs (PHOTOS: a folder of three small grey PNGs; these commands exist only in newer trees)
+_PHOTO = ["--data", "PHOTOS", "--arch", "unet", "--hidden", "8,16", "--epochs", "1", "--patches-per-epoch", "16",
+          "--batch-size", "8", "--patch", "16", "--no-progress", "--out", "DIR/photo"]
+PHOTO_BAD: dict[str, list[list[str]]] = {
+    "train --data": [[*_PHOTO, "--patch", "0"], [*_PHOTO, "--patch", "4096"], [*_PHOTO, "--noise-sigma", "-1"],
+                     [*_PHOTO, "--objective", "sure"], [*_PHOTO, "--objective", "noise2noise"],
+                     [*_PHOTO, "--objective", "noise2noise", "--targets", "missing"],
+                     [*_PHOTO, "--blind-spacing", "1", "--objective", "blindspot", "--corruption", "none"],
+                     [*_PHOTO, "--arch", "mlp"], [*_PHOTO, "--val-data", "FILE"],
+                     [*_PHOTO, "--noise-gain", "nan"], [*_PHOTO[:1], "missing", *_PHOTO[2:]],
+                     [*_PHOTO[:1], "FILE", *_PHOTO[2:]], [*_PHOTO[:1], "DIR", *_PHOTO[2:]]],
+    "evaluate --data": [["--data", "PHOTOS", "--model", "grey", "--sigma", "-5"],
+                        ["--data", "PHOTOS", "--model", "nonexistent"], ["--data", "PHOTOS", "--model", "grey",
+                                                                          "--tile", "0"],
+                        ["--data", "DIR", "--model", "grey"], ["--data", "PHOTOS"]],
+    "denoise --model": [["IMAGE", "-m", "grey", "-o", "out.png", "--tile", "0"],
+                        ["IMAGE", "-m", "grey", "-o", "out.png", "--tile", "-8"],
+                        ["IMAGE", "-m", "nonexistent", "-o", "out.png"], ["IMAGE", "-o", "out.png"],
+                        ["IMAGE", "-m", "grey", "-c", "CHECKPOINT", "-o", "out.png"],
+                        ["COLOUR", "-m", "grey", "-o", "out.png"], ["IMAGE", "-m", "colour", "-o", "out.png"]],
+}
 
 
 class _Timeout(Exception):
@@ -223,6 +244,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=400)
     parser.add_argument("--seconds", type=int, default=60, help="time limit per case")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--photos", action="store_true",
+                        help="also the photograph commands (train/evaluate --data, denoise --model): newer trees only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     signal.signal(signal.SIGALRM, _alarm)
@@ -242,18 +265,24 @@ def main() -> None:
     from torchvision.io import write_png
 
     write_png((torch.rand(1, 28, 28) * 255).to(torch.uint8), str(image))
-    names = {"CHECKPOINT": str(checkpoint), "IMAGE": str(image)}
+    (workdir / "photos").mkdir()
+    for i, (h, w) in enumerate([(40, 48), (36, 36), (52, 40)]):
+        write_png((torch.rand(1, h, w) * 255).to(torch.uint8), str(workdir / "photos" / f"p{i}.png"))
+    write_png((torch.rand(3, 28, 28) * 255).to(torch.uint8), str(workdir / "colour.png"))
+    names = {"CHECKPOINT": str(checkpoint), "IMAGE": str(image), "PHOTOS": str(workdir / "photos"),
+             "COLOUR": str(workdir / "colour.png")}
 
     def resolve(arg: str) -> str:
         if arg in names:
             return names[arg]
-        if arg.split("/")[0] in ("FILE", "DIR", "missing.pt", "missing.png", "out.png"):
+        if arg.split("/")[0] in ("FILE", "DIR", "missing.pt", "missing.png", "out.png", "missing"):
             return str(workdir / arg)
         return arg
 
+    other = {**OTHER_BAD, **(PHOTO_BAD if args.photos else {})}
     cli_cases = st.one_of(
-        st.sampled_from(sorted(OTHER_BAD)).flatmap(lambda c: st.tuples(st.just(c), st.just("args"),
-                                                                        st.sampled_from(OTHER_BAD[c]))),
+        st.sampled_from(sorted(other)).flatmap(lambda c: st.tuples(st.just(c), st.just("args"),
+                                                                    st.sampled_from(other[c]))),
         st.sampled_from(sorted(CLI_BAD)).flatmap(lambda o: st.tuples(st.just("train"), st.just(o),
                                                                       st.sampled_from(CLI_BAD[o]))),
         st.sampled_from(sorted(SWEEP_BAD)).flatmap(lambda o: st.tuples(st.just("sweep"), st.just(o),
@@ -273,7 +302,7 @@ def main() -> None:
         if option == "args":
             key = ("cli", command, " ".join(value))
             if key not in seen:
-                seen[key] = run_cli([command, *(resolve(a) for a in value)], args.seconds)
+                seen[key] = run_cli([command.split()[0], *(resolve(a) for a in value)], args.seconds)
             return
         key = ("cli", f"{command} {option}", value)
         if key in seen:
