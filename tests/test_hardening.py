@@ -96,6 +96,8 @@ def test_metrics_and_repair_refuse_non_finite_pixels_and_name_the_image(where, v
     model = vr.autoencoder((1, 12, 12), latent_dim=4, hidden=(16,))
     with pytest.raises(ValueError, match=rf"in image {where[0]}; a NaN or Inf pixel would spread"):
         model.repair(bad)
+    with pytest.raises(ValueError, match=rf"in image {where[0]}; a NaN or Inf pixel would spread"):
+        model.repair(bad, tile=12)  # named before tiling: the image, not a tile
 
 
 def test_repair_of_a_list_that_holds_no_images_is_a_clear_error() -> None:

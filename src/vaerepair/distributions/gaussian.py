@@ -15,7 +15,6 @@ __all__ = ["DiagonalGaussian", "GaussianPosterior", "SpatialGaussianPosterior", 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-
 def standard_normal(shape: Sequence[int] | torch.Size, generator: torch.Generator | None = None,
                     device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
     """N(0, I) draws of ``shape``, from ``generator`` when one is given.
@@ -26,6 +25,7 @@ def standard_normal(shape: Sequence[int] | torch.Size, generator: torch.Generato
     if generator is None:
         return torch.randn(tuple(shape), device=device, dtype=dtype)
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+
 
 class DiagonalGaussian:
     r"""A batch of diagonal Gaussians :math:`N(\mu_b, \mathrm{diag}\,\sigma_b^2)`, ``loc`` and ``scale`` ``(B, D)``.

@@ -254,6 +254,8 @@ class LatentVariableModel(nn.Module):
             out = [self.repair(im.unsqueeze(0), batch_size=batch_size, tile=tile, overlap=overlap, **options)
                    for im in x]
             return [(m[0], s[0]) for m, s in out] if return_std else [m[0] for m in out]
+        if isinstance(x, Tensor):  # before tiling, so the message names the image, not a tile
+            check_finite_images(x, "x", "a NaN or Inf pixel would spread through the network: fix or drop that image")
         if tile is not None:
             if condition is not None:
                 raise ValueError("tiled repair takes no condition (a condition belongs to a whole image)")
@@ -279,7 +281,6 @@ class LatentVariableModel(nn.Module):
                                 out_channels=2 * c if return_std else c)
             return (both[:, :c], both[:, c:]) if return_std else both
         self.check_input(x, any_float=True)
-        check_finite_images(x, "x", "a NaN or Inf pixel would spread through the network: fix or drop that image")
         if condition is not None and len(condition) != len(x):
             raise ValueError(f"condition must have one row per image ({len(x)}), got {shape_str(condition.shape)}")
         if len(x) == 0:

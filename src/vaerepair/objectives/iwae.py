@@ -28,8 +28,7 @@ def log_weights(
 
 
 def _check_k(k: int) -> int:
-    k = check_count(k, "k")
-    return k
+    return check_count(k, "k")
 
 
 class IWAE(ObjectiveBase):

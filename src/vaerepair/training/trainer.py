@@ -39,7 +39,6 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 Data = ImageDataset | NoisyImages | torch.Tensor
 
 
-
 def default_optimizer(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """``Adam(params, lr)``, with torch's fused kernel where it has one for the parameters' device and dtype.
 
@@ -52,6 +51,7 @@ def default_optimizer(params: Iterable[nn.Parameter], lr: float) -> torch.optim.
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
         return torch.optim.Adam(params, lr=lr)
+
 
 class Trainer:
     """Train a model with an objective on (corrupted) images.
