@@ -41,6 +41,7 @@ from hypothesis import strategies as st
 
 import vaerepair as vr
 from vaerepair import corruptions as corr
+from vaerepair.sweep import beta_range
 
 NAN, INF = float("nan"), float("inf")
 BAD_COUNTS = [0, -1, -7, 1.5, NAN, INF, "3", None, True]
@@ -122,7 +123,7 @@ API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
                                         "mask:2", "mask:0.5:0", "invert:-1", "saltpepper:nan", "none:1", ":",
                                         None, 0.5], lambda v: corr.from_spec(v)),
     "beta_range(text)": ("trainer", ["", "1:2", "1:2:0", "1:2:-1", "2:1:0.5", "nan:1:0.1", "a,b", "1,,2"],
-                         lambda v: __import__("vaerepair.sweep", fromlist=["beta_range"]).beta_range(v)),
+                         lambda v: beta_range(v)),
     "Trainer(nan_policy)": ("trainer", ["ignore", "", None, 1],
                             lambda v: vr.Trainer(_model(), vr.Reconstruction(), nan_policy=v)),
     "Trainer(device)": ("trainer", ["tpu", "cuda:99", "", None, 3],
