@@ -80,7 +80,7 @@ def test_iwae_trains_and_checks_arguments():
     with pytest.raises(ValueError, match="k must be an integer >= 1"):
         IWAE(k=0)
     x = torch.rand(2, 1, 28, 28)
-    with pytest.raises(ValueError, match="need a model with a prior"):
+    with pytest.raises(ValueError, match="needs? a model with a prior"):
         IWAE()(vr.autoencoder(latent_dim=4, hidden=(16,)), x, x)
     images = (torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.7).to(torch.uint8) * 255
     torch.manual_seed(0)

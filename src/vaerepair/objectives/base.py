@@ -9,7 +9,7 @@ from torch import Tensor
 
 from vaerepair.models.latent import LatentModel
 
-__all__ = ["ObjectiveResult", "Objective", "ObjectiveBase", "objective_hooks"]
+__all__ = ["ObjectiveResult", "Objective", "ObjectiveBase", "objective_hooks", "require_prior"]
 
 
 class ObjectiveResult(NamedTuple):
@@ -113,3 +113,10 @@ def objective_hooks(objective: Callable[..., ObjectiveResult]) -> Objective:
         if hasattr(objective, name):
             setattr(view, name, getattr(objective, name))
     return cast(Objective, view)
+
+
+def require_prior(model: Any, what: str) -> None:
+    """Raise a clear error when ``model`` has no prior (a plain autoencoder): ``what`` needs one."""
+    if getattr(model, "prior", None) is None:
+        raise ValueError(f"{what} needs a model with a prior (model.prior is None, a plain autoencoder); "
+                         "build a VAE (vaerepair.variational_autoencoder, noise_model_vae or ladder_vae)")

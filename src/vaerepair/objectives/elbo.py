@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from vaerepair._checks import check_count, check_positive
-from vaerepair.distributions import StandardNormal
 from vaerepair.models.latent import LatentModel
-from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
+from vaerepair.models.path import latent_path
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, require_prior
 from vaerepair.objectives.schedules import Constant, Schedule
 
 __all__ = ["ELBO"]
@@ -21,15 +22,26 @@ class ELBO(ObjectiveBase):
                  + \beta\, \underbrace{KL(q(z \mid x^{input}_b) \,\|\, p(z))}_{\texttt{kl}},
         \qquad z_{s,b} \sim q(z \mid x^{input}_b)
 
-    With ``kl="analytic"`` the KL is the closed form (the posterior must provide
-    ``kl_standard_normal`` and the prior be :class:`StandardNormal`); with
-    ``kl="mc"`` it is :math:`\tfrac1S \sum_s [\log q(z_{s,b}) - \log p(z_{s,b})]`,
-    which needs only ``log_prob`` (flows); ``kl="auto"`` (default) takes the
-    closed form where there is one, else the Monte-Carlo estimate. ``beta=1`` is the VAE, ``beta>1`` the
-    beta-VAE. The loss is the batch mean of :math:`\ell_b`.
+    The model's latent path (:func:`~vaerepair.models.path.latent_path`) may have
+    several levels (a ladder VAE): the KL is then the sum over levels of
+    :math:`KL(q(z_l \mid z_{>l}, x) \,\|\, p(z_l \mid z_{>l}))`, each averaged over the
+    ``S`` draws of the levels above. With ``kl="analytic"`` each level's KL is its
+    closed form (:func:`~vaerepair.distributions.kl.kl_divergence`; an error
+    where none is registered); with ``kl="mc"`` it is
+    :math:`\tfrac1S \sum_s [\log q(z_{s,b}) - \log p(z_{s,b})]`, which needs only
+    ``log_prob`` (flows); ``kl="auto"`` (default) takes the closed form where there
+    is one, else the Monte-Carlo estimate, level by level. ``beta=1`` is the VAE,
+    ``beta>1`` the beta-VAE. The loss is the batch mean of :math:`\ell_b`.
 
-    Terms ``(B,)``: ``recon``, ``kl`` (unweighted), ``elbo`` (:math:`-(\texttt{recon}+\texttt{kl})`,
-    the bound itself at ``beta=1``).
+    **Free bits** (``free_bits`` :math:`= \lambda` nats per latent element): in the
+    loss, level :math:`l`'s KL of image :math:`b` counts as
+    :math:`\max(KL_{l,b}, \lambda\, n_l)` for a level of :math:`n_l` elements, so a
+    level is not pushed below that information content (against posterior
+    collapse); the reported terms are the true KLs.
+
+    Terms ``(B,)``: ``recon``, ``kl`` (unweighted, summed over levels), ``elbo``
+    (:math:`-(\texttt{recon}+\texttt{kl})`, the bound itself at ``beta=1``), and
+    for a path of several levels ``kl_0``, ``kl_1``... per level, top first.
 
     ``beta`` may be a :class:`~vaerepair.objectives.schedules.Schedule`: the
     objective then counts its training steps (the Trainer calls :meth:`step`
@@ -39,9 +51,12 @@ class ELBO(ObjectiveBase):
         beta: the KL weight, ``>= 0``, or a schedule of it.
         kl: ``"auto"``, ``"analytic"`` or ``"mc"``.
         n_samples: Monte-Carlo samples ``S`` per image, ``>= 1``.
+        free_bits: nats per latent element below which a level's KL is not
+            penalised, ``>= 0`` (0: off).
     """
 
-    def __init__(self, beta: float | Schedule = 1.0, kl: str = "auto", n_samples: int = 1) -> None:
+    def __init__(self, beta: float | Schedule = 1.0, kl: str = "auto", n_samples: int = 1,
+                 free_bits: float = 0.0) -> None:
         self.schedule = beta if isinstance(beta, Schedule) else Constant(check_positive(beta, "beta", allow_zero=True))
         self.steps = 0
         if kl not in ("auto", "analytic", "mc"):
@@ -49,28 +64,24 @@ class ELBO(ObjectiveBase):
         n_samples = check_count(n_samples, "n_samples")
         self.kl = kl
         self.n_samples = n_samples
+        self.free_bits = check_positive(free_bits, "free_bits", allow_zero=True)
 
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
-        prior = getattr(model, "prior", None)
-        if prior is None:
-            raise ValueError("the ELBO needs a model with a prior (model.prior is None); build a VAE")
-        q = model.encode(x_input, condition)
-        z = q.rsample(self.n_samples)  # (S, B, D)
-        recon = -model.decode(z, condition).log_prob(x_target).mean(dim=0)
-        closed_form = hasattr(q, "kl_standard_normal") and isinstance(prior, StandardNormal)
-        if self.kl == "analytic" or (self.kl == "auto" and closed_form):
-            if not closed_form:
-                raise ValueError(
-                    f"kl='analytic' needs a Gaussian posterior and a StandardNormal prior, got "
-                    f"{type(q).__name__} and {type(prior).__name__}; use kl='mc'"
-                )
-            kl = q.kl_standard_normal()
-        else:
-            kl = (q.log_prob(z) - prior.log_prob(z)).mean(dim=0)
-        loss = (recon + self.beta * kl).mean()
-        return ObjectiveResult(loss, {"recon": recon, "kl": kl, "elbo": -(recon + kl)})
+        require_prior(model, "the ELBO")
+        path = latent_path(model, x_input, condition, self.n_samples)  # z: (S, B, ...)
+        recon = -path.likelihood.log_prob(x_target).mean(dim=0)
+        closed_form = {"auto": None, "analytic": True, "mc": False}[self.kl]
+        levels = [level.kl_estimate(closed_form).mean(dim=0) for level in path.levels]  # each (B,)
+        kl = levels[0] if len(levels) == 1 else torch.stack(levels).sum(dim=0)
+        penalty = kl if not self.free_bits else sum(
+            torch.clamp(k, min=self.free_bits * level.z[0, 0].numel()) for k, level in zip(levels, path.levels))
+        loss = (recon + self.beta * penalty).mean()
+        terms = {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
+        if len(levels) > 1:
+            terms.update({f"kl_{i}": k for i, k in enumerate(levels)})
+        return ObjectiveResult(loss, terms)
 
     @property
     def beta(self) -> float:
@@ -93,4 +104,5 @@ class ELBO(ObjectiveBase):
         return {"beta": self.beta}
 
     def __repr__(self) -> str:
-        return f"ELBO(beta={self.schedule!r}, kl={self.kl!r}, n_samples={self.n_samples})"
+        bits = f", free_bits={self.free_bits}" if self.free_bits else ""
+        return f"ELBO(beta={self.schedule!r}, kl={self.kl!r}, n_samples={self.n_samples}{bits})"

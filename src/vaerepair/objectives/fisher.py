@@ -31,7 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from vaerepair._checks import check_count
 from vaerepair.distributions import DiagonalGaussian
 from vaerepair.models.latent import LatentModel
-from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, require_prior
 
 __all__ = ["FisherDivergence", "FisherScores", "fisher_scores", "batch_coupling_layers", "couples_batch"]
 
@@ -227,10 +227,13 @@ def fisher_scores(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    levels = getattr(model, "n_levels", 1)
+    if levels != 1:
+        raise ValueError(f"the Fisher objective takes a model with one latent level; this one has {levels} "
+                         "(a ladder VAE): train it with ELBO or IWAE")
     _check_independent(model, x_input, condition)
-    prior: Any = getattr(model, "prior", None)
-    if prior is None:
-        raise ValueError("the Fisher objective needs a model with a prior (model.prior is None); build a VAE")
+    require_prior(model, "the Fisher objective")
+    prior: Any = model.prior  # type: ignore[attr-defined]
     if x_input.shape != x_target.shape:
         raise ValueError(
             f"x_input and x_target must have the same shape, got {tuple(x_input.shape)} and {tuple(x_target.shape)}"
@@ -353,7 +356,7 @@ class FisherDivergence(ObjectiveBase):
         """The named terms ``(N,)`` of each row of ``scores``."""
         residual = scores.posterior_z - scores.likelihood_z - scores.prior_z
         return {
-            "fisher_z": 0.5 * residual.square().sum(dim=-1),
+            "fisher_z": 0.5 * residual.square().flatten(1).sum(dim=1),  # a vector (N, D) or a spatial code
             "score_qx": 0.5 * scores.posterior_x.square().flatten(1).sum(dim=1),
             "score_px": 0.5 * scores.likelihood_x.square().flatten(1).sum(dim=1),
             "laplacian": scores.laplacian,

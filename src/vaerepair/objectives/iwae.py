@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
 from vaerepair._checks import check_count
 from vaerepair.models.latent import LatentModel
-from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
+from vaerepair.models.path import latent_path
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, require_prior
 from vaerepair.objectives.elbo import ELBO
 
 __all__ = ["IWAE", "log_weights", "iwae_nll", "likelihood_metrics"]
@@ -18,13 +21,12 @@ __all__ = ["IWAE", "log_weights", "iwae_nll", "likelihood_metrics"]
 def log_weights(
     model: LatentModel, x_input: Tensor, x_target: Tensor, k: int, condition: Tensor | None = None
 ) -> Tensor:
-    r"""Importance log-weights :math:`\log p(x^{target} | z_j) + \log p(z_j) - \log q(z_j | x^{input})`, ``(k, B)``."""
-    prior = getattr(model, "prior", None)
-    if prior is None:
-        raise ValueError("importance weights need a model with a prior (model.prior is None); build a VAE")
-    q = model.encode(x_input, condition)
-    z = q.rsample(k)  # (k, B, D)
-    return model.decode(z, condition).log_prob(x_target) + prior.log_prob(z) - q.log_prob(z)
+    r"""Importance log-weights, ``(k, B)``:
+    :math:`\log p(x^{target} \mid z_j) + \sum_l [\log p(z_{j,l} \mid z_{j,>l}) - \log q(z_{j,l} \mid z_{j,>l}, x^{input})]`
+    over the levels of the model's latent path (one level for a single-latent VAE)."""
+    require_prior(model, "importance weighting (IWAE, iwae_nll)")
+    path = latent_path(model, x_input, condition, k)  # (k, B, ...)
+    return cast(Tensor, path.likelihood.log_prob(x_target) + path.log_prior_ratio())
 
 
 def _check_k(k: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from vaerepair.models.latent import LatentModel
+from vaerepair.models.path import latent_path
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
 
 __all__ = ["Reconstruction"]
@@ -14,8 +15,9 @@ class Reconstruction(ObjectiveBase):
     r"""Negative log-likelihood of the clean target given the code of the input.
 
     Per sample :math:`\ell_b = -\log p(x^{target}_b \mid z_b)`, with
-    :math:`z_b` drawn by ``rsample`` from :math:`q(z \mid x^{input}_b)` (for the
-    point-mass posterior of a plain autoencoder, the code itself). The loss is
+    :math:`z_b` drawn from the posterior path of :math:`x^{input}_b` (one level
+    for most models; for the point-mass posterior of a plain autoencoder, the
+    code itself). The loss is
     the batch mean in nats per image: binary cross-entropy summed over pixels
     for a Bernoulli likelihood, squared error / (2σ²) plus the Gaussian
     normaliser for a Gaussian one. Denoising is ``x_input != x_target``.
@@ -33,8 +35,7 @@ class Reconstruction(ObjectiveBase):
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
-        z = model.encode(x_input, condition).rsample()
-        recon = -model.decode(z, condition).log_prob(x_target)
+        recon = -latent_path(model, x_input, condition).likelihood.log_prob(x_target)
         return ObjectiveResult(recon.mean(), {"recon": recon})
 
     def __repr__(self) -> str:
