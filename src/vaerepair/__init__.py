@@ -25,14 +25,18 @@ from vaerepair.corruptions import BlockErasure, GaussianNoise, PixelInversion, R
 from vaerepair.data import ImageDataset, load, train_val_split
 from vaerepair.metrics import psnr, ssim
 from vaerepair.models import (
+    LadderVAE,
+    LatentPath,
     LatentVariableModel,
+    PathModel,
     autoencoder,
     conditional_vae,
     flow_vae,
+    ladder_vae,
     noise_model_vae,
     variational_autoencoder,
 )
-from vaerepair.objectives import ELBO, FisherDivergence, ObjectiveResult, Reconstruction
+from vaerepair.objectives import ELBO, IWAE, FisherDivergence, ObjectiveResult, Reconstruction, iwae_nll
 from vaerepair.training import Callback, EarlyStopping, History, Trainer, load_checkpoint, load_model
 from vaerepair.zoo import PretrainedModel, pretrained
 
@@ -58,6 +62,10 @@ __all__ = [
     "pretrained",
     "PretrainedModel",
     "LatentVariableModel",
+    "PathModel",
+    "LatentPath",
+    "LadderVAE",
+    "ladder_vae",
     "autoencoder",
     "variational_autoencoder",
     "conditional_vae",
@@ -65,6 +73,8 @@ __all__ = [
     "flow_vae",
     "ELBO",
     "FisherDivergence",
+    "IWAE",
+    "iwae_nll",
     "ObjectiveResult",
     "Reconstruction",
     "ImageDataset",

@@ -1,4 +1,4 @@
-"""Models: one latent-variable class, the built-in configurations, and conditions for conditional models."""
+"""Models: the latent path every model gives, one single-latent class, the ladder VAE, the built-in configurations, and conditions for conditional models."""
 
 from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
 from vaerepair.models.factory import (
@@ -11,10 +11,20 @@ from vaerepair.models.factory import (
     noise_model_vae,
     variational_autoencoder,
 )
+from vaerepair.models.ladder import LadderVAE
+from vaerepair.models.ladder_spec import LadderSpec, ladder_vae
 from vaerepair.models.latent import ImageDistribution, LatentModel, LatentVariableModel, PosteriorLike
+from vaerepair.models.path import LatentLevel, LatentPath, PathModel, latent_path
 
 __all__ = [
     "LatentVariableModel",
+    "PathModel",
+    "LatentPath",
+    "LatentLevel",
+    "latent_path",
+    "LadderVAE",
+    "LadderSpec",
+    "ladder_vae",
     "LatentModel",
     "PosteriorLike",
     "ImageDistribution",

@@ -24,15 +24,17 @@ from vaerepair.distributions import (
 )
 from vaerepair.flows import PlanarFlowPosterior
 from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
+from vaerepair.models.ladder_spec import LadderSpec
 from vaerepair.models.latent import LatentVariableModel
+from vaerepair.models.path import PathModel
 from vaerepair.nets import ConvDecoder, ConvEncoder, ConvHead, MLPDecoder, MLPEncoder, UNetEncoder
 
 __all__ = [
     "ModelSpec", "build", "autoencoder", "variational_autoencoder", "flow_vae", "conditional_vae", "noise_model_vae",
-    "MODEL_KINDS",
+    "MODEL_KINDS", "SPECS", "make_likelihood",
 ]
 
-MODEL_KINDS = ("ae", "dae", "vae")
+MODEL_KINDS = ("ae", "dae", "vae")  # ModelSpec's kinds; SPECS holds the kinds with a spec of their own
 _ARCHS = ("mlp", "conv", "unet")
 _LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "poisson-gaussian")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -115,7 +117,8 @@ class ModelSpec:
             check_count(width, f"every hidden width (hidden={tuple(self.hidden)!r})")
         check_count(self.image_shape[0], f"the channels of image_shape={tuple(self.image_shape)!r}")
         if self.kind not in MODEL_KINDS:
-            raise ValueError(f"unknown model kind {self.kind!r}; known: {', '.join(MODEL_KINDS)}")
+            raise ValueError(f"unknown model kind {self.kind!r}; known: {', '.join(MODEL_KINDS)} "
+                             f"(and {', '.join(SPECS)}, each with its own spec: {', '.join(c.__name__ for c in SPECS.values())})")
         if self.arch not in _ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(_ARCHS)}")
         if self.activation not in ACTIVATIONS:
@@ -167,19 +170,39 @@ class ModelSpec:
         return cls(**d)
 
 
-def build(spec: ModelSpec | dict[str, Any]) -> LatentVariableModel:
-    """Build the model a spec describes."""
+SPECS: dict[str, type] = {"ladder": LadderSpec}  # model kind -> its spec class (the rest: ModelSpec)
+
+
+def make_likelihood(name: str, sigma: float = 1.0, gain: float = 0.0, link: str = "identity",
+                    learn_sigma: bool = False) -> nn.Module:
+    """The likelihood module a spec names (``"bernoulli"``, ``"continuous-bernoulli"``, ``"gaussian"``,
+    ``"poisson-gaussian"``)."""
+    if name == "bernoulli":
+        return Bernoulli()
+    if name == "continuous-bernoulli":
+        return ContinuousBernoulli()
+    if name == "poisson-gaussian":
+        return PoissonGaussianLikelihood(gain, sigma, link=link)
+    if name == "gaussian":
+        return Gaussian(sigma=sigma, link=link, learn_sigma=learn_sigma)
+    raise ValueError(f"unknown likelihood {name!r}; known: {', '.join(_LIKELIHOODS)}")
+
+
+def build(spec: ModelSpec | LadderSpec | dict[str, Any]) -> PathModel:
+    """Build the model a spec describes: a :class:`ModelSpec` (kinds ``ae``, ``dae``, ``vae``) or a spec of a
+    kind in :data:`SPECS` (``ladder``); a dict is read by the spec class its ``kind`` names."""
     if isinstance(spec, dict):
-        spec = ModelSpec.from_dict(spec)
-    likelihood: nn.Module
-    if spec.likelihood == "bernoulli":
-        likelihood = Bernoulli()
-    elif spec.likelihood == "continuous-bernoulli":
-        likelihood = ContinuousBernoulli()
-    elif spec.likelihood == "poisson-gaussian":
-        likelihood = PoissonGaussianLikelihood(spec.gain, spec.sigma, link=spec.link)
-    else:
-        likelihood = Gaussian(sigma=spec.sigma, link=spec.link, learn_sigma=spec.learn_sigma)
+        kind = spec.get("kind", "dae")
+        spec = SPECS.get(kind, ModelSpec).from_dict(spec)  # type: ignore[attr-defined]
+    if isinstance(spec, LadderSpec):
+        return spec.build()
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"spec must be a ModelSpec, a LadderSpec or a dict, got {type(spec).__name__}")
+    return _build_latent(spec)
+
+
+def _build_latent(spec: ModelSpec) -> LatentVariableModel:
+    likelihood = make_likelihood(spec.likelihood, spec.sigma, spec.gain, spec.link, spec.learn_sigma)
     encoder: nn.Module
     decoder: nn.Module
     act = ACTIVATIONS[spec.activation]

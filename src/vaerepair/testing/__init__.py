@@ -18,6 +18,7 @@ from vaerepair.testing.components import (
     check_posterior,
     check_score,
 )
+from vaerepair.testing.ladders import ExchangeableLadder, LinearLadder, linear_ladder, small_ladder
 from vaerepair.testing.models import (
     ExchangeableModel,
     LinearGaussianModel,
@@ -36,6 +37,10 @@ from vaerepair.testing.report import Check, CheckReport, ContractError
 from vaerepair.testing.risk import check_unbiased_risk
 
 __all__ = [
+    "ExchangeableLadder",
+    "LinearLadder",
+    "linear_ladder",
+    "small_ladder",
     "check_objective",
     "check_bound",
     "check_unbiased_risk",

@@ -1,0 +1,130 @@
+"""The ladder VAE's plain-value spec (for checkpoints and the CLI) and its factory, :func:`ladder_vae`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from vaerepair._checks import check_count, check_positive
+from vaerepair.models.ladder import LadderVAE
+
+__all__ = ["LadderSpec", "ladder_vae"]
+
+_LIKELIHOODS = ("gaussian", "poisson-gaussian", "bernoulli", "continuous-bernoulli")
+_ACTIVATIONS = ("relu", "silu", "gelu", "tanh")
+
+
+def _widths(value: Any, name: str) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise TypeError(f"{name} must be a non-empty sequence of channel counts like (32, 32, 32), got {value!r}")
+    return tuple(check_count(v, f"every entry of {name}={tuple(value)!r}") for v in value)
+
+
+@dataclass(frozen=True)
+class LadderSpec:
+    """Plain-value description of a :class:`~vaerepair.models.LadderVAE` (``kind="ladder"``).
+
+    Attributes:
+        channels: the images' channels.
+        widths: feature channels per level, finest first.
+        latent_channels: channels of each level's code, one per level.
+        blocks: gated residual blocks per level and direction.
+        likelihood: ``"gaussian"`` (the noise model of Gaussian noise, ``sigma``),
+            ``"poisson-gaussian"`` (``gain``, ``sigma``), ``"bernoulli"`` or
+            ``"continuous-bernoulli"``.
+        sigma: the Gaussian likelihood's scale (the Poisson-Gaussian one's read noise).
+        gain: the Poisson-Gaussian likelihood's photon gain.
+        link: the Gaussian likelihood's link (``"identity"`` or ``"sigmoid"``).
+        activation: ``"relu"``, ``"silu"``, ``"gelu"`` or ``"tanh"``.
+        repair_samples: posterior samples behind ``model.repair`` (0: posterior means).
+    """
+
+    kind: str = "ladder"
+    channels: int = 1
+    widths: tuple[int, ...] = (32, 32, 32)
+    latent_channels: tuple[int, ...] = (16, 16, 16)
+    blocks: int = 1
+    likelihood: str = "gaussian"
+    sigma: float = 0.1
+    gain: float = 0.0
+    link: str = "identity"
+    activation: str = "silu"
+    repair_samples: int = 100
+
+    def __post_init__(self) -> None:
+        if self.kind != "ladder":
+            raise ValueError(f"a LadderSpec has kind='ladder', got {self.kind!r}")
+        object.__setattr__(self, "channels", check_count(self.channels, "channels"))
+        object.__setattr__(self, "blocks", check_count(self.blocks, "blocks", minimum=0))
+        object.__setattr__(self, "repair_samples", check_count(self.repair_samples, "repair_samples", minimum=0))
+        widths = _widths(self.widths, "widths")
+        latent = self.latent_channels
+        if isinstance(latent, Sequence) and not isinstance(latent, (str, bytes)):
+            latent = _widths(latent, "latent_channels")
+        else:
+            latent = (check_count(latent, "latent_channels"),) * len(widths)
+        if len(latent) != len(widths):
+            raise ValueError(f"latent_channels has {len(latent)} entries but widths {len(widths)} levels; "
+                             "give one per level")
+        object.__setattr__(self, "widths", widths)
+        object.__setattr__(self, "latent_channels", latent)
+        if self.likelihood not in _LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(_ACTIVATIONS)}")
+        object.__setattr__(self, "sigma", check_positive(self.sigma, "sigma", allow_zero=self.gain > 0))
+        object.__setattr__(self, "gain", check_positive(self.gain, "gain", allow_zero=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only: safe in a ``weights_only`` checkpoint."""
+        d = asdict(self)
+        d["widths"], d["latent_channels"] = list(self.widths), list(self.latent_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LadderSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"ladder spec has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def build(self) -> LadderVAE:
+        """The model this spec describes."""
+        from vaerepair.models.factory import ACTIVATIONS, make_likelihood
+
+        likelihood = make_likelihood(self.likelihood, self.sigma, self.gain, self.link)
+        return LadderVAE(self.channels, self.widths, self.latent_channels, likelihood, blocks=self.blocks,
+                         activation=ACTIVATIONS[self.activation], repair_samples=self.repair_samples,
+                         spec=self.to_dict())
+
+
+def ladder_vae(channels: int = 1, widths: Sequence[int] = (32, 32, 32), latent_channels: int | Sequence[int] = 16,
+               likelihood: str = "gaussian", sigma: float = 0.1, gain: float = 0.0, **options: Any) -> LadderVAE:
+    r"""A hierarchical (ladder) VAE: ``len(widths)`` levels of spatial latents at :math:`1/2, 1/4, \dots` of
+    the resolution, drawn top-down (:class:`~vaerepair.models.LadderVAE`).
+
+    For **noisy-only denoising** give the noise model as the likelihood
+    (``likelihood="gaussian"`` with the noise's ``sigma``, or ``gain > 0`` for
+    Poisson-Gaussian noise) and train with :class:`~vaerepair.ELBO` on noisy
+    images alone (input and target both the noisy image);
+    ``model.repair(y, return_std=True)`` gives the posterior mean of the clean
+    signal over ``repair_samples`` top-down draws and its per-pixel standard
+    deviation. ``options``: further :class:`LadderSpec` fields (``blocks``,
+    ``activation``, ``link``, ``repair_samples``).
+
+    Example:
+        >>> model = ladder_vae(widths=(8, 8), latent_channels=2, sigma=0.5)
+        >>> mean, std = model.repair(torch.rand(2, 1, 28, 28), n_samples=4, return_std=True)
+        >>> mean.shape, std.shape
+        (torch.Size([2, 1, 28, 28]), torch.Size([2, 1, 28, 28]))
+    """
+    if gain > 0 and likelihood == "gaussian":
+        likelihood = "poisson-gaussian"
+    lcs: Any = latent_channels
+    if not isinstance(lcs, Sequence):
+        lcs = (check_count(lcs, "latent_channels"),) * len(_widths(widths, "widths"))
+    return LadderSpec(channels=channels, widths=tuple(widths), latent_channels=tuple(lcs), likelihood=likelihood,
+                      sigma=sigma, gain=gain, **options).build()
