@@ -59,6 +59,8 @@ def test_every_ladder_level_kl_is_the_closed_form_of_torch_distributions() -> No
     x = torch.rand(3, 1, 12, 10, dtype=torch.float64)
     path = model.path(x, n_samples=2)
     assert len(path.levels) == 2 and [lvl.z.shape for lvl in path.levels] == [(2, 3, 2, 3, 3), (2, 3, 2, 6, 6)]
+    full = _ladder(full_resolution=True).path(x.float())
+    assert [lvl.z.shape for lvl in full.levels] == [(3, 2, 6, 5), (3, 2, 12, 10)]  # the finest at full size
     for level in path.levels:
         q = Independent(Normal(level.q.loc, level.q.scale), 3)
         p = Independent(Normal(level.p.loc, level.p.scale), 3)
@@ -153,8 +155,9 @@ def test_top_down_sampling_is_reproducible_with_a_generator_and_holds_given_leve
         model.sample(2)
 
 
-def test_ladder_repair_mean_std_and_a_tiled_repair_equal_to_the_untiled_one() -> None:
-    model = _ladder(widths=(3, 3), latent_channels=1, blocks=0).eval()
+@pytest.mark.parametrize("full", [False, True])
+def test_ladder_repair_mean_std_and_a_tiled_repair_equal_to_the_untiled_one(full: bool) -> None:
+    model = _ladder(widths=(3, 3), latent_channels=1, blocks=0, full_resolution=full).eval()
     x = torch.rand(1, 1, 260, 250)
     radius = model.receptive_radius
     assert 4 * radius + 32 < 160
@@ -168,8 +171,10 @@ def test_ladder_repair_mean_std_and_a_tiled_repair_equal_to_the_untiled_one() ->
     torch.testing.assert_close(std[0], samples.std(0)[0], atol=1e-5, rtol=1e-5)
 
 
-def test_the_receptive_radius_bounds_the_true_dependence() -> None:
-    model = _ladder(widths=(3, 3), latent_channels=1, blocks=1).double()
+@pytest.mark.parametrize("full", [False, True])
+def test_the_receptive_radius_bounds_the_true_dependence(full: bool) -> None:
+    model = _ladder(widths=(3, 3), latent_channels=1, blocks=1, full_resolution=full).double()
+    assert model.multiple == (2 if full else 4)
     x = torch.rand(1, 1, 200, 200, dtype=torch.float64)
     base = model.reconstruct(x)
     y = x.clone()
@@ -264,3 +269,30 @@ def test_a_checkpoint_written_before_the_latent_path_still_loads_and_repairs_the
     model = vr.load_model(folder / f"{name}.pt")
     assert isinstance(model, vr.LatentVariableModel)
     torch.testing.assert_close(model.repair(expected["x"], n_samples=0), expected[name], rtol=1e-6, atol=1e-6)
+
+
+def test_a_collapsed_level_is_named_in_a_warning_once() -> None:
+    from types import SimpleNamespace
+
+    from vaerepair.training.callbacks import TrainingHealth
+
+    health, trainer = TrainingHealth(patience=2), SimpleNamespace(epoch=1)
+    health.on_epoch_end(trainer, {"train_kl": 5.0, "train_kl_0": 4.97, "train_kl_1": 0.03})
+    health.on_epoch_end(trainer, {"train_kl": 5.0, "train_kl_0": 0.01, "train_kl_1": 4.99})  # not in a row
+    with pytest.warns(RuntimeWarning, match=r"latent level 1 \(top first\) has collapsed"):
+        health.on_epoch_end(trainer, {"train_kl": 5.0, "train_kl_0": 4.97, "train_kl_1": 0.03})
+        health.on_epoch_end(trainer, {"train_kl": 5.0, "train_kl_0": 4.97, "train_kl_1": 0.03})
+    restored = TrainingHealth(patience=2)
+    restored.load_state_dict(health.state_dict())
+    restored.on_epoch_end(trainer, {"train_kl_0": 4.0, "train_kl_1": 0.0})  # warned once: silent now
+    with pytest.warns(RuntimeWarning, match="the latent has collapsed"):  # a single-latent VAE
+        for _ in range(2):
+            health.on_epoch_end(trainer, {"train_kl": 0.001})
+
+
+def test_training_with_a_crushing_kl_weight_warns_that_the_levels_collapsed() -> None:
+    model = _ladder()
+    data = vr.data.NoisyImages(torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    trainer = vr.Trainer(model, vr.ELBO(beta=1000.0), None, epochs=3, batch_size=8, progress=False, lr=1e-2)
+    with pytest.warns(RuntimeWarning, match="has collapsed"):
+        trainer.fit(data)

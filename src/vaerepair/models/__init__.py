@@ -1,4 +1,5 @@
-"""Models: the latent path every model gives, one single-latent class, the ladder VAE, the built-in configurations, and conditions for conditional models."""
+"""Models: the latent path every model gives, one single-latent class, the ladder VAE, the built-in
+configurations, and conditions for conditional models."""
 
 from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
 from vaerepair.models.factory import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, overload
 
 from torch import nn
 
@@ -24,6 +24,7 @@ from vaerepair.distributions import (
 )
 from vaerepair.flows import PlanarFlowPosterior
 from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
+from vaerepair.models.ladder import LadderVAE
 from vaerepair.models.ladder_spec import LadderSpec
 from vaerepair.models.latent import LatentVariableModel
 from vaerepair.models.path import PathModel
@@ -117,8 +118,9 @@ class ModelSpec:
             check_count(width, f"every hidden width (hidden={tuple(self.hidden)!r})")
         check_count(self.image_shape[0], f"the channels of image_shape={tuple(self.image_shape)!r}")
         if self.kind not in MODEL_KINDS:
+            own = ", ".join(c.__name__ for c in SPECS.values())
             raise ValueError(f"unknown model kind {self.kind!r}; known: {', '.join(MODEL_KINDS)} "
-                             f"(and {', '.join(SPECS)}, each with its own spec: {', '.join(c.__name__ for c in SPECS.values())})")
+                             f"(and {', '.join(SPECS)}, each with its own spec: {own})")
         if self.arch not in _ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(_ARCHS)}")
         if self.activation not in ACTIVATIONS:
@@ -186,6 +188,18 @@ def make_likelihood(name: str, sigma: float = 1.0, gain: float = 0.0, link: str 
     if name == "gaussian":
         return Gaussian(sigma=sigma, link=link, learn_sigma=learn_sigma)
     raise ValueError(f"unknown likelihood {name!r}; known: {', '.join(_LIKELIHOODS)}")
+
+
+@overload
+def build(spec: ModelSpec) -> LatentVariableModel: ...
+
+
+@overload
+def build(spec: LadderSpec) -> LadderVAE: ...
+
+
+@overload
+def build(spec: dict[str, Any]) -> PathModel: ...
 
 
 def build(spec: ModelSpec | LadderSpec | dict[str, Any]) -> PathModel:

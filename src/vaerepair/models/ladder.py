@@ -29,7 +29,7 @@ Images of any size are reflect-padded (bottom and right) to a multiple of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -88,9 +88,9 @@ class _Level(nn.Module):
     """One level: its bottom-up stage, its prior and posterior heads, and its top-down stage."""
 
     def __init__(self, c_in: int, width: int, c_out: int, latent: int, blocks: int, top: bool,
-                 activation: type[nn.Module]) -> None:
+                 activation: type[nn.Module], stride: int = 2) -> None:
         super().__init__()
-        self.down = nn.Sequential(nn.Conv2d(c_in, width, 3, stride=2, padding=1),
+        self.down = nn.Sequential(nn.Conv2d(c_in, width, 3, stride=stride, padding=1),
                                   *(GatedResidualBlock(width, activation) for _ in range(blocks)))
         self.top = top
         if top:
@@ -100,10 +100,11 @@ class _Level(nn.Module):
             self.p_head = nn.Conv2d(width, 2 * latent, 3, padding=1)
             self.q_head = nn.Conv2d(2 * width, 2 * latent, 3, padding=1)
             nn.init.zeros_(self.q_head.weight)  # q = p at the start: the KL starts at zero
-            nn.init.zeros_(self.q_head.bias)
+            nn.init.zeros_(cast(Tensor, self.q_head.bias))
         self.z_in = nn.Conv2d(latent, width, 3, padding=1)
         self.up = nn.Sequential(*(GatedResidualBlock(width, activation) for _ in range(blocks)),
-                                nn.ConvTranspose2d(width, c_out, 2, stride=2))
+                                nn.ConvTranspose2d(width, c_out, 2, stride=2) if stride == 2 else
+                                nn.Conv2d(width, c_out, 3, padding=1))
 
 
 class _BottomUp(NamedTuple):
@@ -118,6 +119,8 @@ class LadderVAE(PathModel):
         channels: the images' channels ``C``.
         widths: feature channels per level, finest first (``L = len(widths)``
             levels at :math:`1/2, 1/4, \dots` of the resolution).
+        full_resolution: the finest level at the image's own resolution (levels at
+            :math:`1, 1/2, \dots`) instead of half of it.
         latent_channels: channels of every level's code (an int) or one per level.
         likelihood: ``p(x | z)``, a likelihood module (e.g.
             :class:`~vaerepair.distributions.Gaussian` with the noise's sigma for
@@ -141,7 +144,7 @@ class LadderVAE(PathModel):
     def __init__(self, channels: int = 1, widths: Sequence[int] = (32, 32, 32),
                  latent_channels: int | Sequence[int] = 16, likelihood: nn.Module | None = None,
                  blocks: int = 1, activation: type[nn.Module] = nn.SiLU, repair_samples: int = 0,
-                 spec: dict[str, Any] | None = None) -> None:
+                 full_resolution: bool = False, spec: dict[str, Any] | None = None) -> None:
         super().__init__()
         channels = check_count(channels, "channels")
         if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not widths:
@@ -160,6 +163,8 @@ class LadderVAE(PathModel):
         blocks = check_count(blocks, "blocks", minimum=0)
         self.image_shape = (channels, None, None)
         self.widths, self.latent_channels, self.blocks = ws, lcs, blocks
+        self.full_resolution = bool(full_resolution)
+        self._first = 0 if self.full_resolution else 1  # level i is at 1 / 2 ** (i + first) of the resolution
         self.likelihood = likelihood
         self.repair_samples = check_count(repair_samples, "repair_samples", minimum=0)
         self.spec = dict(spec) if spec is not None else None
@@ -167,7 +172,8 @@ class LadderVAE(PathModel):
         self.stem = nn.Sequential(nn.Conv2d(channels, ws[0], 3, padding=1),
                                   *(GatedResidualBlock(ws[0], activation) for _ in range(blocks)))
         self.levels = nn.ModuleList(
-            _Level(ws[max(i - 1, 0)], w, ws[max(i - 1, 0)], lc, blocks, i == top, activation)
+            _Level(ws[max(i - 1, 0)], w, ws[max(i - 1, 0)], lc, blocks, i == top, activation,
+                   stride=1 if i == 0 and self.full_resolution else 2)
             for i, (w, lc) in enumerate(zip(ws, lcs, strict=True)))
         self.head = nn.Sequential(*(GatedResidualBlock(ws[0], activation) for _ in range(blocks)), activation(),
                                   nn.Conv2d(ws[0], channels * int(getattr(likelihood, "params_per_pixel", 1)), 3,
@@ -176,7 +182,7 @@ class LadderVAE(PathModel):
     @property
     def prior(self) -> LearnedPrior:
         """The top level's learned prior (the lower levels' priors are conditional, made in the top-down pass)."""
-        return self.levels[-1].prior  # type: ignore[no-any-return]
+        return cast(LearnedPrior, cast(_Level, self.levels[-1]).prior)
 
     @property
     def n_levels(self) -> int:
@@ -185,7 +191,7 @@ class LadderVAE(PathModel):
     @property
     def multiple(self) -> int:
         """Sides are padded to multiples of ``2 ** L``; tiles start on that grid."""
-        return int(2 ** len(self.widths))
+        return int(2 ** (len(self.widths) - 1 + self._first))
 
     @property
     def receptive_radius(self) -> int:
@@ -194,9 +200,9 @@ class LadderVAE(PathModel):
         b = self.blocks
         radius = 1 + 2 * b + 2 * b + 1  # stem, head (at scale 1)
         for i in range(len(self.widths)):
-            s = 2 ** (i + 1)
-            radius += s // 2 + 2 * b * s  # bottom-up: stride-2 conv, blocks
-            radius += 3 * s + 2 * b * s + s  # heads, z_in, top-down blocks, transposed conv
+            s = 2 ** (i + self._first)
+            radius += max(s // 2, 1) + 2 * b * s  # bottom-up: the (stride-2) conv, blocks
+            radius += 3 * s + 2 * b * s + s  # heads, z_in, top-down blocks, the transposed (or 3x3) conv
         return radius
 
     def bottom_up(self, x: Tensor, condition: Tensor | None = None) -> _BottomUp:
@@ -208,7 +214,7 @@ class LadderVAE(PathModel):
         h = self.stem(padded)
         features = []
         for level in self.levels:
-            h = level.down(h)
+            h = cast(_Level, level).down(h)
             features.append(h)
         return _BottomUp(features, size)
 
@@ -238,7 +244,8 @@ class LadderVAE(PathModel):
         for index, i in enumerate(reversed(range(self.n_levels))):
             level: Any = self.levels[i]
             d = None if features is None else features.features[i].repeat(s, 1, 1, 1)  # sample-major (S*B, ...)
-            shape = (s * batch, self.latent_channels[i], sides[0] >> (i + 1), sides[1] >> (i + 1))
+            scale = i + self._first
+            shape = (s * batch, self.latent_channels[i], sides[0] >> scale, sides[1] >> scale)
             if level.top:
                 p = level.prior(shape)
                 q = None if d is None else _gaussian(level.q_head(d))
@@ -269,7 +276,7 @@ class LadderVAE(PathModel):
                        level: int) -> Tensor:
         """The N(0, I) draws of level ``level`` (top first), ``shape`` ``(S * B, L, H, W)`` sample-major: a hook
         (:class:`vaerepair.testing.ExchangeableLadder` ties them to the images)."""
-        ref = self.levels[0].z_in.weight
+        ref = cast(Tensor, self.stem[0].weight)
         return standard_normal(shape, generator, ref.device, ref.dtype)
 
     @torch.no_grad()

@@ -38,6 +38,7 @@ class LadderSpec:
         link: the Gaussian likelihood's link (``"identity"`` or ``"sigmoid"``).
         activation: ``"relu"``, ``"silu"``, ``"gelu"`` or ``"tanh"``.
         repair_samples: posterior samples behind ``model.repair`` (0: posterior means).
+        full_resolution: the finest level at the image's resolution (else half of it).
     """
 
     kind: str = "ladder"
@@ -51,6 +52,7 @@ class LadderSpec:
     link: str = "identity"
     activation: str = "silu"
     repair_samples: int = 100
+    full_resolution: bool = False
 
     def __post_init__(self) -> None:
         if self.kind != "ladder":
@@ -75,6 +77,8 @@ class LadderSpec:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(_ACTIVATIONS)}")
         object.__setattr__(self, "sigma", check_positive(self.sigma, "sigma", allow_zero=self.gain > 0))
         object.__setattr__(self, "gain", check_positive(self.gain, "gain", allow_zero=True))
+        if not isinstance(self.full_resolution, bool):
+            raise TypeError(f"full_resolution must be True or False, got {self.full_resolution!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only: safe in a ``weights_only`` checkpoint."""
@@ -98,7 +102,7 @@ class LadderSpec:
         likelihood = make_likelihood(self.likelihood, self.sigma, self.gain, self.link)
         return LadderVAE(self.channels, self.widths, self.latent_channels, likelihood, blocks=self.blocks,
                          activation=ACTIVATIONS[self.activation], repair_samples=self.repair_samples,
-                         spec=self.to_dict())
+                         full_resolution=self.full_resolution, spec=self.to_dict())
 
 
 def ladder_vae(channels: int = 1, widths: Sequence[int] = (32, 32, 32), latent_channels: int | Sequence[int] = 16,
@@ -113,7 +117,7 @@ def ladder_vae(channels: int = 1, widths: Sequence[int] = (32, 32, 32), latent_c
     ``model.repair(y, return_std=True)`` gives the posterior mean of the clean
     signal over ``repair_samples`` top-down draws and its per-pixel standard
     deviation. ``options``: further :class:`LadderSpec` fields (``blocks``,
-    ``activation``, ``link``, ``repair_samples``).
+    ``activation``, ``link``, ``repair_samples``, ``full_resolution``).
 
     Example:
         >>> model = ladder_vae(widths=(8, 8), latent_channels=2, sigma=0.5)

@@ -76,7 +76,8 @@ class ELBO(ObjectiveBase):
         levels = [level.kl_estimate(closed_form).mean(dim=0) for level in path.levels]  # each (B,)
         kl = levels[0] if len(levels) == 1 else torch.stack(levels).sum(dim=0)
         penalty = kl if not self.free_bits else sum(
-            torch.clamp(k, min=self.free_bits * level.z[0, 0].numel()) for k, level in zip(levels, path.levels))
+            torch.clamp(k, min=self.free_bits * level.z[0, 0].numel())
+            for k, level in zip(levels, path.levels, strict=True))
         loss = (recon + self.beta * penalty).mean()
         terms = {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
         if len(levels) > 1:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from typing import cast
 
 import torch
@@ -21,9 +20,11 @@ __all__ = ["IWAE", "log_weights", "iwae_nll", "likelihood_metrics"]
 def log_weights(
     model: LatentModel, x_input: Tensor, x_target: Tensor, k: int, condition: Tensor | None = None
 ) -> Tensor:
-    r"""Importance log-weights, ``(k, B)``:
-    :math:`\log p(x^{target} \mid z_j) + \sum_l [\log p(z_{j,l} \mid z_{j,>l}) - \log q(z_{j,l} \mid z_{j,>l}, x^{input})]`
-    over the levels of the model's latent path (one level for a single-latent VAE)."""
+    r"""Importance log-weights ``(k, B)`` over the levels of the model's latent path (one for a single-latent VAE):
+
+    .. math:: \log p(x^{target} \mid z_j)
+        + \textstyle\sum_l [\log p(z_{j,l} \mid z_{j,>l}) - \log q(z_{j,l} \mid z_{j,>l}, x^{input})]
+    """
     require_prior(model, "importance weighting (IWAE, iwae_nll)")
     path = latent_path(model, x_input, condition, k)  # (k, B, ...)
     return cast(Tensor, path.likelihood.log_prob(x_target) + path.log_prior_ratio())

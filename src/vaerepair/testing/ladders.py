@@ -3,7 +3,7 @@ path whose :math:`\log p(x)` is exact (an oracle for ELBO and IWAE on latent pat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +42,7 @@ class ExchangeableLadder(LadderVAE):
             g = torch.Generator().manual_seed((self._salt * 1_000_003 + keys[b] + 7919 * s + 104729 * level)
                                               % (2**63 - 1))
             rows.append(torch.randn(shape[1:], generator=g, dtype=torch.float64))
-        ref = self.levels[0].z_in.weight
+        ref = cast(Tensor, self.stem[0].weight)
         return torch.stack(rows).to(ref.device, ref.dtype)
 
 
