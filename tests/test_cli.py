@@ -212,3 +212,32 @@ def test_train_resume_after_sigterm_continues_exactly(mnist_root, tmp_path, monk
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     assert main([*args, "--latent-dim", "5", "--out", str(out), "--resume", str(out / "last.pt")]) == 2
     assert "latent_dim=4 in the checkpoint, 5 in this model" in capsys.readouterr().err
+
+
+def test_train_a_ladder_on_a_dataset_then_evaluate_and_denoise_with_samples(mnist_root: Path, tmp_path: Path,
+                                                                            capsys):
+    out = tmp_path / "ladder"
+    args = ["train", "--dataset", "mnist", "--root", str(mnist_root), "--model", "ladder", "--hidden", "4,4",
+            "--latent-dim", "2", "--likelihood", "gaussian", "--sigma", "0.3", "--free-bits", "0.01", "--epochs", "1",
+            "--corruption", "gaussian:0.3", "--eval-n", "8", "--no-progress", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    for name in ["best.pt", "metrics.json", "grid.png", "loss.png", "uncertainty.png", "samples.png"]:
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"train_kl_0", "train_kl_1"} <= set(metrics["history"]["records"][0])
+    assert "nll_iwae" not in metrics["test"]  # no 1000-sample IWAE for a ladder unless asked
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--root", str(mnist_root), "--n", "8",
+                 "--samples", "0", "--iwae-k", "3", "--out", str(tmp_path / "e.json"), "--device", "cpu"]) == 0
+    assert "nll_iwae" in json.loads((tmp_path / "e.json").read_text())
+    image = tmp_path / "noisy.png"
+    save_image(torch.rand(1, 30, 26), image)
+    std = tmp_path / "std.png"
+    assert main(["denoise", "-c", str(out / "best.pt"), str(image), "-o", str(tmp_path / "r.png"), "--samples", "4",
+                 "--std-out", str(std), "--seed", "1"]) == 0
+    assert _read(str(std)).shape == (1, 30, 26) and _read(str(tmp_path / "r.png")).shape == (1, 30, 26)
+    capsys.readouterr()
+    assert main(["denoise", "-c", str(out / "best.pt"), str(image), "-o", str(tmp_path / "r.png"), "--samples", "0",
+                 "--std-out", str(std)]) == 2
+    assert "--samples N with N >= 2" in capsys.readouterr().err
+    assert main([*args[:-1], str(tmp_path / "x"), "--arch", "conv"]) == 2
+    assert "--model ladder has its own network" in capsys.readouterr().err

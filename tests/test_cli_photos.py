@@ -146,7 +146,8 @@ _SMALL = ["--arch", "unet", "--hidden", "8,16", "--latent-dim", "4", "--patch", 
 
 @pytest.mark.parametrize("extra", [["--objective", "sure", "--noise-sigma", "10"],
                                    ["--objective", "blindspot", "--blind-replacement", "median"],
-                                   ["--model", "vae", "--noise-sigma", "10", "--noise-gain", "0.01"]])
+                                   ["--model", "vae", "--noise-sigma", "10", "--noise-gain", "0.01"],
+                                   ["--model", "ladder", "--noise-sigma", "10", "--free-bits", "0.01"]])
 def test_train_on_a_folder_of_noisy_images_only(folder: Path, tmp_path: Path, capsys, extra: list[str]):
     out = tmp_path / "run"
     assert main(["train", "--data", str(folder), *_SMALL, *extra, "--out", str(out)]) == 0
@@ -159,6 +160,8 @@ def test_train_on_a_folder_of_noisy_images_only(folder: Path, tmp_path: Path, ca
     model = load_model(out / "best.pt")
     if "vae" in extra:
         assert model.repair_samples == 100 and type(model.likelihood).__name__ == "PoissonGaussianLikelihood"
+    if "ladder" in extra:
+        assert type(model).__name__ == "LadderVAE" and model.widths == (8, 16) and model.latent_channels == (4, 4)
     assert main(["denoise", "--checkpoint", str(out / "best.pt"), str(folder / "p0.png"), "-o",
                  str(tmp_path / "clean.png")]) == 0
     assert _shape(tmp_path / "clean.png") == (37, 53)

@@ -162,10 +162,15 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
     p.add_argument("--root", default=None,
                    help="dataset root in torchvision's layout (None: search $VAEREPAIR_DATA, the cache, system places)")
     p.add_argument("--download", action="store_true", help="fetch the dataset with torchvision if missing")
-    p.add_argument("--model", choices=("dae", "ae", "vae"), default="dae",
+    p.add_argument("--model", choices=("dae", "ae", "vae", "ladder"), default="dae",
                    help="dae: autoencoder trained on corrupted inputs; ae: plain autoencoder (no corruption); "
-                        "vae: variational autoencoder trained with the (beta-)ELBO on corrupted inputs")
-    p.add_argument("--beta", type=_nonnegative_float, default=1.0, help="vae: the KL weight (beta > 1: beta-VAE)")
+                        "vae: variational autoencoder trained with the (beta-)ELBO on corrupted inputs; "
+                        "ladder: a hierarchical VAE (levels of spatial latents, --hidden widths per level, "
+                        "--latent-dim channels per level), trained with the ELBO; with --data on noisy images only")
+    p.add_argument("--beta", type=_nonnegative_float, default=1.0,
+                   help="vae, ladder: the KL weight (beta > 1: beta-VAE)")
+    p.add_argument("--free-bits", type=_nonnegative_float, default=0.0,
+                   help="vae, ladder: nats per latent element under which a level's KL is not penalised")
     p.add_argument("--objective", choices=("elbo", "fisher", *SELF_SUPERVISED), default=None,
                    help="vae: elbo (default) or fisher (the Fisher autoencoder loss, needs --likelihood gaussian); "
                         "with --data, training on noisy images only: noise2noise (with --targets), blindspot, "
@@ -223,8 +228,9 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
                    help="blindspot: what replaces a hidden pixel (a random neighbour, the local mean or median "
                         "of its window without it)")
     p.add_argument("--eval-n", type=_positive_int, default=1000, help="evaluate on the first N test images")
-    p.add_argument("--iwae-k", type=_positive_int, default=1000,
-                   help="vae: importance samples for the -log p(x) estimate")
+    p.add_argument("--iwae-k", type=_positive_int, default=None,
+                   help="vae, ladder: importance samples for the -log p(x) estimate (default: 1000 for a vae; "
+                        "none for a ladder, whose 1000 top-down passes per image take long on a CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads")
@@ -272,8 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corruption", type=_corruption, default=None, help="default: the one it was trained with")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--n", type=_positive_int, default=1000, help="the first N images of the split")
-    p.add_argument("--iwae-k", type=_positive_int, default=1000,
-                   help="vae: importance samples for the -log p(x) estimate")
+    p.add_argument("--iwae-k", type=_positive_int, default=None,
+                   help="vae, ladder: importance samples for the -log p(x) estimate (default: 1000 for a vae; "
+                        "none for a ladder)")
+    p.add_argument("--samples", type=_nonnegative_int, default=None,
+                   help="a VAE: repair with the mean of N posterior samples (default: the model's own; 0: the "
+                        "posterior mean decoded)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
@@ -296,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
                         f"tiles images over {AUTO_TILE_PIXELS // 2**20} MP by itself), of the model's size otherwise")
     p.add_argument("--overlap", type=_positive_int, default=None,
                    help="pixels shared by neighbouring tiles (default: from the model's receptive field; 8)")
+    p.add_argument("--samples", type=_nonnegative_int, default=None,
+                   help="a VAE: repair with the mean of N posterior samples (default: the model's own; 0: the "
+                        "posterior mean decoded)")
+    p.add_argument("--std-out", type=Path, default=None,
+                   help="a VAE, one input: also write the per-pixel standard deviation of the samples (in the "
+                        "image's 0..1 units, as an image: bright is uncertain) to this file")
+    p.add_argument("--seed", type=_seed, default=0, help="the posterior samples' seed")
 
     command("models", help="list the pretrained models that ship with the package")
 
@@ -315,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("train", "demo", "sweep") and args.objective is None:
         args.objective = "elbo"
     noisy_only = args.command == "train" and (args.objective in SELF_SUPERVISED or (
-        args.data is not None and args.model == "vae"))
+        args.data is not None and args.model in ("vae", "ladder")))
     if args.command in ("train", "demo", "sweep") and args.corruption is None and not noisy_only:
         args.corruption = "gaussian:0.5"
     stack = ExitStack()

@@ -14,7 +14,7 @@ import torch
 from vaerepair import corruptions as corr
 from vaerepair.data import DatasetNotFoundError, ImageDataset, fetch, locate, train_val_split
 from vaerepair.data import load_dataset as load
-from vaerepair.models import LabelCondition, LatentVariableModel, ModelSpec, build
+from vaerepair.models import LabelCondition, LadderSpec, LadderVAE, LatentVariableModel, ModelSpec, PathModel, build
 from vaerepair.objectives import ELBO, FisherDivergence, Objective, Reconstruction
 from vaerepair.plots import plot_history, plot_latent_scatter, save_image_rows, save_repair_grid, save_samples_grid
 from vaerepair.sweep import SweepResult, beta_sweep, plot_sweep
@@ -51,7 +51,23 @@ def prepare_output_file(path: Path, option: str) -> None:
         prepare_output_folder(path.parent, f"{option}'s folder")
 
 
-def _spec(args: argparse.Namespace, data: ImageDataset) -> ModelSpec:
+VARIATIONAL = ("vae", "ladder")  # model kinds trained with the ELBO
+LADDER_WIDTHS = (32, 32, 32)  # --model ladder's widths per level when --hidden is not given
+
+
+def hidden_widths(args: argparse.Namespace, default: tuple[int, ...]) -> tuple[int, ...]:
+    """``--hidden``, or ``default`` when it was not given (its parser default is the MLP's 400)."""
+    return default if tuple(args.hidden) == (400,) else tuple(args.hidden)
+
+
+def _spec(args: argparse.Namespace, data: ImageDataset) -> ModelSpec | LadderSpec:
+    if args.model == "ladder":
+        if args.arch != "mlp" or args.condition or args.flows or args.spatial:
+            raise CLIError("--model ladder has its own network: drop --arch, --condition, --flows and --spatial")
+        return LadderSpec(channels=data.image_shape[0], widths=hidden_widths(args, LADDER_WIDTHS),
+                          latent_channels=(args.latent_dim,) * len(hidden_widths(args, LADDER_WIDTHS)),
+                          likelihood=args.likelihood, sigma=args.sigma, link=args.link, activation=args.activation,
+                          repair_samples=16)  # validation repairs every epoch: 16 samples, not 100
     return ModelSpec(
         kind=args.model, image_shape=data.image_shape, latent_dim=args.latent_dim, arch=args.arch,
         hidden=args.hidden, features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
@@ -79,14 +95,21 @@ def _objective(args: argparse.Namespace) -> Objective:
                        "(a dataset such as fashion-mnist is clean; train a dae with --corruption instead)")
     if args.objective == "fisher":
         if args.model != "vae":
-            raise CLIError(f"--objective fisher needs --model vae (a posterior with a score), got --model {args.model}")
+            raise CLIError(f"--objective fisher needs --model vae (one latent with a score), got --model {args.model}")
         if args.likelihood != "gaussian":
             raise CLIError(
                 f"--objective fisher needs a density in x: use --likelihood gaussian (e.g. --link sigmoid "
                 f"--learn-sigma), got --likelihood {args.likelihood}"
             )
         return FisherDivergence()
-    return ELBO(beta=args.beta) if args.model == "vae" else Reconstruction()
+    return ELBO(beta=args.beta, free_bits=args.free_bits) if args.model in VARIATIONAL else Reconstruction()
+
+
+def iwae_samples(args: argparse.Namespace, model: Any) -> int | None:
+    """``--iwae-k``, or its default: 1000 importance samples for a single-latent VAE, none for a ladder."""
+    if args.iwae_k is not None:
+        return int(args.iwae_k)
+    return None if isinstance(model, LadderVAE) else 1000
 
 
 def train_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,11 +135,18 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
     # Report on the best epoch's weights, which best.pt holds.
     model.load_state_dict(load_checkpoint(args.out / "best.pt", map_location=trainer.device)["model"])
     test_corruption = corruption or corr.from_spec(args.corruption)
-    result = trainer.evaluate(test, corruption=test_corruption, seed=args.seed + 100, iwae_k=args.iwae_k)
+    result = trainer.evaluate(test, corruption=test_corruption, seed=args.seed + 100,
+                              iwae_k=iwae_samples(args, model))
     _write_grid(args.out / "grid.png", test, test_corruption, model, trainer.device, args.seed)
     plot_history(history, args.out / "loss.png", title=f"{args.model} on {args.dataset}, {args.corruption}")
     pictures = "grid.png, loss.png"
-    if model.prior is not None:
+    if isinstance(model, LadderVAE):
+        _write_uncertainty(args.out / "uncertainty.png", model, test, test_corruption, trainer.device, args.seed)
+        size = (int(test.image_shape[1]), int(test.image_shape[2]))
+        save_image_rows(args.out / "samples.png", {f"row {i + 1}": model.sample(8, size=size, generator=torch.Generator(
+            trainer.device).manual_seed(i)) for i in range(4)})
+        pictures += ", uncertainty.png, samples.png"
+    elif model.prior is not None:
         _write_samples(args.out / "samples.png", model, test, test_corruption, trainer.device, args.seed)
         images = test.float_images().to(trainer.device)
         condition = (_conditions(model, test, test_corruption, trainer.device, args.seed)[1]
@@ -139,7 +169,7 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _conditions(
-    model: LatentVariableModel, data: ImageDataset, corruption: corr.Corruption, device: torch.device, seed: int,
+    model: PathModel, data: ImageDataset, corruption: corr.Corruption, device: torch.device, seed: int,
 ) -> tuple[corr.Corrupted, torch.Tensor | None]:
     """One corruption of ``data`` (with its mask) and, for a conditional model, the conditions it gives."""
     clean = data.float_images().to(device)
@@ -150,7 +180,7 @@ def _conditions(
 
 
 def _write_grid(
-    path: Path, test: ImageDataset, corruption: corr.Corruption, model: LatentVariableModel,
+    path: Path, test: ImageDataset, corruption: corr.Corruption, model: PathModel,
     device: torch.device, seed: int, n: int = 8,
 ) -> None:
     """The clean / corrupted / repaired grid of the first ``n`` test images."""
@@ -181,6 +211,17 @@ def _write_samples(
         save_image_rows(path, rows)
 
 
+def _write_uncertainty(path: Path, model: LadderVAE, test: ImageDataset, corruption: corr.Corruption,
+                       device: torch.device, seed: int) -> None:
+    """Eight test images: clean, corrupted, the repair (the mean of 64 posterior samples) and their std (x4)."""
+    clean = test[:8].float_images().to(device)
+    corrupted = corruption.to(device)(clean, generator=torch.Generator(device).manual_seed(seed))
+    mean, std = model.repair(corrupted, n_samples=64, return_std=True,
+                             generator=torch.Generator(device).manual_seed(seed))
+    save_image_rows(path, {"clean": clean, "corrupted": corrupted.clamp(0, 1), "repair (mean of 64)": mean,
+                           "posterior std (x4)": (4 * std).clamp(0, 1)})
+
+
 def _print_table(dataset: str, n: int, corruption: str, r: dict[str, float]) -> None:
     print(f"\n{dataset} test images (first {n}), corruption {corruption}")
     print(f"{'':12}{'PSNR (dB)':>12}{'SSIM':>10}")
@@ -204,7 +245,7 @@ def sweep_command(args: argparse.Namespace) -> SweepResult:
     train, val, _ = _splits(args)
     spec = _spec(args, train)
 
-    def make_model() -> LatentVariableModel:
+    def make_model() -> PathModel:
         torch.manual_seed(args.seed)  # every beta starts from the same weights
         return build(spec)
 
@@ -246,9 +287,11 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(args.checkpoint)
     test = load(dataset, args.split, root=args.root)[: args.n]
     corruption = corr.from_spec(spec_text)
-    objective = ELBO() if (model.spec or {}).get("kind") == "vae" else Reconstruction()
+    objective = ELBO() if (model.spec or {}).get("kind") in VARIATIONAL else Reconstruction()
+    if args.samples is not None:
+        model.repair_samples = args.samples
     trainer = Trainer(model, objective, corruption, device=args.device, progress=False, seed=args.seed)
-    result = trainer.evaluate(test, seed=args.seed + 100, iwae_k=args.iwae_k)
+    result = trainer.evaluate(test, seed=args.seed + 100, iwae_k=iwae_samples(args, model))
     _print_table(dataset, len(test), spec_text, result)
     if args.grid:
         _write_grid(args.grid, test, corruption, model, trainer.device, args.seed)

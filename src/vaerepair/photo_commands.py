@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from vaerepair import corruptions as corr
-from vaerepair.commands import CLIError, prepare_output_file, prepare_output_folder
+from vaerepair.commands import LADDER_WIDTHS, CLIError, hidden_widths, prepare_output_file, prepare_output_folder
 from vaerepair.data import ImageFolder, NoisyImages, read_image, train_val_split
-from vaerepair.models import LatentVariableModel, ModelSpec, build, noise_model_vae
+from vaerepair.models import ModelSpec, PathModel, build, ladder_vae, noise_model_vae
 from vaerepair.objectives import ELBO, SURE, BlindSpot, Noise2Noise, Objective, Reconstruction
 from vaerepair.protocol import evaluate_protocol
 from vaerepair.training import PatchSource, Trainer, load_model
@@ -40,7 +40,7 @@ def models_command(args: argparse.Namespace) -> None:
         print(info.describe())
 
 
-def _model(args: argparse.Namespace) -> LatentVariableModel:
+def _model(args: argparse.Namespace) -> PathModel:
     """The model ``--model NAME`` (shipped) or ``--checkpoint FILE`` names (exactly one of them)."""
     if (args.model is None) == (args.checkpoint is None):
         raise CLIError("give exactly one of --model NAME (a shipped model: see `vaerepair models`) and "
@@ -111,6 +111,15 @@ def denoise_command(args: argparse.Namespace) -> None:
             "a label or a mask per image; repair with the Python API: model.repair(x, model.condition.prepare(...))"
         )
     c, h, w = model.image_shape
+    sampled = {"n_samples": args.samples, "generator": torch.Generator().manual_seed(args.seed)}
+    if args.std_out is not None:
+        if len(args.inputs) > 1:
+            raise CLIError("--std-out writes the uncertainty of one input; repair several inputs without it")
+        if h is not None:
+            raise CLIError("--std-out needs a fully convolutional VAE (a ladder or noise-model VAE checkpoint)")
+        if (model.repair_samples if args.samples is None else args.samples) < 2:
+            raise CLIError("--std-out needs posterior samples: give --samples N with N >= 2 (e.g. 100)")
+        prepare_output_file(args.std_out, "--std-out")
     if len(args.inputs) > 1:
         stems: dict[str, Path] = {}
         for path in args.inputs:  # NAME_repaired.png each: two inputs of one name would overwrite each other
@@ -126,9 +135,15 @@ def denoise_command(args: argparse.Namespace) -> None:
         x = image.unsqueeze(0)
         if h is None:  # fully convolutional: any size, tiled when large
             tile = args.tile if args.tile else (AUTO_TILE if x.shape[-2] * x.shape[-1] > AUTO_TILE_PIXELS else None)
-            repaired = model.repair(x, tile=tile, overlap=args.overlap)[0]
+            if args.std_out is not None:
+                mean, std = model.repair(x, tile=tile, overlap=args.overlap, return_std=True, **sampled)
+                repaired = mean[0]
+                _write(args.std_out, std[0], deep)
+                print(f"{path} -> {args.std_out} (per-pixel standard deviation)")
+            else:
+                repaired = model.repair(x, tile=tile, overlap=args.overlap, **sampled)[0]
         else:
-            repaired = _repair_fixed_size(model, x, path, args)
+            repaired = _repair_fixed_size(model, x, path, args, sampled)
         out = args.output if len(args.inputs) == 1 else args.output / f"{path.stem}_repaired{_suffix(path)}"
         _write(out, repaired, deep)
         print(f"{path} -> {out}")
@@ -138,10 +153,13 @@ def _suffix(path: Path) -> str:
     return ".npy" if path.suffix.lower() == ".npy" else ".png"
 
 
-def _repair_fixed_size(model: LatentVariableModel, x: Tensor, path: Path, args: argparse.Namespace) -> Tensor:
+def _repair_fixed_size(model: PathModel, x: Tensor, path: Path, args: argparse.Namespace,
+                       sampled: dict[str, Any]) -> Tensor:
     from torchvision.transforms.v2 import functional as TF
 
-    c, h, w = model.image_shape
+    c, fixed_h, fixed_w = model.image_shape
+    assert fixed_h is not None and fixed_w is not None  # a model of one size (a fully convolutional one tiles)
+    h, w = fixed_h, fixed_w
     size = tuple(x.shape[-2:])
     tiled = args.tile is not None and size != (h, w)
     if tiled and (size[0] < h or size[1] < w):
@@ -157,7 +175,8 @@ def _repair_fixed_size(model: LatentVariableModel, x: Tensor, path: Path, args: 
         x = TF.resize(x.clamp(0, 1), [h, w], antialias=True)
     else:
         x = x.clamp(0, 1)  # a fixed-size model was trained on images in [0, 1]
-    repaired = (model.repair(x, tile=(h, w), overlap=args.overlap or 8) if tiled else model.repair(x))[0]
+    repaired = (model.repair(x, tile=(h, w), overlap=args.overlap or 8, **sampled) if tiled
+                else model.repair(x, **sampled))[0]
     if size != (h, w) and not tiled:
         repaired = TF.resize(repaired.clamp(0, 1), list(size), antialias=True)
     return repaired.clamp(0, 1)
@@ -171,23 +190,24 @@ def centre_crop(image: Tensor, side: int) -> Tensor:
 
 def _noisy_only_checks(args: argparse.Namespace) -> bool:
     """Whether ``train --data`` trains on noisy images only, after refusing the options that contradict it."""
-    noisy = args.objective in SELF_SUPERVISED or args.model == "vae"
-    if args.model == "vae" and args.objective != "elbo":
-        raise CLIError(f"--model vae with --data is the noise-model VAE, trained with the ELBO on noisy images; "
+    variational = args.model in ("vae", "ladder")
+    noisy = args.objective in SELF_SUPERVISED or variational
+    if variational and args.objective != "elbo":
+        raise CLIError(f"--model {args.model} with --data is a noise-model VAE, trained with the ELBO on noisy images; "
                        f"drop --objective {args.objective}")
     if args.objective == "fisher":
         raise CLIError("--objective fisher trains vector-latent VAEs on a --dataset, not photo folders")
     if not noisy:
         if args.targets is not None or args.noise_sigma is not None:
             raise CLIError("--targets and --noise-sigma are for noisy-only training: add --objective noise2noise, "
-                           "blindspot or sure (or --model vae)")
+                           "blindspot or sure (or --model vae or ladder)")
         return False
-    what = f"--objective {args.objective}" if args.model != "vae" else "--model vae"
+    what = f"--objective {args.objective}" if not variational else f"--model {args.model}"
     if args.corruption is not None:
         raise CLIError(f"{what} trains on the noisy images of --data as they are: drop --corruption")
-    if (args.objective == "sure" or args.model == "vae") and args.noise_sigma is None:
+    if (args.objective == "sure" or variational) and args.noise_sigma is None:
         raise CLIError(f"{what} needs the noise level: give --noise-sigma S (0..255 units, e.g. 25)")
-    if (args.objective == "sure" or args.model == "vae") and args.noise_sigma == 0 and args.noise_gain == 0:
+    if (args.objective == "sure" or variational) and args.noise_sigma == 0 and args.noise_gain == 0:
         raise CLIError(f"{what} needs noise: --noise-sigma 0 (and no --noise-gain) says the images are clean")
     if (args.objective == "noise2noise") != (args.targets is not None):
         raise CLIError("--objective noise2noise needs --targets DIR (a second noisy observation of every image, "
@@ -254,13 +274,18 @@ def train_folder_command(args: argparse.Namespace) -> dict[str, Any]:
                        f"{args.patch}x{args.patch} patches; use a smaller --patch or remove it")
     targets = ImageFolder(args.targets, mode=args.mode) if args.targets is not None else None
     torch.manual_seed(args.seed)
-    hidden = (32, 64, 128) if tuple(args.hidden) == (400,) else args.hidden  # the MLP's default means "unset"
+    hidden = hidden_widths(args, LADDER_WIDTHS if args.model == "ladder" else (32, 64, 128))
     c = channels.pop()
     objective: Objective
+    model: PathModel
     if args.model == "vae":
         model = noise_model_vae(args.noise_sigma / 255, channels=c, gain=args.noise_gain,
                                 latent_channels=args.latent_dim, widths=hidden, activation=args.activation)
-        objective = ELBO(beta=args.beta)
+        objective = ELBO(beta=args.beta, free_bits=args.free_bits)
+    elif args.model == "ladder":
+        model = ladder_vae(c, widths=hidden, latent_channels=args.latent_dim, sigma=args.noise_sigma / 255,
+                           gain=args.noise_gain, activation=args.activation)
+        objective = ELBO(beta=args.beta, free_bits=args.free_bits)
     else:
         model = build(ModelSpec(kind="dae", image_shape=(c, 0, 0), latent_dim=args.latent_dim, arch="unet",
                                 hidden=hidden, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
@@ -283,7 +308,9 @@ def train_folder_command(args: argparse.Namespace) -> dict[str, Any]:
             opt, steps, eta_min=args.lr / 100), interval="step")],
         metadata={"data": str(args.data), "corruption": args.corruption, "objective": repr(objective)},
     )
-    what = (f"{args.objective if args.model != 'vae' else 'the noise-model VAE (ELBO)'} on noisy images only"
+    variational = args.model in ("vae", "ladder")
+    method = f"the noise-model {args.model} VAE (ELBO)" if variational else args.objective
+    what = (f"{method} on noisy images only"
             if noisy else f"corruption {args.corruption}")
     print(f"training unet {args.model} on {len(train)} photos of {str(args.data)!r} ({args.patch}x{args.patch} "
           f"patches, {args.patches_per_epoch} per epoch; {len(val)} validation images at full size), {what}, "

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from vaerepair._checks import check_count, check_finite_images, check_images, shape_str
 from vaerepair.distributions.kl import kl_divergence
+from vaerepair.models.conditions import Condition
 
 __all__ = ["LatentLevel", "LatentPath", "PathModel", "latent_path", "TILE_PIXELS_IN_FLIGHT"]
 
@@ -161,6 +162,7 @@ class PathModel(nn.Module):
     """
 
     image_shape: tuple[int, int | None, int | None]
+    condition: Condition | None = None  # a conditional model's condition (LatentVariableModel sets its own)
     repair_samples: int = 0  # posterior samples per repair when ``repair(n_samples=None)``: 0 decodes the mean
 
     def bottom_up(self, x: Tensor, condition: Tensor | None = None) -> Any:

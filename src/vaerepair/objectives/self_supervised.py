@@ -25,12 +25,15 @@ device, so ``torch.manual_seed`` reproduces it and the Trainer's checkpoints
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vaerepair._checks import check_count, check_positive
 from vaerepair.models.latent import LatentModel
+from vaerepair.models.path import latent_path
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
 
 __all__ = ["denoise", "Noise2Noise", "BlindSpot", "SURE", "BLIND_SPOT_REPLACEMENTS"]
@@ -39,12 +42,13 @@ BLIND_SPOT_REPLACEMENTS = ("neighbour", "local-mean", "median")
 
 
 def denoise(model: LatentModel, y: Tensor, condition: Tensor | None = None) -> Tensor:
-    """The repair :math:`f(y)` the self-supervised objectives train: ``decode(encode(y).mean).mean``, ``(B, C, H, W)``.
+    """The repair :math:`f(y)` the self-supervised objectives train: the likelihood mean of the latent path with
+    every level at its posterior mean (one level: ``decode(encode(y).mean).mean``), ``(B, C, H, W)``.
 
     Deterministic (a VAE's posterior mean, not a draw), so that a divergence
     and a blind spot are properties of one function.
     """
-    return model.decode(model.encode(y, condition).mean, condition).mean
+    return cast(Tensor, latent_path(model, y, condition, mean=True).likelihood.mean)
 
 
 def _per_image_mse(a: Tensor, b: Tensor) -> Tensor:
