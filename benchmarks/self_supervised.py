@@ -10,8 +10,8 @@ posterior head gives a mean and a scale per channel) for the same number of
 epochs and steps with the same optimiser (Adam 2e-3, cosine decay). The
 repairs of the first 1000 test images (noise from a fixed seed) are scored by
 PSNR/SSIM; the VAEs repair with the MMSE estimate (the mean of 32 decoded
-posterior samples). The ladder VAE (``ladder-vae``: three levels of spatial
-latents at 1/2, 1/4 and 1/8 of the resolution, its own network, trained with
+posterior samples). The ladder VAE (``ladder-vae``: three levels of 16-channel
+spatial latents at 1, 1/2 and 1/4 of the resolution, widths 32, trained with
 the ELBO on the same noisy images for the same epochs and steps) is the
 hierarchical answer to the single-level VAE. For both VAEs the script also
 measures calibration: the fraction of clean pixels inside the central 90 %
@@ -40,7 +40,7 @@ from vaerepair.training.callbacks import LRSchedule
 METHODS = ("supervised", "noise2noise", "blindspot", "sure", "noise-model-vae", "ladder-vae")
 VAES = ("noise-model-vae", "ladder-vae")
 WIDTHS, LATENT = (16, 32), 16
-LADDER_WIDTHS, LADDER_LATENT = (32, 32, 32), 16
+LADDER_WIDTHS, LADDER_LATENT = (32, 32, 32), 16  # levels at 1, 1/2, 1/4 of the resolution
 
 
 def make(method: str, sigma: float) -> tuple[torch.nn.Module, object]:
@@ -51,7 +51,7 @@ def make(method: str, sigma: float) -> tuple[torch.nn.Module, object]:
                                   repair_samples=32), vr.ELBO()
     if method == "ladder-vae":
         return vr.ladder_vae(widths=LADDER_WIDTHS, latent_channels=LADDER_LATENT, sigma=sigma,
-                             repair_samples=32), vr.ELBO()
+                             full_resolution=True, repair_samples=32), vr.ELBO()
     model = vr.autoencoder(arch="unet", image_shape=(1, None, None), hidden=WIDTHS, latent_dim=LATENT,
                            likelihood="gaussian", sigma=0.1, activation="silu")
     objective = {"supervised": vr.Reconstruction(), "noise2noise": Noise2Noise(), "blindspot": BlindSpot(),

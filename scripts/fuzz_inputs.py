@@ -1,6 +1,6 @@
 """Fuzz the public API and the command line with bad inputs (hypothesis) and count how each is answered.
 
-    PYTHONPATH=src python scripts/fuzz_inputs.py [--examples 400] [--out fuzz.json] [--photos]
+    PYTHONPATH=src python scripts/fuzz_inputs.py [--examples 400] [--out fuzz.json] [--photos] [--ladder]
 
 Every case is an input that is wrong by construction (a NaN or negative size, a
 probability of 1.5, a NaN pixel, a 3-d batch, an impossible patch, a seed of
@@ -136,6 +136,72 @@ API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
 }
 _WORKDIR: list[Path] = []  # set by main(): a folder holding FILE (a text file) and DIR (a folder)
 
+
+def _ladder() -> Any:
+    torch.manual_seed(0)
+    return vr.ladder_vae(widths=(4, 4), latent_channels=2, sigma=0.3, repair_samples=2)
+
+
+def _latents(kind: str) -> Any:
+    model, x = _ladder(), torch.rand(2, 1, 8, 8)
+    path = model.path(x, n_samples=3)
+    given = {"too few": [path.levels[0].z], "too many": [*path.latents, None], "wrong shape": [
+        torch.zeros(3, 2, 5, 5), None], "nan": [path.levels[0].z * NAN, None], "not a list": 3}[kind]
+    return model.path(x, n_samples=3, latents=given)
+
+
+def _draws(kind: str) -> Any:
+    return {"4-d": torch.rand(4, 1, 8, 8), "1 sample": torch.rand(1, 4, 1, 8, 8),
+            "nan": torch.full((5, 4, 1, 8, 8), NAN), "shape": torch.rand(5, 4, 1, 8, 9)}[kind]
+
+
+# the latent path and the ladder VAE (newer trees only: --ladder)
+LADDER_API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
+    "ladder_vae(widths)": ("ladder", [(), (0,), (-1, 4), (1.5,), ("4",), None, 8, "32"],
+                           lambda v: vr.ladder_vae(widths=v)),
+    "ladder_vae(latent_channels)": ("ladder", [*BAD_COUNTS, (2,), (2, 2, 2, 2)],
+                                    lambda v: vr.ladder_vae(widths=(4, 4, 4), latent_channels=v)),
+    "ladder_vae(sigma)": ("ladder", BAD_POSITIVE, lambda v: vr.ladder_vae(sigma=v)),
+    "ladder_vae(blocks)": ("ladder", [-1, 1.5, NAN, "2", None], lambda v: vr.ladder_vae(blocks=v)),
+    "ladder_vae(likelihood)": ("ladder", ["laplace", "", None, 3], lambda v: vr.ladder_vae(likelihood=v)),
+    "LadderSpec.from_dict(junk)": ("ladder", [{"kind": "vae"}, {"hidden": [3]}, {"widths": "abc"},
+                                              {"full_resolution": "yes"}, {"channels": 0}],
+                                   lambda v: vr.models.LadderSpec.from_dict(v)),
+    "ladder.repair(images)": ("ladder", BAD_IMAGES, lambda v: _ladder().repair(_images(v))),
+    "ladder.repair(n_samples)": ("ladder", [-1, 1.5, NAN, "3", None, 1],
+                                 lambda v: _ladder().repair(torch.rand(2, 1, 8, 8), n_samples=v, return_std=True)),
+    "ladder.sample(n)": ("ladder", BAD_COUNTS, lambda v: _ladder().sample(v, size=(8, 8))),
+    "ladder.sample(size)": ("ladder", [None, (0, 8), (-4, 8), (8,), "8x8"], lambda v: _ladder().sample(2, size=v)),
+    "ladder.path(latents)": ("ladder", ["too few", "too many", "wrong shape", "nan", "not a list"], _latents),
+    "ladder.path(condition)": ("ladder", ["a tensor"],
+                               lambda v: _ladder().path(torch.rand(2, 1, 8, 8), torch.rand(2, 3))),
+    "ELBO(free_bits)": ("ladder", BAD_SCALES, lambda v: vr.ELBO(free_bits=v)),
+    "FisherDivergence(ladder)": ("ladder", ["ladder"], lambda v: vr.FisherDivergence()(_ladder(), torch.rand(
+        2, 1, 8, 8), torch.rand(2, 1, 8, 8))),
+    "interval_coverage(samples)": ("ladder", ["4-d", "1 sample", "nan", "shape"],
+                                   lambda v: vr.metrics.interval_coverage(_draws(v), torch.rand(4, 1, 8, 8))),
+    "interval_coverage(level)": ("ladder", [0.0, 1.0, 1.5, -0.5, NAN, "0.9"], lambda v: vr.metrics.interval_coverage(
+        torch.rand(5, 2, 1, 4, 4), torch.rand(2, 1, 4, 4), level=v)),
+}
+_LADDER_TRAIN = ["--model", "ladder", "--hidden", "4,4", "--latent-dim", "2", "--likelihood", "gaussian",
+                 "--sigma", "0.3", "--limit", "32", "--epochs", "1", "--eval-n", "8", "--no-progress"]
+LADDER_CLI: dict[str, list[list[str]]] = {
+    "train --model ladder": [[*_LADDER_TRAIN, "--arch", "conv", "--out", "DIR/l1"],
+                             [*_LADDER_TRAIN, "--free-bits", "-1", "--out", "DIR/l2"],
+                             [*_LADDER_TRAIN, "--free-bits", "nan", "--out", "DIR/l3"],
+                             [*_LADDER_TRAIN, "--condition", "image", "--out", "DIR/l4"],
+                             [*_LADDER_TRAIN, "--flows", "2", "--out", "DIR/l5"],
+                             [*_LADDER_TRAIN, "--objective", "fisher", "--out", "DIR/l6"],
+                             [*_LADDER_TRAIN, "--hidden", "0", "--out", "DIR/l7"]],
+    "denoise --samples": [["IMAGE", "-c", "LADDER", "-o", "out.png", "--samples", "-1"],
+                          ["IMAGE", "-c", "LADDER", "-o", "out.png", "--samples", "1.5"],
+                          ["IMAGE", "-c", "LADDER", "-o", "out.png", "--samples", "1", "--std-out", "std.png"],
+                          ["IMAGE", "IMAGE2", "-c", "LADDER", "-o", "DIR", "--samples", "4", "--std-out", "std.png"],
+                          ["IMAGE", "-c", "LADDER", "-o", "out.png", "--samples", "4", "--std-out", "DIR"],
+                          ["IMAGE", "-c", "CHECKPOINT", "-o", "out.png", "--samples", "4", "--std-out", "std.png"]],
+    "evaluate --samples": [["--checkpoint", "LADDER", "--samples", "-1"], ["--checkpoint", "LADDER", "--iwae-k", "0"]],
+}
+
 _BASE = ["--limit", "64", "--epochs", "1", "--batch-size", "32", "--hidden", "16", "--latent-dim", "4",
          "--eval-n", "32", "--iwae-k", "2", "--no-progress"]
 CLI_BAD: dict[str, list[str]] = {
@@ -247,6 +313,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--photos", action="store_true",
                         help="also the photograph commands (train/evaluate --data, denoise --model): newer trees only")
+    parser.add_argument("--ladder", action="store_true",
+                        help="also the latent path and the ladder VAE (API and CLI): newer trees only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     signal.signal(signal.SIGALRM, _alarm)
@@ -254,6 +322,8 @@ def main() -> None:
     (workdir / "FILE").write_text("a file, not a folder")
     seen: dict[tuple[str, str, str], str] = {}
 
+    if args.ladder:
+        API.update(LADDER_API)
     api_cases = st.sampled_from(sorted(API)).flatmap(lambda n: st.tuples(st.just(n), st.sampled_from(API[n][1])))
     _WORKDIR.append(workdir)
     (workdir / "DIR").mkdir()
@@ -262,6 +332,8 @@ def main() -> None:
         from vaerepair.cli import main as cli_main
 
         cli_main(["train", *_BASE, "--out", str(workdir / "trained")])
+        if args.ladder:
+            cli_main(["train", *_LADDER_TRAIN, "--out", str(workdir / "ladder")])
     image = workdir / "image.png"
     from torchvision.io import write_png
 
@@ -270,17 +342,19 @@ def main() -> None:
     for i, (h, w) in enumerate([(40, 48), (36, 36), (52, 40)]):
         write_png((torch.rand(1, h, w) * 255).to(torch.uint8), str(workdir / "photos" / f"p{i}.png"))
     write_png((torch.rand(3, 28, 28) * 255).to(torch.uint8), str(workdir / "colour.png"))
+    write_png((torch.rand(1, 30, 26) * 255).to(torch.uint8), str(workdir / "image2.png"))
     names = {"CHECKPOINT": str(checkpoint), "IMAGE": str(image), "PHOTOS": str(workdir / "photos"),
-             "COLOUR": str(workdir / "colour.png")}
+             "COLOUR": str(workdir / "colour.png"), "LADDER": str(workdir / "ladder" / "best.pt"),
+             "IMAGE2": str(workdir / "image2.png")}
 
     def resolve(arg: str) -> str:
         if arg in names:
             return names[arg]
-        if arg.split("/")[0] in ("FILE", "DIR", "missing.pt", "missing.png", "out.png", "missing"):
+        if arg.split("/")[0] in ("FILE", "DIR", "missing.pt", "missing.png", "out.png", "missing", "std.png"):
             return str(workdir / arg)
         return arg
 
-    other = {**OTHER_BAD, **(PHOTO_BAD if args.photos else {})}
+    other = {**OTHER_BAD, **(PHOTO_BAD if args.photos else {}), **(LADDER_CLI if args.ladder else {})}
     cli_cases = st.one_of(
         st.sampled_from(sorted(other)).flatmap(lambda c: st.tuples(st.just(c), st.just("args"),
                                                                     st.sampled_from(other[c]))),

@@ -116,13 +116,13 @@ def test_a_large_photo_is_tiled_by_itself(tmp_path: Path, monkeypatch):
     import vaerepair.photo_commands as pc
 
     calls: list[object] = []
-    real = pc.LatentVariableModel.repair
+    real = pc.PathModel.repair
 
     def spy(self, x, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(kwargs.get("tile"))
         return real(self, x, *args, **kwargs)
 
-    monkeypatch.setattr(pc.LatentVariableModel, "repair", spy)
+    monkeypatch.setattr(pc.PathModel, "repair", spy)
     monkeypatch.setattr(pc, "AUTO_TILE_PIXELS", 100 * 100)  # the same rule, on a small image
     big = _png(tmp_path / "big.png", 120, 130)
     assert main(["denoise", "--model", "grey", str(big), "-o", str(tmp_path / "b.png")]) == 0

@@ -296,3 +296,18 @@ def test_training_with_a_crushing_kl_weight_warns_that_the_levels_collapsed() ->
     trainer = vr.Trainer(model, vr.ELBO(beta=1000.0), None, epochs=3, batch_size=8, progress=False, lr=1e-2)
     with pytest.warns(RuntimeWarning, match="has collapsed"):
         trainer.fit(data)
+
+
+def test_interval_coverage_counts_the_targets_inside_the_central_interval() -> None:
+    draws = torch.linspace(0, 1, 101).view(101, 1, 1, 1, 1).expand(101, 2, 1, 2, 2)  # quantiles 0.05 and 0.95
+    target = torch.tensor([[0.5, 0.04], [0.96, 0.95]]).view(1, 1, 2, 2).expand(2, 1, 2, 2).clone()
+    target[1] = 0.5
+    torch.testing.assert_close(vr.metrics.interval_coverage(draws, target, 0.9, reduction="none"),
+                               torch.tensor([0.5, 1.0]))
+    torch.testing.assert_close(vr.metrics.interval_coverage(draws, target, 0.99), torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"samples must be draws of shape \(S, B, C, H, W\)"):
+        vr.metrics.interval_coverage(draws[0], target)
+    with pytest.raises(ValueError, match="level must be in"):
+        vr.metrics.interval_coverage(draws, target, 1.0)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        vr.metrics.interval_coverage(draws[:1], target)

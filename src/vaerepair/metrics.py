@@ -169,6 +169,9 @@ def interval_coverage(samples: Tensor, target: Tensor, level: float = 0.9, reduc
         raise ValueError(f"target must have the samples' image shape {tuple(samples.shape[1:])}, got {what}")
     if len(samples) < 2:
         raise ValueError(f"an interval needs at least 2 samples, got {len(samples)}")
+    for name, values in (("samples", samples), ("target", target)):
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"{name} hold NaN or Inf values: the interval is undefined there (a diverged model?)")
     level = check_positive(level, "level")
     if level >= 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")

@@ -136,7 +136,7 @@ class LadderVAE(PathModel):
         >>> model = LadderVAE(1, widths=(8, 8), latent_channels=2, likelihood=Gaussian(0.1))
         >>> path = model.path(torch.rand(3, 1, 28, 28), n_samples=4)
         >>> [tuple(level.z.shape) for level in path.levels], tuple(path.likelihood.mean.shape)
-        ([(4, 3, 2, 8, 8), (4, 3, 2, 16, 16)], (4, 3, 1, 28, 28))
+        ([(4, 3, 2, 7, 7), (4, 3, 2, 14, 14)], (4, 3, 1, 28, 28))
     """
 
     latent_event_dims = 3
@@ -166,6 +166,7 @@ class LadderVAE(PathModel):
         self.full_resolution = bool(full_resolution)
         self._first = 0 if self.full_resolution else 1  # level i is at 1 / 2 ** (i + first) of the resolution
         self.likelihood = likelihood
+        self.condition = None
         self.repair_samples = check_count(repair_samples, "repair_samples", minimum=0)
         self.spec = dict(spec) if spec is not None else None
         top = len(ws) - 1

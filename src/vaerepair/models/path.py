@@ -162,7 +162,8 @@ class PathModel(nn.Module):
     """
 
     image_shape: tuple[int, int | None, int | None]
-    condition: Condition | None = None  # a conditional model's condition (LatentVariableModel sets its own)
+    condition: Condition | None  # each subclass sets it in __init__ (None: unconditional); no class default, which
+    # would hide a registered Condition module from nn.Module's attribute lookup
     repair_samples: int = 0  # posterior samples per repair when ``repair(n_samples=None)``: 0 decodes the mean
 
     def bottom_up(self, x: Tensor, condition: Tensor | None = None) -> Any:

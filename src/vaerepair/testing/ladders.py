@@ -76,6 +76,7 @@ class LinearLadder(PathModel):
     def __init__(self, n: int, d1: int, d2: int, s0: float, s1: float) -> None:
         super().__init__()
         self.image_shape = (1, 1, n)
+        self.condition = None
         self.s0, self.s1 = s0, s1
         self.A, self.W, self.b = nn.Parameter(torch.randn(d1, d2)), nn.Parameter(torch.randn(n, d1)), \
             nn.Parameter(0.1 * torch.randn(n))
