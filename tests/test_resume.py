@@ -23,7 +23,7 @@ def _child(out: Path, mode: str, source: str = "tensor") -> subprocess.Completed
                           timeout=120)
 
 
-@pytest.mark.parametrize("source", ["tensor", "loader"])
+@pytest.mark.parametrize("source", ["tensor", "loader", "ladder"])
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, source: str) -> None:
     full = _child(tmp_path / "full", "full", source)
     assert full.returncode == 0, full.stderr
