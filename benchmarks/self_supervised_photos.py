@@ -8,7 +8,7 @@ which for SURE estimates the MSE). The U-Net of the shipped photo models
 of the noisy images with the 8 flips/rotations, Adam with a cosine decay and
 an EMA of the weights, under SURE (default) or the blind-spot objective; or
 (``--objective ladder``) a ladder VAE (``--ladder-widths``, 16-channel codes per
-level) whose likelihood is the noise model, trained with the ELBO and repairing
+level, the finest at full resolution) whose likelihood is the noise model, trained with the ELBO and repairing
 with the mean of ``--samples`` posterior samples (the budget is set with
 ``--minutes``: training stops at the first epoch end past it). Set12
 is then denoised under the protocol of ``../shared/datasets/README.md``
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=48)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "self_supervised_photos")
     args = parser.parse_args()
@@ -81,7 +82,7 @@ def main() -> None:
     model: torch.nn.Module
     if args.objective == "ladder":
         model = vr.ladder_vae(widths=tuple(args.ladder_widths), latent_channels=16, sigma=sigma,
-                              repair_samples=args.samples)
+                              full_resolution=True, repair_samples=args.samples)
         objective: object = vr.ELBO()
     else:
         model = vr.models.build(vr.models.ModelSpec(kind="dae", image_shape=(1, None, None), arch="unet",
@@ -93,7 +94,7 @@ def main() -> None:
     steps = args.epochs * math.ceil(args.patches_per_epoch / args.batch_size)
     out = args.out / args.objective
     trainer = vr.Trainer(
-        model, objective, None, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device="cpu", seed=0,
+        model, objective, None, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=0,
         checkpoint_dir=out, monitor="val_loss", eval_batch_size=4, progress=False,
         callbacks=[EMA(0.999), LRSchedule(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, steps, eta_min=args.lr / 100), interval="step"), *callbacks])
@@ -103,10 +104,10 @@ def main() -> None:
     for record in trainer.history.records:
         print(f"epoch {record['epoch']:.0f}: train {record['train_loss']:.5f}  val {record['val_loss']:.5f}  "
               f"({record['seconds']:.0f} s)", flush=True)
-    best = load_model(out / "best.pt", ema=True)
+    best = load_model(out / "best.pt", ema=True).to(trainer.device)
     set12 = ImageFolder(args.data / "set12", mode="L")
     images = [im for im in set12]
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(trainer.device).manual_seed(0)
     result = evaluate_protocol(lambda y: best.repair(y, generator=generator), images, args.sigma,
                                names=[p.stem for p in set12.paths])
     summary = {"objective": args.objective, "sigma": args.sigma, "train_minutes": round(minutes, 1),

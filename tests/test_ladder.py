@@ -311,3 +311,20 @@ def test_interval_coverage_counts_the_targets_inside_the_central_interval() -> N
         vr.metrics.interval_coverage(draws, target, 1.0)
     with pytest.raises(ValueError, match="at least 2 samples"):
         vr.metrics.interval_coverage(draws[:1], target)
+
+
+def test_the_closed_form_and_monte_carlo_ladder_kls_agree_in_expectation() -> None:
+    model = _ladder().double()
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():  # away from q = p, where the lower levels' KL is 0
+            p.add_(0.2 * torch.randn_like(p))
+        torch.manual_seed(1)
+        analytic = vr.ELBO(kl="analytic", n_samples=4000)(model, x, x).terms
+        torch.manual_seed(1)  # the same draws: only the KL estimator differs
+        mc = vr.ELBO(kl="mc", n_samples=4000)(model, x, x).terms
+    torch.testing.assert_close(mc["recon"], analytic["recon"])
+    for key in ("kl_0", "kl_1"):
+        assert bool((analytic[key] > 0.5).all())
+        torch.testing.assert_close(mc[key], analytic[key], rtol=0.05, atol=0.05)

@@ -19,7 +19,6 @@ from vaerepair.models.path import TILE_PIXELS_IN_FLIGHT, LatentLevel, LatentPath
 __all__ = ["LatentVariableModel", "LatentModel", "PosteriorLike", "ImageDistribution", "TILE_PIXELS_IN_FLIGHT"]
 
 
-
 class PosteriorLike(Protocol):
     """What objectives use from q(z | x)."""
 
@@ -49,7 +48,12 @@ class LatentModel(Protocol):
 
 
 class LatentVariableModel(PathModel):
-    """Encoder, posterior head, decoder and likelihood composed into one model.
+    """Encoder, posterior head, decoder and likelihood composed into one model: a latent path of length one.
+
+    :meth:`encode` gives q(z | x) and :meth:`decode` p(x | z); as a
+    :class:`~vaerepair.models.path.PathModel` its :meth:`bottom_up` is the
+    encoder's posterior and its :meth:`top_down` draws one z from it, so every
+    objective and ``repair`` treat it like a ladder of one level.
 
     Args:
         encoder: images ``(B, C, H, W)`` -> features ``(B, F)``; must expose
