@@ -75,8 +75,8 @@ class LadderSpec:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(_ACTIVATIONS)}")
-        object.__setattr__(self, "sigma", check_positive(self.sigma, "sigma", allow_zero=self.gain > 0))
         object.__setattr__(self, "gain", check_positive(self.gain, "gain", allow_zero=True))
+        object.__setattr__(self, "sigma", check_positive(self.sigma, "sigma", allow_zero=self.gain > 0))
         if not isinstance(self.full_resolution, bool):
             raise TypeError(f"full_resolution must be True or False, got {self.full_resolution!r}")
 
@@ -125,7 +125,7 @@ def ladder_vae(channels: int = 1, widths: Sequence[int] = (32, 32, 32), latent_c
         >>> mean.shape, std.shape
         (torch.Size([2, 1, 28, 28]), torch.Size([2, 1, 28, 28]))
     """
-    if gain > 0 and likelihood == "gaussian":
+    if check_positive(gain, "gain", allow_zero=True) > 0 and likelihood == "gaussian":
         likelihood = "poisson-gaussian"
     lcs: Any = latent_channels
     if not isinstance(lcs, Sequence):
