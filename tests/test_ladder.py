@@ -149,10 +149,20 @@ def test_top_down_sampling_is_reproducible_with_a_generator_and_holds_given_leve
     assert not torch.equal(held.levels[1].z, first.levels[1].z)  # the fine one drawn again
     torch.testing.assert_close(again.likelihood.mean, first.likelihood.mean)  # given latents: the same path
     torch.testing.assert_close(again.log_prior_ratio(), first.log_prior_ratio())
-    with pytest.raises(ValueError, match="2 levels; got latents for 1"):
+    with pytest.raises(ValueError, match="2 latent levels; got latents for 1"):
         model.path(x, latents=[None])
+    with pytest.raises(ValueError, match=r"latents\[0\] \(level 0, top first\) must have shape \(2, 2, 2, 3, 3\)"):
+        model.path(x, n_samples=2, latents=[torch.zeros(2, 2, 5, 5), None])
+    with pytest.raises(ValueError, match=r"latents\[1\] holds NaN"):
+        model.path(x, latents=[None, torch.full((2, 2, 6, 6), math.nan)])
+    with pytest.raises(TypeError, match="latents must be a list of 2 tensors"):
+        model.path(x, latents=first.levels[0].z)
     with pytest.raises(ValueError, match="pass size"):
         model.sample(2)
+    with pytest.raises(TypeError, match=r"size must be a pair \(H, W\)"):
+        model.sample(2, size=(8,))
+    with pytest.raises(ValueError, match="size's H must be an integer >= 1, got 0"):
+        model.sample(2, size=(0, 8))
 
 
 @pytest.mark.parametrize("full", [False, True])

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from vaerepair._checks import check_count
 from vaerepair.distributions import DiagonalGaussian
 from vaerepair.distributions.gaussian import standard_normal
-from vaerepair.models.path import LatentLevel, LatentPath, PathModel
+from vaerepair.models.path import LatentLevel, LatentPath, PathModel, check_latents
 from vaerepair.nets.unet import pad_to_multiple
 
 __all__ = ["LadderVAE", "GatedResidualBlock", "LearnedPrior"]
@@ -229,9 +229,7 @@ class LadderVAE(PathModel):
         and the images' ``size``); a level whose ``latents[l]`` (top first) is given
         takes it, shaped like the draws: ``(B, L_l, H_l, W_l)`` or ``(S, B, ...)``.
         """
-        if latents is not None and len(latents) != self.n_levels:
-            raise ValueError(f"this ladder has {self.n_levels} levels; got latents for {len(latents)} "
-                             "(top first, None for a level to draw)")
+        check_latents(latents, self.n_levels)
         if features is not None:
             batch, size = len(features.features[0]), features.size
         if batch is None or size is None:
@@ -261,6 +259,10 @@ class LadderVAE(PathModel):
             given = None if latents is None else latents[index]
             source = p if q is None else q
             if given is not None:
+                expected = (*lead, *shape[1:])
+                if tuple(given.shape) != expected:
+                    raise ValueError(f"latents[{index}] (level {index}, top first) must have shape {expected}, "
+                                     f"got {tuple(given.shape)}")
                 z = given.reshape(shape)
             elif mean:
                 z = source.loc
@@ -289,6 +291,9 @@ class LadderVAE(PathModel):
             raise ValueError("this ladder VAE is not conditional, so condition must be None")
         if size is None:
             raise ValueError("a ladder VAE takes any image size: pass size=(H, W) (model.sample(n, size=(28, 28)))")
+        if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
+            raise TypeError(f"size must be a pair (H, W) of positive integers, got {size!r}")
+        size = (check_count(size[0], "size's H"), check_count(size[1], "size's W"))
         was_training = self.training
         self.eval()
         try:

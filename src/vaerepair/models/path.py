@@ -30,7 +30,7 @@ from vaerepair._checks import check_count, check_finite_images, check_images, sh
 from vaerepair.distributions.kl import kl_divergence
 from vaerepair.models.conditions import Condition
 
-__all__ = ["LatentLevel", "LatentPath", "PathModel", "latent_path", "TILE_PIXELS_IN_FLIGHT"]
+__all__ = ["LatentLevel", "LatentPath", "PathModel", "latent_path", "check_latents", "TILE_PIXELS_IN_FLIGHT"]
 
 TILE_PIXELS_IN_FLIGHT = 2**19  # tiled repair: at most this many pixels of tiles go through the model at once
 
@@ -139,14 +139,30 @@ def latent_path(model: Any, x: Tensor, condition: Tensor | None = None, n_sample
     return LatentPath((level,), model.decode(z, condition))
 
 
+def check_latents(latents: Any, n_levels: int) -> None:
+    """Raise a clear error unless ``latents`` is ``None`` or a sequence of ``n_levels`` tensors or ``None``
+    (top first), every given tensor finite."""
+    if latents is None:
+        return
+    if isinstance(latents, Tensor) or not isinstance(latents, Sequence):
+        raise TypeError(f"latents must be a list of {n_levels} tensors or None (top first), got "
+                        f"{type(latents).__name__}")
+    if len(latents) != n_levels:
+        raise ValueError(f"this model has {n_levels} latent level{'s' if n_levels > 1 else ''}; got latents for "
+                         f"{len(latents)} (top first, None for a level to draw)")
+    for i, z in enumerate(latents):
+        if z is not None and not isinstance(z, Tensor):
+            raise TypeError(f"latents[{i}] must be a tensor or None, got {type(z).__name__}")
+        if z is not None and not bool(torch.isfinite(z).all()):
+            raise ValueError(f"latents[{i}] holds NaN or Inf values")
+
+
 def _single_draw(q: Any, n_samples: int | None, latents: Sequence[Tensor | None] | None, mean: bool,
                  generator: torch.Generator | None) -> Tensor:
     """The latent of a one-level path: given, the posterior mean (repeated ``n_samples`` times), or drawn."""
-    if latents is not None:
-        if len(latents) != 1:
-            raise ValueError(f"this model has one latent level; got latents for {len(latents)}")
-        if latents[0] is not None:
-            return latents[0]
+    check_latents(latents, 1)
+    if latents is not None and latents[0] is not None:
+        return latents[0]
     if mean:
         return q.mean if n_samples is None else q.mean.expand(n_samples, *q.mean.shape)
     return cast(Tensor, q.rsample(n_samples, generator=generator))
