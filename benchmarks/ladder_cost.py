@@ -7,7 +7,8 @@ process; the ratio is the median of the rounds' ratios. Then the time of a
 100-sample repair (posterior mean and per-pixel standard deviation; the
 bottom-up pass once, 100 top-down passes) of one 256x256 image.
 
-Run: python benchmarks/ladder_cost.py [--threads 2] [--rounds 7] [--widths 32 32 32]
+Run: python benchmarks/ladder_cost.py [--threads 2] [--rounds 7] [--widths 32 32 32] [--blocks 1]
+     [--full-resolution]
 It ends with ``time ratio (ladder ELBO step / U-Net step): X.XX``.
 """
 
@@ -49,11 +50,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 32, 32])
     parser.add_argument("--latent", type=int, default=16)
+    parser.add_argument("--blocks", type=int, default=1)
+    parser.add_argument("--full-resolution", action="store_true", help="the finest level at full resolution")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     widths = tuple(args.widths)
-    ladder = vr.ladder_vae(widths=widths, latent_channels=args.latent, sigma=0.5)
+    ladder = vr.ladder_vae(widths=widths, latent_channels=args.latent, sigma=0.5, blocks=args.blocks,
+                           full_resolution=args.full_resolution)
     unet = vr.autoencoder(arch="unet", image_shape=(1, None, None), hidden=widths, latent_dim=args.latent,
                           likelihood="gaussian", sigma=0.5, activation="silu")
     x = torch.rand(args.batch_size, 1, 28, 28) + 0.5 * torch.randn(args.batch_size, 1, 28, 28)
@@ -69,7 +73,8 @@ def main() -> None:
     n_ladder = sum(p.numel() for p in ladder.parameters())
     n_unet = sum(p.numel() for p in unet.parameters())
     print(f"{args.threads} thread(s), batch {args.batch_size} of 28x28, widths {widths}, latent {args.latent}")
-    print(f"ladder VAE ({n_ladder} parameters, {len(widths)} levels): "
+    print(f"ladder VAE ({n_ladder} parameters, {len(widths)} levels, {args.blocks} block(s), full resolution: "
+          f"{args.full_resolution}): "
           f"{statistics.median(times['ladder']) * 1e3:.1f} ms per ELBO step")
     print(f"U-Net point-mass model ({n_unet} parameters): {statistics.median(times['unet']) * 1e3:.1f} ms per step")
     image = torch.rand(1, 1, 256, 256)

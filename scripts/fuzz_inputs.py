@@ -168,7 +168,7 @@ LADDER_API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
                                               {"full_resolution": "yes"}, {"channels": 0}],
                                    lambda v: vr.models.LadderSpec.from_dict(v)),
     "ladder.repair(images)": ("ladder", BAD_IMAGES, lambda v: _ladder().repair(_images(v))),
-    "ladder.repair(n_samples)": ("ladder", [-1, 1.5, NAN, "3", None, 1],
+    "ladder.repair(n_samples)": ("ladder", [-1, 1.5, NAN, "3", 1],
                                  lambda v: _ladder().repair(torch.rand(2, 1, 8, 8), n_samples=v, return_std=True)),
     "ladder.sample(n)": ("ladder", BAD_COUNTS, lambda v: _ladder().sample(v, size=(8, 8))),
     "ladder.sample(size)": ("ladder", [None, (0, 8), (-4, 8), (8,), "8x8"], lambda v: _ladder().sample(2, size=v)),
