@@ -133,3 +133,11 @@ def test_the_real_sets_read_as_the_readme_says() -> None:
     patches = PatchSource(list(grey), 40, augment=True)
     patches.setup(vr.training.sources.SourceContext(torch.device("cpu"), torch.float32, 16, 0, None))
     assert patches.draw(16).shape == (16, 1, 40, 40)
+
+
+def test_an_empty_dataset_name_is_refused_not_read_as_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a folder that holds an image: "" used to load it without a word
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "a.png")
+    for name in ("", "  "):
+        with pytest.raises(ValueError, match="name is empty"):
+            vr.load(name)

@@ -211,6 +211,9 @@ def load(
     """
     if not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name must be a dataset name ({', '.join(DATASETS)}) or a folder of images, got {name!r}")
+    if not str(name).strip():  # Path("") is the working directory: an empty name is a mistake, not a folder
+        raise ValueError(f"name is empty; give a dataset name ({', '.join(DATASETS)}) or a folder of images "
+                         "(\".\" for the working directory)")
     if isinstance(name, os.PathLike) or (_unregistered(name) and Path(name).is_dir()):
         from vaerepair.data.folder import ImageFolder
 
