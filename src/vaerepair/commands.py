@@ -143,8 +143,10 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
     if isinstance(model, LadderVAE):
         _write_uncertainty(args.out / "uncertainty.png", model, test, test_corruption, trainer.device, args.seed)
         size = (int(test.image_shape[1]), int(test.image_shape[2]))
-        save_image_rows(args.out / "samples.png", {f"row {i + 1}": model.sample(8, size=size, generator=torch.Generator(
-            trainer.device).manual_seed(i)) for i in range(4)})
+        generator = torch.Generator(trainer.device).manual_seed(args.seed)
+        save_image_rows(args.out / "samples.png",  # 32 prior samples, 8 per row
+                        {f"samples {8 * i + 1}-{8 * i + 8}": model.sample(8, size=size, generator=generator)
+                         for i in range(4)})
         pictures += ", uncertainty.png, samples.png"
     elif model.prior is not None:
         _write_samples(args.out / "samples.png", model, test, test_corruption, trainer.device, args.seed)

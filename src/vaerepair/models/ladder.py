@@ -1,7 +1,8 @@
 r"""A hierarchical (ladder) VAE over spatial latents, in the family of Hierarchical DivNoising.
 
 Levels :math:`l = 1..L` hold spatial codes :math:`z_l` of ``latent_channels``
-channels at :math:`1/2^l` of the image's resolution. A **bottom-up** pass of
+channels at :math:`1/2^l` of the image's resolution (:math:`1/2^{l-1}` with
+``full_resolution=True``). A **bottom-up** pass of
 stride-2 convolutions and gated residual blocks gives features :math:`d_l` at
 every level (computed once per image, reused by every sample). The
 **top-down** pass draws the levels from the coarsest down:
@@ -191,7 +192,8 @@ class LadderVAE(PathModel):
 
     @property
     def multiple(self) -> int:
-        """Sides are padded to multiples of ``2 ** L``; tiles start on that grid."""
+        """Sides are padded to multiples of the coarsest level's factor (``2 ** L``, or ``2 ** (L - 1)`` with
+        ``full_resolution``); tiles start on that grid."""
         return int(2 ** (len(self.widths) - 1 + self._first))
 
     @property
