@@ -242,6 +242,12 @@ def _add_training_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
                    help="also write last.pt every N steps (mid-epoch), so a crash loses at most N steps")
 
 
+def _add_samples_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", type=_nonnegative_int, default=None,
+                   help="a VAE: repair with the mean of N posterior samples (default: the model's own; 0: the "
+                        "posterior mean decoded)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaerepair", description="Repair damaged images with autoencoders.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -281,9 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iwae-k", type=_positive_int, default=None,
                    help="vae, ladder: importance samples for the -log p(x) estimate (default: 1000 for a vae; "
                         "none for a ladder)")
-    p.add_argument("--samples", type=_nonnegative_int, default=None,
-                   help="a VAE: repair with the mean of N posterior samples (default: the model's own; 0: the "
-                        "posterior mean decoded)")
+    _add_samples_arg(p)
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
@@ -306,9 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"tiles images over {AUTO_TILE_PIXELS // 2**20} MP by itself), of the model's size otherwise")
     p.add_argument("--overlap", type=_positive_int, default=None,
                    help="pixels shared by neighbouring tiles (default: from the model's receptive field; 8)")
-    p.add_argument("--samples", type=_nonnegative_int, default=None,
-                   help="a VAE: repair with the mean of N posterior samples (default: the model's own; 0: the "
-                        "posterior mean decoded)")
+    _add_samples_arg(p)
     p.add_argument("--std-out", type=Path, default=None,
                    help="a VAE, one input: also write the per-pixel standard deviation of the samples (in the "
                         "image's 0..1 units, as an image: bright is uncertain) to this file")
