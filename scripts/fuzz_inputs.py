@@ -183,6 +183,141 @@ LADDER_API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
     "interval_coverage(level)": ("ladder", [0.0, 1.0, 1.5, -0.5, NAN, "0.9"], lambda v: vr.metrics.interval_coverage(
         torch.rand(5, 2, 1, 4, 4), torch.rand(2, 1, 4, 4), level=v)),
 }
+
+def _objective_call(objective: Any, kind: str) -> Any:
+    """``objective(model, x_input, x_target)`` on one kind of bad batch (the objectives' own boundary)."""
+    torch.manual_seed(0)
+    vae = vr.variational_autoencoder((1, 28, 28), latent_dim=4, hidden=(16,))
+    x = torch.rand(4, 1, 28, 28)
+    x_in, x_target = {"nan pixel": (_images("nan pixel"), x), "inf target": (x, _images("inf pixel")),
+                      "empty batch": (x[:0], x[:0]), "float16": (x.half(), x.half()),
+                      "bfloat16": (x.bfloat16(), x.bfloat16()), "None target": (x, None),
+                      "shapes differ": (x, x[:, :, :20, :20]), "3-d": (x[0], x[0]),
+                      "batch sizes differ": (x, x[:3])}[kind]
+    return objective(vae, x_in, x_target)
+
+
+BAD_BATCHES = ["nan pixel", "inf target", "empty batch", "float16", "bfloat16", "None target", "shapes differ",
+               "3-d", "batch sizes differ"]
+
+
+def _checkpoint(kind: str) -> Any:
+    """A real checkpoint edited in one field, then loaded and resumed from."""
+    path = _WORKDIR[0] / "trained" / "last.pt"
+    data = torch.load(path, weights_only=True)
+    edited = _WORKDIR[0] / f"edited-{kind.replace(' ', '-')}.pt"
+    if kind == "spec a list":
+        data["model_spec"] = [1, 2]
+    elif kind == "weights missing":
+        del data["model"]
+    elif kind == "weights a list":
+        data["model"] = [1, 2]
+    elif kind == "history a list":
+        data["history"] = [1]
+    elif kind == "trainer field missing":
+        del data[sorted(k for k in data if k not in ("format", "model", "model_spec"))[0]]
+    elif kind == "garbage rng":
+        data["rng"] = {"torch": torch.zeros(3, dtype=torch.uint8)} if "rng" in data else data
+    torch.save(data, edited)
+    if kind == "map_location":
+        return vr.load_checkpoint(path, map_location="tpu:7")
+    model = vr.load_model(edited)
+    trainer = vr.Trainer(model, vr.Reconstruction(), vr.GaussianNoise(0.5), epochs=2, batch_size=32,
+                         device="cpu", progress=False)
+    return trainer.fit(torch.rand(64, 1, 28, 28), resume=edited)
+
+
+def _trainer_case(kind: str) -> Any:
+    model, other = _model(), _model()
+    x = torch.rand(16, 1, 28, 28)
+    make = lambda **kw: vr.Trainer(kw.pop("model", model), kw.pop("objective", vr.Reconstruction()),  # noqa: E731
+                                   kw.pop("corruption", vr.GaussianNoise(0.1)), epochs=1, batch_size=8,
+                                   device="cpu", progress=False, **kw)
+    if kind == "optimizer of another model":
+        return make(optimizer=torch.optim.SGD(other.parameters(), lr=0.1)).fit(x)
+    if kind == "loss without grad":
+        def detached(m: Any, a: Any, b: Any, c: Any = None) -> Any:
+            r = vr.Reconstruction()(m, a, b, c)
+            return vr.objectives.ObjectiveResult(r.loss.detach(), r.terms)
+        return make(objective=detached).fit(x)
+    if kind == "metadata not plain":
+        return make(metadata={"fn": print}, checkpoint_dir=_WORKDIR[0] / "meta").fit(x)
+    if kind == "seed 2**70":
+        return make(seed=2**70).fit(x)
+    if kind == "evaluate spec string":
+        return make().evaluate(x, corruption="gaussian:0.5")
+    if kind == "corruption spec string":
+        return make(corruption="gaussian:0.5")
+    if kind == "plain nn.Module":
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 784), torch.nn.Unflatten(1, (1, 28, 28)))
+        return make(model=net).fit(x, x[:4])
+    if kind == "worse than input":
+        return make(lr=1e6, epochs=1).fit(x, x[:8])
+    raise AssertionError(kind)
+
+
+BAD_TRAINER = ["optimizer of another model", "loss without grad", "metadata not plain", "seed 2**70",
+               "evaluate spec string", "corruption spec string", "plain nn.Module", "worse than input"]
+BAD_RANGE = ["0-255 floats", "negative"]
+
+
+def _ranged(kind: str) -> Any:
+    x = torch.rand(4, 1, 28, 28)
+    return x * 255 if kind == "0-255 floats" else x - 0.5
+
+
+# the objective boundary, corruptions' range, the Trainer, checkpoints and small checks (--craft)
+CRAFT_API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
+    "Reconstruction()(batch)": ("objectives", BAD_BATCHES, lambda v: _objective_call(vr.Reconstruction(), v)),
+    "ELBO()(batch)": ("objectives", BAD_BATCHES, lambda v: _objective_call(vr.ELBO(), v)),
+    "IWAE()(batch)": ("objectives", BAD_BATCHES, lambda v: _objective_call(vr.objectives.IWAE(k=2), v)),
+    "FisherDivergence()(batch)": ("objectives", BAD_BATCHES, lambda v: _objective_call(vr.FisherDivergence(), v)),
+    "SURE()(batch)": ("objectives", BAD_BATCHES, lambda v: _objective_call(vr.objectives.SURE(0.1), v)),
+    "BlindSpot()(batch)": ("objectives", BAD_BATCHES, lambda v: _objective_call(vr.objectives.BlindSpot(), v)),
+    "Noise2Noise()(batch)": ("objectives", BAD_BATCHES, lambda v: _objective_call(vr.objectives.Noise2Noise(), v)),
+    "GaussianNoise()(range)": ("corruptions", BAD_RANGE, lambda v: corr.GaussianNoise(0.1)(_ranged(v))),
+    "BlockErasure()(range)": ("corruptions", BAD_RANGE, lambda v: corr.BlockErasure(size=5)(_ranged(v))),
+    "RandomMask()(range)": ("corruptions", BAD_RANGE, lambda v: corr.RandomMask(0.5)(_ranged(v))),
+    "PixelInversion()(range)": ("corruptions", BAD_RANGE, lambda v: corr.PixelInversion(0.5)(_ranged(v))),
+    "SaltAndPepper()(range)": ("corruptions", BAD_RANGE, lambda v: corr.SaltAndPepper(0.1)(_ranged(v))),
+    "corruption(generator)": ("corruptions", [0, "seed", 1.5, torch.zeros(2)],
+                              lambda v: corr.GaussianNoise(0.1)(torch.rand(2, 1, 8, 8), generator=v)),
+    "GaussianNoise(sigma > 1)": ("corruptions", [25.0, 255.0], lambda v: corr.GaussianNoise(v)(torch.rand(2, 1, 8, 8))),
+    "repair(range)": ("models", BAD_RANGE, lambda v: _model().repair(_ranged(v))),
+    "reconstruct(range)": ("models", BAD_RANGE, lambda v: _model().reconstruct(_ranged(v))),
+    "psnr(range)": ("metrics", BAD_RANGE, lambda v: vr.psnr(_ranged(v), torch.rand(4, 1, 28, 28))),
+    "psnr(mask)": ("metrics", ["float mask", "int mask"], lambda v: vr.psnr(
+        torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8),
+        mask=torch.ones(2, 1, 8, 8) if v == "float mask" else torch.ones(2, 1, 8, 8, dtype=torch.long))),
+    "ssim(sigma)": ("metrics", [0.0, -1.0, NAN, INF, "1.5"], lambda v: vr.ssim(
+        torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16), sigma=v)),
+    "ssim(data_range)": ("metrics", [0.0, -1.0, NAN], lambda v: vr.ssim(
+        torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16), data_range=v)),
+    "ssim(empty batch)": ("metrics", ["empty"], lambda v: vr.ssim(torch.rand(0, 1, 16, 16), torch.rand(0, 1, 16, 16))),
+    "psnr(empty batch)": ("metrics", ["empty"], lambda v: vr.psnr(torch.rand(0, 1, 16, 16), torch.rand(0, 1, 16, 16))),
+    "ImageDataset(labels)": ("data", ["floats", "nan", "strings", "2-d", "too few"], lambda v: vr.ImageDataset(
+        torch.zeros(4, 1, 4, 4, dtype=torch.uint8),
+        {"floats": torch.tensor([0.5, 1.0, 2.0, 3.0]), "nan": torch.tensor([0.0, NAN, 1.0, 2.0]),
+         "strings": ["a", "b", "c", "d"], "2-d": torch.zeros(4, 2, dtype=torch.long),
+         "too few": torch.zeros(3, dtype=torch.long)}[v])),
+    "train_val_split(types)": ("data", ["dataset a list", "seed a string", "seed 1.5", "fraction a string"],
+                               lambda v: vr.train_val_split(
+                                   [1, 2, 3] if v == "dataset a list" else vr.ImageDataset(
+                                       torch.zeros(10, 1, 4, 4, dtype=torch.uint8)),
+                                   "0.2" if v == "fraction a string" else 0.2,
+                                   seed={"seed a string": "0", "seed 1.5": 1.5}.get(v, 0))),
+    "load(root)": ("data", [3, 1.5, ["/tmp"]], lambda v: vr.load("fashion-mnist", "test", root=v)),
+    "model.sample(n)": ("models", [-1, 1.5, "3", NAN, None], lambda v: vr.variational_autoencoder(
+        (1, 28, 28), latent_dim=4, hidden=(16,)).sample(v)),
+    "iwae_nll(chunk)": ("objectives", [0, -1, 1.5], lambda v: vr.iwae_nll(vr.variational_autoencoder(
+        (1, 28, 28), latent_dim=4, hidden=(16,)), torch.rand(2, 1, 28, 28), k=4, chunk=v)),
+    "iwae_nll(batch_size)": ("objectives", [0, -1, 1.5], lambda v: vr.iwae_nll(vr.variational_autoencoder(
+        (1, 28, 28), latent_dim=4, hidden=(16,)), torch.rand(2, 1, 28, 28), k=4, batch_size=v)),
+    "Trainer(misuse)": ("trainer", BAD_TRAINER, _trainer_case),
+    "checkpoint(edited)": ("checkpoints", ["spec a list", "weights missing", "weights a list", "history a list",
+                                          "trainer field missing", "garbage rng", "map_location"], _checkpoint),
+}
+
 _LADDER_TRAIN = ["--model", "ladder", "--hidden", "4,4", "--latent-dim", "2", "--likelihood", "gaussian",
                  "--sigma", "0.3", "--limit", "32", "--epochs", "1", "--eval-n", "8", "--no-progress"]
 LADDER_CLI: dict[str, list[list[str]]] = {
@@ -313,6 +448,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--photos", action="store_true",
                         help="also the photograph commands (train/evaluate --data, denoise --model): newer trees only")
+    parser.add_argument("--craft", action="store_true",
+                        help="also the objective boundary, image ranges, Trainer misuse, edited checkpoints "
+                             "and small checks (issue 24)")
+    parser.add_argument("--only-craft", action="store_true", help="only the --craft cases")
     parser.add_argument("--ladder", action="store_true",
                         help="also the latent path and the ladder VAE (API and CLI): newer trees only")
     args = parser.parse_args()
@@ -324,6 +463,10 @@ def main() -> None:
 
     if args.ladder:
         API.update(LADDER_API)
+    if args.only_craft:
+        API.clear()
+    if args.craft or args.only_craft:
+        API.update(CRAFT_API)
     api_cases = st.sampled_from(sorted(API)).flatmap(lambda n: st.tuples(st.just(n), st.sampled_from(API[n][1])))
     _WORKDIR.append(workdir)
     (workdir / "DIR").mkdir()
@@ -363,9 +506,13 @@ def main() -> None:
         st.sampled_from(sorted(SWEEP_BAD)).flatmap(lambda o: st.tuples(st.just("sweep"), st.just(o),
                                                                         st.sampled_from(SWEEP_BAD[o]))))
 
+    everything = api_cases.map(lambda c: ("api", *c))
+    if not args.only_craft:
+        everything = st.one_of(everything, cli_cases.map(lambda c: ("cli", *c)))
+
     @settings(max_examples=args.examples, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(st.one_of(api_cases.map(lambda c: ("api", *c)), cli_cases.map(lambda c: ("cli", *c))))
+    @given(everything)
     def explore(case: tuple[Any, ...]) -> None:
         if case[0] == "api":
             _, name, value = case
