@@ -1,6 +1,6 @@
 """Objectives: objects holding only their settings, called with a model and a batch."""
 
-from vaerepair.objectives.base import Objective, ObjectiveBase, ObjectiveResult, objective_hooks
+from vaerepair.objectives.base import Objective, ObjectiveBase, ObjectiveResult, check_batch, objective_hooks
 from vaerepair.objectives.elbo import ELBO
 from vaerepair.objectives.fisher import FisherDivergence, FisherScores, batch_coupling_layers, fisher_scores
 from vaerepair.objectives.iwae import IWAE, iwae_nll, likelihood_metrics, log_weights
@@ -13,6 +13,7 @@ __all__ = [
     "ObjectiveResult",
     "ObjectiveBase",
     "objective_hooks",
+    "check_batch",
     "Reconstruction",
     "Noise2Noise",
     "BlindSpot",

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
+import torch
 from torch import Tensor
 
+from vaerepair._checks import check_finite_images, check_images, shape_str
+from vaerepair.distributions import validation_enabled
 from vaerepair.models.latent import LatentModel
 
-__all__ = ["ObjectiveResult", "Objective", "ObjectiveBase", "objective_hooks", "require_prior"]
+__all__ = ["ObjectiveResult", "Objective", "ObjectiveBase", "objective_hooks", "require_prior", "check_batch"]
 
 
 class ObjectiveResult(NamedTuple):
@@ -120,3 +123,46 @@ def require_prior(model: Any, what: str) -> None:
     if getattr(model, "prior", None) is None:
         raise ValueError(f"{what} needs a model with a prior (model.prior is None, a plain autoencoder); "
                          "build a VAE (vaerepair.variational_autoencoder, noise_model_vae or ladder_vae)")
+
+
+def check_batch(model: Any, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None) -> None:
+    """The objective boundary: raise a clear error unless ``x_input`` and ``x_target`` are one batch the model takes.
+
+    Both must be float ``(B, C, H, W)`` tensors of one shape with ``B >= 1``, in the
+    dtype of the model's weights (and the channels/size the model declares), and
+    finite. Every built-in objective calls it first; call it at the top of your
+    own. The structural checks read no pixel values; the finiteness check reads
+    them once, and is off inside the Trainer's steps (it checks its data once per
+    fit, see :func:`vaerepair.distributions.validation`).
+    """
+    if x_target is None:
+        raise TypeError("x_target is None: pass the images the objective scores (the clean images; for a plain "
+                        "autoencoder or a self-supervised objective, x_input itself)")
+    check_images(x_input, "x_input")
+    check_images(x_target, "x_target")
+    if x_input.shape != x_target.shape:
+        raise ValueError(f"x_input and x_target must have the same shape, got {shape_str(x_input.shape)} and "
+                         f"{shape_str(x_target.shape)}: each target is the clean version of its input")
+    if len(x_input) == 0:
+        raise ValueError("x_input is an empty batch (0 images): an objective's loss is a mean over the batch; "
+                         "pass at least one image")
+    if x_target.dtype != x_input.dtype:
+        raise TypeError(f"x_input is {x_input.dtype} but x_target is {x_target.dtype}: cast both to the model's "
+                        "dtype")
+    check_input = getattr(model, "check_input", None)
+    if callable(check_input):
+        check_input(x_input, "x_input")  # channels, size and dtype the model declares
+    else:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x_input.dtype) \
+            if isinstance(model, torch.nn.Module) else x_input.dtype
+        if x_input.dtype != dtype:
+            raise TypeError(f"x_input is {x_input.dtype} but the model's weights are {dtype}: cast the images with "
+                            f"x.to({dtype}), or train in half precision with Trainer(precision='bf16' or 'fp16')")
+    if condition is not None and (not isinstance(condition, Tensor) or len(condition) != len(x_input)):
+        got = shape_str(condition.shape) if isinstance(condition, Tensor) else type(condition).__name__
+        raise ValueError(f"condition must be a tensor with one row per image ({len(x_input)}), got {got}")
+    if validation_enabled():
+        fix = "fix or drop those images (a damaged file? a corruption that made NaN?)"
+        check_finite_images(x_input, "x_input", fix)
+        if x_target is not x_input:
+            check_finite_images(x_target, "x_target", fix)

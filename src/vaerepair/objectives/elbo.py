@@ -8,7 +8,7 @@ from torch import Tensor
 from vaerepair._checks import check_count, check_positive
 from vaerepair.models.latent import LatentModel
 from vaerepair.models.path import latent_path
-from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, require_prior
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch, require_prior
 from vaerepair.objectives.schedules import Constant, Schedule
 
 __all__ = ["ELBO"]
@@ -69,6 +69,7 @@ class ELBO(ObjectiveBase):
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
+        check_batch(model, x_input, x_target, condition)
         require_prior(model, "the ELBO")
         path = latent_path(model, x_input, condition, self.n_samples)  # z: (S, B, ...)
         recon = -path.likelihood.log_prob(x_target).mean(dim=0)

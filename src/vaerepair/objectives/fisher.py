@@ -31,7 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from vaerepair._checks import check_count
 from vaerepair.distributions import DiagonalGaussian
 from vaerepair.models.latent import LatentModel
-from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, require_prior
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch, require_prior
 
 __all__ = ["FisherDivergence", "FisherScores", "fisher_scores", "batch_coupling_layers", "couples_batch"]
 
@@ -227,6 +227,7 @@ def fisher_scores(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_batch(model, x_input, x_target, condition)
     levels = getattr(model, "n_levels", 1)
     if levels != 1:
         raise ValueError(f"the Fisher objective takes a model with one latent level; this one has {levels} "
@@ -234,10 +235,6 @@ def fisher_scores(
     _check_independent(model, x_input, condition)
     require_prior(model, "the Fisher objective")
     prior: Any = model.prior  # type: ignore[attr-defined]
-    if x_input.shape != x_target.shape:
-        raise ValueError(
-            f"x_input and x_target must have the same shape, got {tuple(x_input.shape)} and {tuple(x_target.shape)}"
-        )
     n_samples = check_count(n_samples, "n_samples")
     outer_grad = torch.is_grad_enabled()
     with torch.enable_grad():
@@ -343,7 +340,7 @@ class FisherDivergence(ObjectiveBase):
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
-        terms = self.per_draw_terms(
+        terms = self.per_draw_terms(  # fisher_scores checks the batch
             fisher_scores(model, x_input, x_target, condition, self.n_samples, self.closed_form, self.relax_discrete)
         )
         b = len(x_input)

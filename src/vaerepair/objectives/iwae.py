@@ -11,7 +11,7 @@ from torch import Tensor
 from vaerepair._checks import check_count
 from vaerepair.models.latent import LatentModel
 from vaerepair.models.path import latent_path
-from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, require_prior
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch, require_prior
 from vaerepair.objectives.elbo import ELBO
 
 __all__ = ["IWAE", "log_weights", "iwae_nll", "likelihood_metrics"]
@@ -55,6 +55,7 @@ class IWAE(ObjectiveBase):
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
+        check_batch(model, x_input, x_target, condition)
         bound = torch.logsumexp(log_weights(model, x_input, x_target, self.k, condition), dim=0) - math.log(self.k)
         return ObjectiveResult(-bound.mean(), {"nll": -bound})
 
@@ -75,6 +76,8 @@ def iwae_nll(
     A conditional model takes ``condition`` (one row per image).
     """
     _check_k(k)
+    chunk, batch_size = check_count(chunk, "chunk"), check_count(batch_size, "batch_size")
+    check_batch(model, x, x, condition)
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from vaerepair.models.latent import LatentModel
 from vaerepair.models.path import latent_path
-from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch
 
 __all__ = ["Reconstruction"]
 
@@ -35,6 +35,7 @@ class Reconstruction(ObjectiveBase):
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
+        check_batch(model, x_input, x_target, condition)
         recon = -latent_path(model, x_input, condition).likelihood.log_prob(x_target)
         return ObjectiveResult(recon.mean(), {"recon": recon})
 

@@ -34,7 +34,7 @@ from torch import Tensor
 from vaerepair._checks import check_count, check_positive
 from vaerepair.models.latent import LatentModel
 from vaerepair.models.path import latent_path
-from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch
 
 __all__ = ["denoise", "Noise2Noise", "BlindSpot", "SURE", "BLIND_SPOT_REPLACEMENTS"]
 
@@ -81,6 +81,7 @@ class Noise2Noise(ObjectiveBase):
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
+        check_batch(model, x_input, x_target, condition)
         if _same_tensor(x_input, x_target):
             raise ValueError(
                 "Noise2Noise scores the repair of one observation against a second, independent observation of "
@@ -195,6 +196,7 @@ class BlindSpot(ObjectiveBase):
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
+        check_batch(model, x_input, x_target, condition)
         hidden, mask = self.hide(x_input)
         out = denoise(model, hidden, condition)
         weight = mask.to(out.dtype)
@@ -259,6 +261,7 @@ class SURE(ObjectiveBase):
     def __call__(
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
+        check_batch(model, x_input, x_target, condition)
         if not _same_tensor(x_input, x_target):
             raise ValueError(
                 "SURE estimates the risk from the noisy input alone, so its target must be the input itself; "
