@@ -111,7 +111,33 @@ def test_image_dataset_checks():
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         data.ImageDataset(torch.zeros(2, 4, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
-        data.ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3))
+        data.ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("labels, message", [
+    (torch.tensor([0.5, 1.0]), "integer class indices, got torch.float32"),
+    (torch.tensor([0.0, float("nan")]), "with NaN"),
+    (["a", "b"], "labels must be integers"),
+    (torch.tensor([True, False]), "got torch.bool"),
+])
+def test_image_dataset_labels_must_be_integers(labels, message):
+    """Float labels were truncated to integers without a word, NaN became a huge negative class."""
+    with pytest.raises(TypeError, match=message):
+        data.ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), labels)
+    assert data.ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), [3, 4]).labels.tolist() == [3, 4]
+
+
+def test_train_val_split_and_load_check_their_argument_types(tmp_path):
+    ds = data.ImageDataset(torch.zeros(10, 1, 4, 4, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="dataset must be an ImageDataset"):
+        data.train_val_split([1, 2, 3], 0.2)
+    with pytest.raises(TypeError, match="val_fraction must be a number"):
+        data.train_val_split(ds, "0.2")
+    for seed in ("0", 1.5, -1):
+        with pytest.raises((TypeError, ValueError), match="seed"):
+            data.train_val_split(ds, 0.2, seed=seed)
+    with pytest.raises(TypeError, match=r"root must be a folder \(a str or a Path\), got int"):
+        data.load("fashion-mnist", "test", root=3)
 
 
 def test_real_fashion_mnist(fashion_mnist_available):

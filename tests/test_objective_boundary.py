@@ -8,7 +8,7 @@ import torch
 
 import vaerepair as vr
 from vaerepair.distributions import validation
-from vaerepair.objectives import SURE, BlindSpot, IWAE, Noise2Noise, check_batch
+from vaerepair.objectives import IWAE, SURE, BlindSpot, Noise2Noise, check_batch
 
 OBJECTIVES = {
     "reconstruction": vr.Reconstruction,

@@ -16,6 +16,7 @@ from torch import Tensor
 __all__ = [
     "check_images",
     "check_finite_images",
+    "check_image_scale",
     "finite_range",
     "check_probability",
     "check_positive",
@@ -92,6 +93,26 @@ def check_finite_images(
     """Refuse NaN or infinite pixels (which every range check lets through), naming the first image with one."""
     if x.is_floating_point() and x.numel():
         finite_range(x, name, fix)
+    return x
+
+
+SCALE_MARGIN = 9.0  # noisy images stray outside [0, R] by a few noise sigmas; 0-255 images by far more
+
+
+def check_image_scale(x: Tensor, name: str = "x", data_range: float = 1.0,
+                      fix: str = "fix or drop that image") -> Tensor:
+    """Refuse NaN/Inf pixels, and values so far outside ``[0, data_range]`` (more than ``9 * data_range``) that
+    the images must be on another scale (0-255 images given as floats in place of ``[0, 1]``).
+
+    Noisy images (unclipped noise) stray outside ``[0, 1]`` and pass; one ``aminmax`` pass.
+    """
+    if x.is_floating_point() and x.numel():
+        lo, hi = finite_range(x, name, fix)
+        if lo < -SCALE_MARGIN * data_range or hi > (1.0 + SCALE_MARGIN) * data_range:
+            raise ValueError(
+                f"{name} has values in [{lo:.4g}, {hi:.4g}], far outside [0, {data_range:g}]: are the images on "
+                f"the 0-255 scale? divide them by 255 (images here are in [0, {data_range:g}]; noisy ones may "
+                "stray outside it, but not this far)")
     return x
 
 

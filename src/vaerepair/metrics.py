@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaerepair._checks import check_finite_images, check_images, check_positive
+from vaerepair._checks import check_image_scale, check_images, check_positive
 
-__all__ = ["psnr", "ssim", "interval_coverage"]
+__all__ = ["psnr", "ssim", "interval_coverage", "PSNR_CAP_DB"]
 
 
 def _reduce(values: Tensor, reduction: str) -> Tensor:
@@ -26,17 +26,24 @@ def _reduce(values: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
-def _pair(x: Tensor, y: Tensor) -> None:
+def _pair(x: Tensor, y: Tensor, data_range: float) -> None:
     check_images(x, "x")
     check_images(y, "y")
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if len(x) == 0:
+        raise ValueError("x and y are empty batches (0 images): a metric needs at least one image")
+    check_positive(data_range, "data_range")
     for name, images in (("x", x), ("y", y)):  # a NaN would give a NaN score that looks like a result
-        check_finite_images(images, name, "the metric is undefined there (a diverged model? a damaged file?)")
+        check_image_scale(images, name, data_range, "the metric is undefined there (a diverged model? a damaged file?)")
+
+
+PSNR_CAP_DB = 100.0  # the Trainer's per-image cap: a perfect image (MSE 0) counts as 100 dB, not infinity
 
 
 def psnr(
-    x: Tensor, y: Tensor, data_range: float = 1.0, reduction: str = "mean", mask: Tensor | None = None
+    x: Tensor, y: Tensor, data_range: float = 1.0, reduction: str = "mean", mask: Tensor | None = None,
+    max_db: float | None = None,
 ) -> Tensor:
     r"""Peak signal-to-noise ratio in dB, :math:`10 \log_{10}(R^2 / \mathrm{MSE})` per image.
 
@@ -44,30 +51,51 @@ def psnr(
         x: images ``(B, C, H, W)``.
         y: reference images ``(B, C, H, W)``.
         data_range: ``R``, the value range (1 for images in ``[0, 1]``).
-        reduction: ``"mean"`` (mean of per-image PSNRs) or ``"none"`` (``(B,)``).
+        reduction: ``"mean"`` (mean of per-image PSNRs), ``"none"`` (``(B,)``) or
+            ``"pooled"`` (the PSNR of the mean squared error over every pixel of
+            every image, or every masked pixel: infinite only when all are perfect).
         mask: boolean ``(B, C, H, W)``: the MSE is taken over the ``True``
             pixels only (inpainting: the PSNR of the missing region). An image
             with an empty mask has PSNR ``nan``; ``"mean"`` skips those.
+        max_db: cap each image's PSNR at this value (an image equal to its
+            reference has an infinite PSNR, and so would a mean over images);
+            ``None``: no cap.
 
     Example:
         >>> x = torch.zeros(1, 1, 4, 4)
         >>> round(psnr(x, x + 0.1).item(), 6)
         20.0
     """
-    _pair(x, y)
-    check_positive(data_range, "data_range")
+    if reduction not in ("mean", "none", "pooled"):
+        raise ValueError(f"reduction must be 'mean', 'none' or 'pooled', got {reduction!r}")
+    _pair(x, y, data_range)
+    if max_db is not None:
+        check_positive(max_db, "max_db")
     err = (x.double() - y.double()).square().flatten(1)
-    if mask is None:
-        mse = err.mean(dim=1)
-    else:
-        if mask.shape != x.shape:
-            raise ValueError(f"mask must have the images' shape {tuple(x.shape)}, got {tuple(mask.shape)}")
-        m = mask.flatten(1).to(err.dtype)
-        mse = (err * m).sum(dim=1) / m.sum(dim=1)  # 0/0 = nan for an empty mask
-    values = (10.0 * torch.log10(data_range**2 / mse)).to(x.dtype)
+    checked = _boolean_mask(mask, x)
+    m = checked.flatten(1).to(err.dtype) if checked is not None else torch.ones_like(err)
+    if reduction == "pooled":
+        value = 10.0 * torch.log10(data_range**2 / ((err * m).sum() / m.sum()))
+        return (value.clamp(max=max_db) if max_db is not None else value).to(x.dtype)
+    mse = (err * m).sum(dim=1) / m.sum(dim=1)  # 0/0 = nan for an empty mask
+    values = 10.0 * torch.log10(data_range**2 / mse)
+    values = (values.clamp(max=max_db) if max_db is not None else values).to(x.dtype)
     if reduction == "mean" and mask is not None:
         return values.nanmean()
     return _reduce(values, reduction)
+
+
+def _boolean_mask(mask: object, x: Tensor) -> Tensor | None:
+    """``mask`` checked: ``None``, or a boolean tensor shaped like ``x``."""
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        what = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a boolean tensor (True: the pixels to score), got {what}; "
+                        "make one with mask > 0.5 or mask.bool()")
+    if mask.shape != x.shape:
+        raise ValueError(f"mask must have the images' shape {tuple(x.shape)}, got {tuple(mask.shape)}")
+    return mask
 
 
 def _gaussian_window(sigma: float, radius: int, device: torch.device) -> Tensor:
@@ -123,7 +151,8 @@ def ssim(
         k2: the contrast stabilising constant.
         reduction: ``"mean"`` or ``"none"`` (``(B,)``).
     """
-    _pair(x, y)
+    _pair(x, y, data_range)
+    sigma = check_positive(sigma, "sigma")
     radius = int(3.5 * sigma + 0.5)
     if min(x.shape[-2:]) < 2 * radius + 1:
         raise ValueError(

@@ -41,6 +41,7 @@ __all__ = [
     "Compose",
     "OneOf",
     "from_spec",
+    "as_corruption",
     "SPEC_NAMES",
 ]
 
@@ -149,3 +150,14 @@ def from_spec(spec: str) -> Corruption:
             )
         built.append(_BUILDERS[name](args, spec))
     return built[0] if len(built) == 1 else Compose(built)
+
+
+def as_corruption(value: Corruption | str | None, name: str = "corruption") -> Corruption | None:
+    """The one rule for a corruption argument: a :class:`Corruption`, a spec string (``"gaussian:0.5"``,
+    ``"block:12"``, parsed by :func:`from_spec`), or ``None``; anything else is a ``TypeError`` naming the choices."""
+    if value is None or isinstance(value, Corruption):
+        return value
+    if isinstance(value, str):
+        return from_spec(value)
+    raise TypeError(f"{name} must be a vaerepair Corruption (e.g. GaussianNoise(0.5)), a spec string like "
+                    f"'gaussian:0.5' or 'block:12' (see vaerepair.corruptions.from_spec), or None; got {value!r}")

@@ -13,7 +13,7 @@ from typing import Any, Literal, NamedTuple, overload
 import torch
 from torch import Tensor, nn
 
-from vaerepair._checks import check_finite_images, check_images, check_positive
+from vaerepair._checks import check_images, check_positive, finite_range
 from vaerepair.distributions._validation import validation_enabled
 
 __all__ = ["Corruption", "Corrupted"]
@@ -78,8 +78,15 @@ class Corruption(nn.Module):
             ``(images, mask)`` when ``return_mask`` is true.
         """
         check_images(x, "x")
-        if validation_enabled():  # off inside the Trainer's step, whose data were checked once
-            check_finite_images(x, "x")
+        if validation_enabled() and x.numel():  # off inside the Trainer's step, whose data were checked once
+            lo, hi = finite_range(x, "x")
+            if lo < 0.0 or hi > 1.0:  # members of a Compose see their predecessors' output unchecked
+                raise ValueError(f"a corruption takes clean images with values in [0, 1], got values in "
+                                 f"[{lo:.4g}, {hi:.4g}]; scale 0-255 images with x / 255, or clip with "
+                                 "x.clamp(0, 1) (to chain corruptions, use Compose)")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                            f"({generator!r}); make one with torch.Generator(device=x.device).manual_seed(seed)")
         if generator is not None and generator.device.type != x.device.type:
             raise ValueError(
                 f"generator is on {generator.device} but the images are on {x.device}; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -32,6 +33,10 @@ class GaussianNoise(Corruption):
         super().__init__()
         self.sigma: tuple[float, float] = parameter_range(sigma, "sigma")
         self.clip = bool(clip)
+        if self.sigma[1] > 1.0:
+            warnings.warn(f"GaussianNoise sigma {self.sigma[1]:g} is above 1, the whole range of images in [0, 1]; "
+                          f"for a noise level given on the 0-255 scale, divide it by 255 (sigma="
+                          f"{self.sigma[1]:g}/255 = {self.sigma[1] / 255:.4g})", UserWarning, stacklevel=2)
 
     def make_params(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
         sigma = per_image(self.sigma, x, generator)

@@ -8,6 +8,8 @@ from typing import TypeVar, overload
 import torch
 from torch import Tensor
 
+from vaerepair._checks import check_count, check_probability
+
 __all__ = ["ImageDataset", "train_val_split"]
 
 
@@ -33,7 +35,7 @@ class ImageDataset:
             )
         if labels is None:
             labels = torch.full((len(images),), -1, dtype=torch.long)
-        labels = torch.as_tensor(labels, dtype=torch.long)
+        labels = _integer_labels(labels)
         if labels.shape != (len(images),):
             raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
         self.images = images
@@ -73,6 +75,20 @@ class ImageDataset:
         return f"ImageDataset(name={self.name!r}{split}, n={len(self)}, image_shape={self.image_shape})"
 
 
+def _integer_labels(labels: object) -> Tensor:
+    """Labels as int64: integers (a tensor, array or sequence of them), not floats, bools or strings."""
+    try:
+        values = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"labels must be integers (a tensor, array or list of class indices), got "
+                        f"{type(labels).__name__} ({err})") from err
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got {values.dtype}"
+                        + (" with NaN" if values.is_floating_point() and bool(values.isnan().any()) else "")
+                        + "; convert whole-number labels with labels.long()")
+    return values.to(torch.long)
+
+
 _Split = TypeVar("_Split")
 
 
@@ -84,8 +100,13 @@ def train_val_split(dataset: _Split, val_fraction: float = 0.2, seed: int = 0) -
     photographs go to one side). The same ``seed`` gives the same split on every
     machine (a CPU ``torch.Generator``). Default: 20 % validation, as in the reports.
     """
+    check_probability(val_fraction, "val_fraction")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    seed = check_count(seed, "seed", minimum=0)
+    if not (isinstance(dataset, ImageDataset) or (hasattr(dataset, "__len__") and hasattr(dataset, "subset"))):
+        raise TypeError(f"dataset must be an ImageDataset or have len() and subset(indices) (an ImageFolder), got "
+                        f"{type(dataset).__name__}")
     n = len(dataset)  # type: ignore[arg-type]
     n_val = int(round(n * val_fraction))
     if n_val < 1 or n_val >= n:

@@ -90,6 +90,8 @@ def cache_dir() -> Path:
 def search_roots(root: str | os.PathLike[str] | None = None) -> list[Path]:
     """The roots searched, in order (the system locations are not roots: see :func:`locate`)."""
     if root is not None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root must be a folder (a str or a Path), got {type(root).__name__} ({root!r})")
         return [Path(root).expanduser()]
     roots = []
     env = os.environ.get("VAEREPAIR_DATA")

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from vaerepair._checks import shape_str
+from vaerepair._checks import check_count, shape_str
 from vaerepair.models.conditions import Condition
 from vaerepair.models.path import TILE_PIXELS_IN_FLIGHT, LatentLevel, LatentPath, PathModel, _single_draw
 
@@ -167,6 +167,7 @@ class LatentVariableModel(PathModel):
         """
         if self.prior is None:
             raise ValueError("sampling needs a prior; this model has none (a plain autoencoder): build a VAE")
+        n = check_count(n, "n")
         ref = next(self.parameters())
         prior: Any = self.prior
         if condition is not None and len(condition) != n:

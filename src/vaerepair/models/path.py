@@ -26,7 +26,8 @@ from typing import Any, Literal, NamedTuple, cast, overload
 import torch
 from torch import Tensor, nn
 
-from vaerepair._checks import check_count, check_finite_images, check_images, shape_str
+from vaerepair._checks import check_count, check_image_scale, check_images, shape_str
+from vaerepair.distributions import validation_enabled
 from vaerepair.distributions.kl import kl_divergence
 from vaerepair.models.conditions import Condition
 
@@ -239,6 +240,8 @@ class PathModel(nn.Module):
     def reconstruct(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         """Repair images: every level at its posterior mean, the likelihood mean ``(B, C, H, W)``."""
         self.check_input(x)
+        if validation_enabled():  # off in the Trainer's validation, whose data were checked once
+            check_image_scale(x, "x")
         return cast(Tensor, self.path(x, condition, mean=True).likelihood.mean)
 
     @torch.no_grad()
@@ -325,7 +328,7 @@ class PathModel(nn.Module):
                    for im in x]
             return [(m[0], s[0]) for m, s in out] if return_std else [m[0] for m in out]
         if isinstance(x, Tensor):  # before tiling, so the message names the image, not a tile
-            check_finite_images(x, "x", "a NaN or Inf pixel would spread through the network: fix or drop that image")
+            check_image_scale(x, "x", fix="a NaN or Inf pixel would spread through the network: fix or drop that image")
         if tile is not None:
             return self._repair_tiles(x, condition, batch_size, tile, overlap, options)
         self.check_input(x, any_float=True)

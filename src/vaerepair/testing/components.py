@@ -251,7 +251,8 @@ def check_corruption(
     report = CheckReport(f"check_corruption({corruption!r})")
     if x is None:
         x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    for images in (x, x.double()):
+    x = x.clone()  # the caller's images stay untouched, whatever the corruption does to its input
+    for images in (x.clone(), x.double()):
         kept = images.clone()
         out = corruption(images, generator=torch.Generator(images.device).manual_seed(1))
         tag = str(images.dtype).removeprefix("torch.")
@@ -266,10 +267,10 @@ def check_corruption(
             report.add(f"values in [{lo}, {hi}] ({tag})", bool(((out >= lo) & (out <= hi)).all()),
                        f"values span [{float(out.min()):.4g}, {float(out.max()):.4g}]")
     gen = torch.Generator(x.device)
-    a = corruption(x, generator=gen.manual_seed(7))
-    b = corruption(x, generator=gen.manual_seed(7))
+    a = corruption(x.clone(), generator=gen.manual_seed(7))  # a copy each call: an in-place one was reported
+    b = corruption(x.clone(), generator=gen.manual_seed(7))
     report.add("reproducible with a generator", torch.equal(a, b), "the same generator seed gave different results")
-    result = corruption(x, generator=gen.manual_seed(7), return_mask=True)
+    result = corruption(x.clone(), generator=gen.manual_seed(7), return_mask=True)
     images, mask = result
     report.add("return_mask gives the same images", torch.equal(images, a),
                "return_mask=True changed the corrupted images drawn with the same seed")

@@ -46,6 +46,12 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             checkpoint, or carries pickled code.
     """
     path = Path(path)
+    if isinstance(map_location, str):
+        try:
+            torch.device(map_location)
+        except RuntimeError as err:
+            raise ValueError(f"map_location {map_location!r} is not a device torch knows (e.g. 'cpu', 'cuda', "
+                             f"'cuda:0'): {err}") from err
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     _verify_crcs(path)
@@ -60,6 +66,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupted: {err}") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a vaerepair checkpoint (no format={FORMAT!r} field)")
+    _check_schema(data, str(path))
     for field in ("model", "model_ema"):
         weights = data.get(field)
         bad = [k for k, v in (weights or {}).items() if isinstance(v, torch.Tensor) and v.is_floating_point()
@@ -68,6 +75,54 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             raise CheckpointError(f"{str(path)!r} holds non-finite (NaN or Inf) weights in {field}: "
                                   f"{', '.join(bad[:5])}; use an earlier checkpoint")
     return data
+
+
+_TRAINER_FIELDS = {"epochs": int, "batch_size": int, "seed": int, "corruption": str, "global_step": int,
+                   "target_epoch": int}
+_TRAINING_STATE = ("optimizer", "trainer", "rng", "source", "history")
+
+
+def _check_schema(data: dict[str, Any], path: str) -> None:
+    """Check a checkpoint's fields against what :func:`save_checkpoint` and the Trainer write, naming the first
+    field that does not fit (an edited or hand-made file), before anything deep reads it."""
+
+    def fail(field: str, what: str) -> None:
+        raise CheckpointError(f"{path!r} does not fit the checkpoint schema: {field} {what}; it was edited or made "
+                              "by hand; use a checkpoint the Trainer wrote")
+
+    def tensors(field: str, required: bool) -> None:
+        value = data.get(field)
+        if value is None:
+            if required:
+                fail(field, "is missing (the model's weights)")
+            return
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in value.items()):
+            fail(field, f"must be a dict of name -> tensor (a state_dict), got {type(value).__name__}")
+
+    tensors("model", True)
+    tensors("model_ema", False)
+    for field in ("model_spec", "metadata", "history", "callbacks", "objective", "progress", "scaler"):
+        if data.get(field) is not None and not isinstance(data[field], dict):
+            fail(field, f"must be a dict, got {type(data[field]).__name__}")
+    if data.get("history") is not None and not isinstance(data["history"].get("records", []), list):
+        fail("history['records']", "must be a list of per-epoch dicts")
+    if not any(field in data for field in ("trainer", "rng", "source")):
+        return  # weights only
+    for field in _TRAINING_STATE:
+        if not isinstance(data.get(field), dict):
+            fail(field, "is missing" if field not in data else f"must be a dict, got {type(data[field]).__name__}")
+    for key, kind in _TRAINER_FIELDS.items():
+        if not isinstance(data["trainer"].get(key), kind) or isinstance(data["trainer"].get(key), bool):
+            fail(f"trainer[{key!r}]", f"must be {kind.__name__}, got {data['trainer'].get(key)!r}")
+    cpu = data["rng"].get("cpu")
+    if not isinstance(cpu, torch.Tensor) or cpu.dtype != torch.uint8 or cpu.numel() != torch.get_rng_state().numel():
+        fail("rng['cpu']", f"must be torch's CPU generator state (uint8, {torch.get_rng_state().numel()} bytes)")
+    if not isinstance(data["rng"].get("generators", {}), dict):
+        fail("rng['generators']", "must be a dict of generator states")
+    if not isinstance(data["optimizer"].get("param_groups"), list) or not isinstance(data["optimizer"].get("state"),
+                                                                                      dict):
+        fail("optimizer", "must be an optimizer state_dict (state, param_groups)")
 
 
 def _verify_crcs(path: Path) -> None:

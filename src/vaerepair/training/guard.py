@@ -132,6 +132,10 @@ class Guard:
         """Check an objective's result on the first batch, before any update; explain what is wrong."""
         if not isinstance(loss, Tensor) or loss.dim() != 0:
             raise ValueError(f"the objective's loss must be a scalar tensor, got {getattr(loss, 'shape', loss)!r}")
+        if torch.is_grad_enabled() and not loss.requires_grad:
+            raise ValueError("the objective's loss does not require grad, so backward cannot train anything: it "
+                             "was detached (.detach(), .item(), a new tensor) or computed under torch.no_grad(); "
+                             "return the loss tensor computed from the model's outputs")
         for name, term in terms.items():
             if not isinstance(term, Tensor) or term.shape != (batch_size,):
                 raise ValueError(

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from vaerepair._checks import as_device, check_count, check_positive
-from vaerepair.corruptions import Corruption
+from vaerepair.corruptions import Corruption, as_corruption
 from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.distributions import validation
 from vaerepair.objectives import ObjectiveResult, objective_hooks
+from vaerepair.training.arguments import check_metadata, check_model, check_optimizer, check_seed
 from vaerepair.training.callbacks import Callback, EarlyStopping
 from vaerepair.training.callbacks.defaults import builtin_callbacks
 from vaerepair.training.distributed import Distributed, ObjectiveStep, init_from_env
@@ -65,10 +66,11 @@ class Trainer:
     ``model.condition.prepare(corrupted, mask, labels)``.
 
     Args:
-        model: a model with ``encode``/``decode``/``reconstruct``.
+        model: a model with ``encode``/``decode`` (or ``bottom_up``/``top_down``) and ``reconstruct``.
         objective: ``objective(model, x_input, x_target) -> ObjectiveResult``
             (its optional hooks: :class:`vaerepair.objectives.Objective`).
-        corruption: applied to each training batch; ``None`` trains a plain autoencoder.
+        corruption: applied to each training batch (a :class:`Corruption` or a spec string such as
+            ``"gaussian:0.5"``); ``None`` trains a plain autoencoder.
         optimizer: an optimizer over ``model``'s parameters, or a factory
             ``params -> optimizer``; default ``Adam(lr=lr)`` (:func:`default_optimizer`).
         epochs: the number of epochs of a fit (a resumed fit ends where it was going to).
@@ -106,7 +108,7 @@ class Trainer:
     """
 
     def __init__(
-        self, model: nn.Module, objective: Callable[..., ObjectiveResult], corruption: Corruption | None = None,
+        self, model: nn.Module, objective: Callable[..., ObjectiveResult], corruption: Corruption | str | None = None,
         optimizer: torch.optim.Optimizer | OptimizerFactory | None = None, *, epochs: int = 10,
         batch_size: int = 128, lr: float = 1e-3, scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         device: str | torch.device = "auto", seed: int = 0, early_stopping: EarlyStopping | None = None,
@@ -116,10 +118,8 @@ class Trainer:
         nan_policy: str = "raise", precision: str | None = None, compile: bool | str = False,
         callbacks: Sequence[Callback] = (),
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if corruption is not None and not isinstance(corruption, Corruption):
-            raise TypeError(f"corruption must be a vaerepair Corruption or None, got {corruption!r}")
+        check_model(model)
+        corruption = as_corruption(corruption)
         for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             check_count(value, name)
         check_positive(lr, "lr")
@@ -132,7 +132,8 @@ class Trainer:
         self.objective = objective_hooks(objective)
         self.corruption = corruption.to(self.device) if corruption is not None else None
         self.condition: Any = getattr(self.model, "condition", None)  # a conditional model's Condition
-        self.epochs, self.batch_size, self.seed, self.metadata = epochs, batch_size, int(seed), dict(metadata or {})
+        self.epochs, self.batch_size, self.seed = epochs, batch_size, check_seed(seed)
+        self.metadata = check_metadata(metadata)
         self.guard = Guard(nan_policy, check_every, self.device, self.dist)
         self.precision = Precision(precision, self.device, compile)
         self.checkpointer = Checkpointer(checkpoint_dir, checkpoint_every)
@@ -145,6 +146,7 @@ class Trainer:
         else:
             self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else optimizer(
                 self.model.parameters())
+            check_optimizer(self.optimizer, self.model)
         self.trainable = [p for group in self.optimizer.param_groups for p in group["params"] if p.requires_grad]
         # an objective that differentiates inside its loss leaves leaves (z, the images) nobody steps
         self._backward_inputs = self.trainable if self.objective.needs_grad and self.trainable else None
@@ -288,7 +290,7 @@ class Trainer:
         measured = self.dist.broadcast_object(measured)
         return {f"val_{k}": v for k, v in measured.items() if k != "n"}
 
-    def evaluate(self, data: Data, corruption: Corruption | None = None, seed: int | None = None,
+    def evaluate(self, data: Data, corruption: Corruption | str | None = None, seed: int | None = None,
                  iwae_k: int | None = None) -> dict[str, float]:
         r"""Loss, terms and PSNR/SSIM (repaired and corrupted input vs clean) on ``data``.
 
@@ -302,6 +304,7 @@ class Trainer:
         ``psnr_missing`` and ``psnr_missing_input``: the PSNR over the touched
         pixels only (the missing region), averaged over the images that have any.
         """
+        corruption = as_corruption(corruption)
         corruption = corruption.to(self.device) if corruption is not None else self.corruption
         fixed = self.validator.fix(data, self.seed + 5 if seed is None else seed, corruption, "data")
         out = {**self.validator.repair_quality(fixed), **self.validator.input_quality(fixed)}

@@ -6,11 +6,16 @@ objective's loss and terms, PSNR/SSIM of ``model.reconstruct(x_corrupted)``
 against the clean images, the PSNR over the missing region when the
 corruption left some pixels untouched (erasures, masks), the same numbers
 for the corrupted input itself, and, on request, the IWAE estimate of
-:math:`-\log p(x)`. All are means per image.
+:math:`-\log p(x)`. All are means per image (each image's PSNR capped at
+100 dB: a corruption that left an image as it was gives it an infinite PSNR),
+except the missing-region PSNRs: the PSNR of the squared error pooled over every
+missing pixel of the split, since one small hole that is exactly right (a block
+erased on a black background) would make a mean per image infinite.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
@@ -20,7 +25,7 @@ from torch import Tensor, nn
 from vaerepair.corruptions import Corruption
 from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.distributions import validation
-from vaerepair.metrics import psnr, ssim
+from vaerepair.metrics import PSNR_CAP_DB, psnr, ssim
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives import Objective, likelihood_metrics
 from vaerepair.training.distributed import ObjectiveStep
@@ -192,18 +197,12 @@ class Validator:
                     batch = {"loss": loss.detach() * len(x_in), **{k: v.detach().sum() for k, v in terms.items()}}
                     if x is not None:
                         with torch.no_grad():
-                            repaired = self._repair(x_in, condition)
-                            batch["psnr"] = psnr(repaired, x, reduction="none").sum()
-                            batch["ssim"] = ssim(repaired, x, reduction="none").sum()
-                            if partial:
-                                batch["psnr_missing"] = psnr(repaired, x, reduction="none", mask=mask).nansum()
+                            batch.update(_quality_sums(self._repair(x_in, condition), x, mask, partial))
                     for k, v in batch.items():
                         sums[k] = sums.get(k, 0.0) + v
         finally:
             self.model.train(was_training)
-        out = {k: float(v) / len(fixed) for k, v in sums.items()}
-        if partial:
-            out["psnr_missing"] = float(sums["psnr_missing"]) / fixed.n_with_missing()
+        out = _quality_means(sums, len(fixed), partial)
         out["n"] = float(len(fixed))
         return out
 
@@ -223,19 +222,13 @@ class Validator:
         if fixed.clean is None or fixed.corrupted is fixed.clean:  # nothing clean, or nothing corrupted
             return {}
         partial = fixed.partial_mask()
-        sums = {"psnr_input": 0.0, "ssim_input": 0.0, "psnr_missing_input": 0.0}
+        sums: dict[str, Tensor | float] = {}
         for i in range(0, len(fixed.clean), self.batch_size):
             x, x_in, mask = (t[i : i + self.batch_size] for t in (fixed.clean, fixed.corrupted, fixed.mask))
-            sums["psnr_input"] += float(psnr(x_in, x, reduction="none").sum())
-            sums["ssim_input"] += float(ssim(x_in, x, reduction="none").sum())
-            if partial:
-                sums["psnr_missing_input"] += float(psnr(x_in, x, reduction="none", mask=mask).nansum())
-        out = {k: v / len(fixed.clean) for k, v in sums.items()}
-        if partial:
-            out["psnr_missing_input"] = sums["psnr_missing_input"] / fixed.n_with_missing()
-        else:
-            del out["psnr_missing_input"]
-        return out
+            for k, v in _quality_sums(x_in, x, mask, partial).items():
+                sums[k] = sums.get(k, 0.0) + v
+        return {f"{k}_input" if k != "psnr_missing" else "psnr_missing_input": v
+                for k, v in _quality_means(sums, len(fixed.clean), partial).items()}
 
     def likelihood(self, fixed: FixedCorruption | list[FixedCorruption], k: int) -> dict[str, float]:
         """``neg_elbo`` and ``nll_iwae`` (``k`` samples) on the clean images, for a model with a prior."""
@@ -251,6 +244,29 @@ class Validator:
                                           condition=self.condition_for(fixed))
         finally:
             self.model.train(was_training)
+
+
+def _quality_sums(images: Tensor, clean: Tensor, mask: Tensor, partial: bool) -> dict[str, Tensor]:
+    """Sums over a batch: per-image PSNR (capped at :data:`~vaerepair.metrics.PSNR_CAP_DB`: an image equal to its
+    reference would make the mean infinite), SSIM and MSE; with a partial mask, the squared error and the number
+    of pixels inside it."""
+    sums = {"psnr": psnr(images, clean, reduction="none", max_db=PSNR_CAP_DB).sum(),
+            "ssim": ssim(images, clean, reduction="none").sum(),
+            "mse": (images - clean).square().flatten(1).mean(dim=1).sum()}
+    if partial:
+        sums["sq_missing"] = ((images - clean).square() * mask).sum()
+        sums["n_missing"] = mask.sum()
+    return sums
+
+
+def _quality_means(sums: dict[str, Tensor | float], n: int, partial: bool) -> dict[str, float]:
+    """Means per image of the sums (``_quality_sums``, and any others); ``psnr_missing`` is the PSNR of the squared
+    error pooled over every missing pixel (capped like the others)."""
+    out = {k: float(v) / n for k, v in sums.items() if k not in ("sq_missing", "n_missing")}
+    if partial:
+        mse = float(sums["sq_missing"]) / max(float(sums["n_missing"]), 1.0)
+        out["psnr_missing"] = min(10.0 * math.log10(1.0 / mse), PSNR_CAP_DB) if mse > 0 else PSNR_CAP_DB
+    return out
 
 
 def _combine(parts: list[tuple[dict[str, float], FixedCorruption]]) -> dict[str, float]:

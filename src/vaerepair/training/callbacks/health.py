@@ -22,10 +22,12 @@ _LEVEL_KL = re.compile(r"train_kl(_\d+)?")
 class TrainingHealth(Callback):
     """Flags two silent failures in the history and warns once about each (the Trainer adds it itself).
 
-    - The validation repairs are worse than the corrupted inputs (``val_psnr <
-      val_psnr_input``) for ``patience`` epochs in a row: a diverged or collapsed
-      model (a learning rate far too large, a likelihood that does not fit the
-      data). Each such epoch gets ``worse_than_input = 1`` in its record.
+    - The validation repairs are worse than the corrupted inputs (a larger mean
+      squared error, ``val_mse > val_mse_input``: errors, which stay finite where
+      a PSNR of a perfect image does not) for ``patience`` epochs in a row, or at
+      the end of a fit shorter than that: a diverged or collapsed model (a
+      learning rate far too large, a likelihood that does not fit the data).
+      Each such epoch gets ``worse_than_input = 1`` in its record.
     - A logged value (a term of the objective, a metric) is NaN or infinite while
       the loss stays finite (the guard stops on a non-finite loss): a warning
       names the key and the epoch.
@@ -57,23 +59,31 @@ class TrainingHealth(Callback):
                               "loss was finite; check the objective's terms (a log of 0, a division by 0)",
                               RuntimeWarning, stacklevel=2)
         self._check_collapse(trainer, record)
-        repaired, corrupted = record.get("val_psnr"), record.get("val_psnr_input")
-        if repaired is None or corrupted is None:
-            return
-        if repaired < corrupted:
-            self.worse_epochs += 1
-            record["worse_than_input"] = 1.0
-        else:
+        if not _worse_than_input(record):
             self.worse_epochs = 0
-        if self.worse_epochs == self.patience and "worse_than_input" not in self.warned:
-            self.warned.add("worse_than_input")
-            lr = record.get("lr")
-            warnings.warn(
-                f"the validation repairs have been worse than the corrupted inputs for {self.patience} epochs "
-                f"(epoch {trainer.epoch}: PSNR {repaired:.2f} dB repaired vs {corrupted:.2f} dB corrupted): the model "
-                f"is not learning to repair; try a smaller learning rate{f' than {lr:g}' if lr else ''} or a "
-                "likelihood that fits the data (worse_than_input = 1 marks these epochs in the history)",
-                RuntimeWarning, stacklevel=2)
+            return
+        self.worse_epochs += 1
+        record["worse_than_input"] = 1.0
+        if self.worse_epochs == self.patience:
+            self._warn_worse(trainer, record, f"for {self.patience} epochs")
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """A fit that ends with repairs worse than its inputs is said so, however short it was."""
+        records = trainer.history.records
+        if records and records[-1].get("worse_than_input"):
+            self._warn_worse(trainer, records[-1], "at the end of the fit")
+
+    def _warn_worse(self, trainer: Trainer, record: dict[str, float], when: str) -> None:
+        if "worse_than_input" in self.warned:
+            return
+        self.warned.add("worse_than_input")
+        lr = record.get("lr")
+        warnings.warn(
+            f"the validation repairs are worse than the corrupted inputs {when} (epoch {trainer.epoch}: PSNR "
+            f"{record.get('val_psnr', math.nan):.2f} dB repaired vs {record.get('val_psnr_input', math.nan):.2f} dB "
+            f"corrupted): the model is not learning to repair; try a smaller learning rate"
+            f"{f' than {lr:g}' if lr else ''} or a likelihood that fits the data (worse_than_input = 1 marks these "
+            "epochs in the history)", RuntimeWarning, stacklevel=3)
 
     def _check_collapse(self, trainer: Trainer, record: dict[str, float]) -> None:
         levels = [k for k in record if _LEVEL_KL.fullmatch(k)]
@@ -96,3 +106,13 @@ class TrainingHealth(Callback):
         self.worse_epochs = int(state["worse_epochs"])
         self.warned = set(state["warned"])
         self.collapsed = {str(k): int(v) for k, v in state.get("collapsed", {}).items()}
+
+
+def _worse_than_input(record: dict[str, float]) -> bool:
+    """Whether the epoch's repairs are worse than its corrupted inputs: by mean squared error where both are
+    recorded, else by PSNR."""
+    for key in ("val_mse", "val_psnr"):
+        repaired, corrupted = record.get(key), record.get(f"{key}_input")
+        if repaired is not None and corrupted is not None:
+            return repaired > corrupted if key == "val_mse" else repaired < corrupted
+    return False
