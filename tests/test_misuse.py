@@ -238,3 +238,22 @@ def test_sample_refuses_a_count_that_is_not_one() -> None:
     for n in (-1, 1.5, "3"):
         with pytest.raises((TypeError, ValueError), match="n must be an integer"):
             vae.sample(n)
+
+
+def test_the_nan_guard_sums_each_gradient_as_backward_writes_it_and_unhooks_after_the_fit() -> None:
+    """The gradient check reads the per-tensor sums the hooks took during backward (no second pass over memory)
+    and they equal the sums of the gradients the optimizer then steps with."""
+    seen: list[tuple[int, int, bool]] = []
+
+    class Spy(vr.training.Callback):
+        def on_before_optimizer_step(self, trainer: vr.Trainer) -> None:
+            grads = [p.grad for p in trainer.trainable if p.grad is not None]
+            sums = trainer.guard._sums
+            same = sorted(float(s) for s in sums) == sorted(float(g.sum()) for g in grads)  # backward's order
+            seen.append((len(sums), len(grads), same))
+
+    model = _model()
+    _trainer(model=model, callbacks=[Spy()]).fit(torch.rand(16, 1, 28, 28))
+    n = len(list(model.parameters()))
+    assert seen == [(n, n, True)] * 2
+    assert all(not p._post_accumulate_grad_hooks for p in model.parameters())  # removed when the fit ends

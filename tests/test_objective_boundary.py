@@ -77,14 +77,14 @@ def test_a_ladder_is_checked_at_the_same_boundary() -> None:
             objective(ladder, x.repeat(1, 3, 1, 1), x.repeat(1, 3, 1, 1))
 
 
-def test_the_finite_check_is_off_where_validation_is_off_and_the_structure_is_always_checked() -> None:
-    """The Trainer checks its data once per fit and turns value checks off in its steps: a NaN then goes
-    through (and the guard stops it), but a structural mistake is still named."""
+def test_nothing_is_checked_where_validation_is_off() -> None:
+    """The Trainer checks its data once per fit and turns checks off in its steps: a NaN then goes through
+    (and the guard stops it) at no per-step cost."""
     x, _ = _batch("nan input")
     with validation(False):
         assert not torch.isfinite(vr.Reconstruction()(_vae(), x, x).loss)
-        with pytest.raises(ValueError, match="empty batch"):
-            vr.Reconstruction()(_vae(), x[:0], x[:0])
+    with pytest.raises(ValueError, match="non-finite"):
+        vr.Reconstruction()(_vae(), x, x)
 
 
 def test_check_batch_serves_a_users_own_model_and_objective() -> None:

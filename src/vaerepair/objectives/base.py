@@ -130,11 +130,13 @@ def check_batch(model: Any, x_input: Tensor, x_target: Tensor, condition: Tensor
 
     Both must be float ``(B, C, H, W)`` tensors of one shape with ``B >= 1``, in the
     dtype of the model's weights (and the channels/size the model declares), and
-    finite. Every built-in objective calls it first; call it at the top of your
-    own. The structural checks read no pixel values; the finiteness check reads
-    them once, and is off inside the Trainer's steps (it checks its data once per
-    fit, see :func:`vaerepair.distributions.validation`).
+    finite (one read of the pixels). Every built-in objective calls it first; call
+    it at the top of your own. Inside ``vaerepair.distributions.validation(False)``
+    it checks nothing: the Trainer's steps run there, on data it checked once per
+    fit (every batch of a fit has the same structure).
     """
+    if not validation_enabled():
+        return
     if x_target is None:
         raise TypeError("x_target is None: pass the images the objective scores (the clean images; for a plain "
                         "autoencoder or a self-supervised objective, x_input itself)")
@@ -161,8 +163,7 @@ def check_batch(model: Any, x_input: Tensor, x_target: Tensor, condition: Tensor
     if condition is not None and (not isinstance(condition, Tensor) or len(condition) != len(x_input)):
         got = shape_str(condition.shape) if isinstance(condition, Tensor) else type(condition).__name__
         raise ValueError(f"condition must be a tensor with one row per image ({len(x_input)}), got {got}")
-    if validation_enabled():
-        fix = "fix or drop those images (a damaged file? a corruption that made NaN?)"
-        check_finite_images(x_input, "x_input", fix)
-        if x_target is not x_input:
-            check_finite_images(x_target, "x_target", fix)
+    fix = "fix or drop those images (a damaged file? a corruption that made NaN?)"
+    check_finite_images(x_input, "x_input", fix)
+    if x_target is not x_input:
+        check_finite_images(x_target, "x_target", fix)

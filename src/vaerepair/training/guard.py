@@ -19,6 +19,7 @@ decision and none waits in a collective the others skipped.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from collections.abc import Iterator
@@ -74,6 +75,8 @@ class Guard:
         self.dist = dist or Distributed()
         self.received: int | None = None  # a signal this process received during fit
         self.stop_signal: int | None = None  # the signal acted on (in a group: once every process knows)
+        self._armed = False  # whether the gradient hooks sum this step's gradients (see watching)
+        self._sums: list[Tensor] = []
 
     # ----------------------------------------------------------------- checks
 
@@ -94,38 +97,73 @@ class Guard:
         ``gradients=False`` leaves the gradients to an fp16 scaler (which skips
         overflowing steps itself). ``where`` names the step in messages.
         """
-        bad_loss = ~torch.isfinite(running + loss.detach())
-        if self.dist.enabled:  # one collective: the NaN flag and the stop flag of every process
-            stop = torch.full_like(bad_loss, self.received is not None, dtype=torch.float32)
-            flags = self.dist.all_sum(torch.stack([bad_loss.float(), stop]))
-            bad_loss = flags[0] > 0
-            if bool(flags[1] > 0) and self.stop_signal is None:
+        total = running + loss.detach()  # NaN and Inf propagate through sums: one scalar says it all
+        found = self._gradient_flags(params) if gradients else None
+        if found is not None:
+            total = total + found
+        if self.dist.enabled:  # one collective: the NaN flags and the stop flag of every process
+            stop = torch.full_like(total, self.received is not None, dtype=torch.float32)
+            flags = self.dist.all_sum(torch.stack([(~torch.isfinite(running + loss.detach())).float(),
+                                                   (~torch.isfinite(total)).float(), stop]))
+            if bool(flags[2] > 0) and self.stop_signal is None:
                 self.stop_signal = self.received or signal.SIGTERM
-        if bool(bad_loss):
-            if self.nan_policy == "skip":
-                return False
-            bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
-            raise NonFiniteLossError(
-                f"non-finite loss at {where} (or up to check_every steps before); terms that went bad: "
-                f"{bad or 'none of the logged terms'}. Training stopped before the update; the last good "
-                "checkpoint (if any) is kept. Try a lower learning rate or check the inputs."
-            )
-        return not gradients or self._gradients_finite(params, model, where)
-
-    def _gradients_finite(self, params: list[nn.Parameter], model: nn.Module, where: str) -> bool:
-        grads = [p.grad for p in params if p.grad is not None]
-        # NaN and Inf propagate through a sum: one reduction per tensor (a norm costs several times more)
-        if not grads or bool(torch.isfinite(torch.stack([g.sum() for g in grads]).sum())):
+            if not bool(flags[1] > 0):
+                return True
+            bad_loss = bool(flags[0] > 0)
+        elif math.isfinite(float(total)):  # the one read of the device per check
             return True
+        else:
+            bad_loss = not bool(torch.isfinite(running + loss.detach()).all())
         if self.nan_policy == "skip":
             return False
+        if bad_loss:
+            bad_terms = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
+            raise NonFiniteLossError(
+                f"non-finite loss at {where} (or up to check_every steps before); terms that went bad: "
+                f"{bad_terms or 'none of the logged terms'}. Training stopped before the update; the last good "
+                "checkpoint (if any) is kept. Try a lower learning rate or check the inputs."
+            )
         names = {id(p): n for n, p in model.named_parameters()}
-        bad = [names.get(id(p), "?") for p in params if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        bad_names = [names.get(id(p), "?") for p in params
+                     if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
         raise NonFiniteLossError(
             f"non-finite gradient at {where} (or up to check_every steps before) in "
-            f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. Training stopped before the update; the last "
-            "good checkpoint (if any) is kept. Try a lower learning rate, or nan_policy='skip'."
+            f"{', '.join(bad_names[:5] or ['another process'])}{' ...' if len(bad_names) > 5 else ''}. Training "
+            "stopped before the update; the last good checkpoint (if any) is kept. Try a lower learning rate, or "
+            "nan_policy='skip'."
         )
+
+    def _gradient_flags(self, params: list[nn.Parameter]) -> Tensor | None:
+        """A scalar that is NaN or Inf when any gradient holds one (NaN and Inf propagate through sums); ``None``
+        without gradients. The per-tensor sums come from :meth:`watching`'s hooks, taken as backward wrote each
+        gradient (still in cache: no second pass over memory); else one pass here."""
+        with_grad = [p.grad for p in params if p.grad is not None]
+        if not with_grad:
+            return None
+        sums = self._sums if self._armed and len(self._sums) == len(with_grad) else [g.sum() for g in with_grad]
+        self._armed = False
+        return torch.stack(sums).sum()
+
+    def arm(self, check: bool) -> None:
+        """Before ``backward``: whether this step is checked (the hooks then sum each gradient as it is written)."""
+        self._armed = check
+        self._sums = []
+
+    @contextmanager
+    def watching(self, params: list[nn.Parameter]) -> Iterator[None]:
+        """During ``fit``: a hook on each parameter sums its gradient on armed steps, right after backward
+        accumulates it (a check after backward would read every gradient back from memory: 3 % of an MLP step)."""
+        def summed(p: Tensor) -> None:
+            if self._armed and p.grad is not None:
+                self._sums.append(p.grad.detach().sum())
+
+        handles = [p.register_post_accumulate_grad_hook(summed) for p in params if p.requires_grad]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._armed = False
 
     @staticmethod
     def first_batch(loss: Any, terms: dict[str, Any], batch_size: int) -> None:

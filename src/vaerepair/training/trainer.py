@@ -22,7 +22,7 @@ from vaerepair.corruptions import Corruption, as_corruption
 from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.distributions import validation
 from vaerepair.objectives import ObjectiveResult, objective_hooks
-from vaerepair.training.arguments import check_metadata, check_model, check_optimizer, check_seed
+from vaerepair.training.arguments import build_optimizer, check_metadata, check_model, check_seed, default_optimizer
 from vaerepair.training.callbacks import Callback, EarlyStopping
 from vaerepair.training.callbacks.defaults import builtin_callbacks
 from vaerepair.training.distributed import Distributed, ObjectiveStep, init_from_env
@@ -34,24 +34,10 @@ from vaerepair.training.resume import Checkpointer
 from vaerepair.training.sources import Batch, BatchSource, SourceContext, TensorSource
 from vaerepair.training.validation import FixedCorruption, Validator
 
-__all__ = ["Trainer", "EarlyStopping", "NonFiniteLossError", "TrainingInterrupted"]
+__all__ = ["Trainer", "EarlyStopping", "NonFiniteLossError", "TrainingInterrupted", "default_optimizer"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 Data = ImageDataset | NoisyImages | torch.Tensor
-
-
-def default_optimizer(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """``Adam(params, lr)``, with torch's fused kernel where it has one for the parameters' device and dtype.
-
-    The fused kernel updates every parameter in one pass instead of about ten tensor operations per
-    parameter: the same update up to float rounding, 20 % off a whole step of the reports' 784-400-20
-    VAE on 2 CPU threads (the optimizer's share is largest for small models and many small tensors).
-    """
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
-        return torch.optim.Adam(params, lr=lr)
 
 
 class Trainer:
@@ -140,13 +126,7 @@ class Trainer:
         # DDP (under torchrun) broadcasts rank 0's weights, then all-reduces gradients during backward
         self.step_module = self.dist.wrap(ObjectiveStep(self.model, self.objective), self.device)
         self.forward = self.precision.compiled(self.step_module)
-        self.optimizer: torch.optim.Optimizer
-        if optimizer is None:
-            self.optimizer = default_optimizer(self.model.parameters(), lr)
-        else:
-            self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else optimizer(
-                self.model.parameters())
-            check_optimizer(self.optimizer, self.model)
+        self.optimizer = build_optimizer(optimizer, self.model, lr)
         self.trainable = [p for group in self.optimizer.param_groups for p in group["params"] if p.requires_grad]
         # an objective that differentiates inside its loss leaves leaves (z, the images) nobody steps
         self._backward_inputs = self.trainable if self.objective.needs_grad and self.trainable else None
@@ -202,7 +182,7 @@ class Trainer:
         else:
             progress = self._start()
         self.callbacks.call("on_fit_start", self)
-        with self.guard.listening():
+        with self.guard.listening(), self.guard.watching(self.trainable):
             for epoch in range(len(self.history) + 1, self.target_epoch + 1):
                 self.epoch, t0 = epoch, time.perf_counter()
                 if progress is None:
@@ -260,9 +240,10 @@ class Trainer:
             result: ObjectiveResult = self.forward(batch.input, batch.target, batch.condition)
         # as a hand-written loop does: the old gradients are dropped just before backward
         self.optimizer.zero_grad(set_to_none=True)
+        checked = self.guard.due(step, last=step == n_steps, forced=forced)
+        self.guard.arm(checked and self.precision.checks_gradients)
         self.precision.backward(result.loss if batch.weight == 1.0 else result.loss * batch.weight,
                                 self._backward_inputs)
-        checked = self.guard.due(step, last=step == n_steps, forced=forced)
         self.step_taken = not checked or self.guard.verify(
             result.loss, self.meter.loss_sum, result.terms, self.trainable, self.model,
             self.precision.checks_gradients, f"epoch {self.epoch}, step {step}")
