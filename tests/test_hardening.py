@@ -280,6 +280,33 @@ def test_a_full_disk_says_so_and_names_the_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
 
 
+@pytest.mark.parametrize("where", ["picture", "metrics"])
+def test_a_disk_that_fills_while_the_cli_writes_its_results_names_the_file(mnist_root, tmp_path, monkeypatch, capsys,
+                                                                          where):
+    """The checkpoints survived, but a raw OSError traceback ended the run."""
+    import errno
+
+    import vaerepair.plots
+    import vaerepair.training.history
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "picture":
+        monkeypatch.setattr(vaerepair.plots, "save_image", full)
+    else:
+        monkeypatch.setattr(vaerepair.training.history.json, "dump", full)
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "mnist", "--root", str(mnist_root), "--epochs", "1", "--limit", "64",
+                 "--latent-dim", "4", "--hidden", "16", "--eval-n", "16", "--iwae-k", "2", "--no-progress",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    name = r"\w+\.png" if where == "picture" else r"metrics\.json"
+    assert code == 1 and "Traceback" not in err, err
+    assert re.search(rf"error: \S*{name}: no space left on device .*checkpoints already written are kept", err), err
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+
+
 def test_repairs_worse_than_the_input_for_epochs_warn_and_are_marked():
     torch.manual_seed(0)
     images = torch.rand(64, 1, 16, 16)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import subprocess
 import sys
 
@@ -151,6 +152,97 @@ class BoundWithoutKL(_Base):
         return ObjectiveResult((recon + kl).mean(), {"elbo": -recon})
 
 
+class _ELBOLike(_Base):
+    """An ELBO with one deliberate bug (in the subclasses), reporting recon, kl and elbo as the built-in one does."""
+
+    def parts(self, model, x_input, x_target):
+        q = model.encode(x_input)
+        z = q.rsample()
+        return -model.decode(z).log_prob(x_target), q.log_prob(z) - model.prior.log_prob(z)
+
+    def result(self, loss, recon, kl):
+        return ObjectiveResult(loss, {"recon": recon, "kl": kl, "elbo": -(recon + kl)})
+
+
+class FlippedKL(_ELBOLike):
+    def __call__(self, model, x_input, x_target, condition=None):
+        recon, kl = self.parts(model, x_input, x_target)
+        return self.result((recon - kl).mean(), recon, kl)  # the bug: its elbo term is right
+
+
+class KLWeightedByPosition(_ELBOLike):
+    def __call__(self, model, x_input, x_target, condition=None):
+        recon, kl = self.parts(model, x_input, x_target)
+        weight = torch.linspace(0.5, 1.5, len(kl), dtype=kl.dtype)  # the bug
+        return self.result((recon + weight * kl).mean(), recon, kl)
+
+
+class DetachedKL(_ELBOLike):
+    def __call__(self, model, x_input, x_target, condition=None):
+        recon, kl = self.parts(model, x_input, x_target)
+        return self.result((recon + kl.detach()).mean(), recon, kl)  # the bug: the KL trains nothing
+
+
+class PixelMean(_ELBOLike):
+    def __call__(self, model, x_input, x_target, condition=None):
+        recon, kl = self.parts(model, x_input, x_target)
+        recon = recon / x_target[0].numel()  # the bug: a mean over pixels where log p(x | z) is their sum
+        return self.result((recon + kl).mean(), recon, kl)
+
+
+class MissingConstant(_ELBOLike):
+    """A Gaussian log-likelihood without its normaliser: a bound, but not the ELBO."""
+
+    def __call__(self, model, x_input, x_target, condition=None):
+        q = model.encode(x_input)
+        z = q.rsample()
+        lik = model.decode(z)
+        recon = 0.5 * ((x_target - lik.mean) / lik.scale).square().sum(dim=(1, 2, 3))  # the bug: no normaliser
+        kl = q.log_prob(z) - model.prior.log_prob(z)
+        return self.result((recon + kl).mean(), recon, kl)
+
+
+class OrderDependent(_Base):
+    def __call__(self, model, x_input, x_target, condition=None):
+        recon = self.recon(model, x_input, x_target)
+        return ObjectiveResult((recon * torch.arange(1, len(recon) + 1, dtype=recon.dtype)).mean(),
+                               {"recon": recon * torch.arange(1, len(recon) + 1, dtype=recon.dtype)})
+
+
+class NoRepr:
+    def __call__(self, model, x_input, x_target, condition=None):
+        recon = -model.decode(model.encode(x_input).rsample()).log_prob(x_target)
+        return ObjectiveResult(recon.sum(), {"recon": recon})
+
+
+# each broken objective with the diagnosis it must get, and a diagnosis it must not get
+GALLERY = [
+    (FlippedKL(), r"adds the KL with the wrong sign", r"mean over images"),
+    (KLWeightedByPosition(), r"depends on the batch size or on the positions in the batch",
+     r"a sum grows with the batch size"),
+    (DetachedKL(), r"a term of the loss is detached", r"no gradient reaches"),
+    (PixelMean(), r"exceeds the exact log p\(x\).*a mean over pixels", r"a sum grows"),
+    (MissingConstant(), r"a missing or doubled constant", r"a sum grows"),
+    (OrderDependent(), r"reversing the batch changed the loss", r"a sum grows"),
+    (SumNotMean(), r"repeated twice is 2x the loss on the batch: the loss must be the mean over images",
+     r"positions in the batch"),
+]
+
+
+@pytest.mark.parametrize(("objective", "message", "not_message"), GALLERY, ids=lambda v: repr(v) if not
+                         isinstance(v, str) else "")
+def test_each_break_a_user_can_make_gets_its_own_diagnosis(objective, message: str, not_message: str) -> None:
+    report = check_objective(objective, likelihoods=("gaussian",), raise_on_failure=False)
+    text = "\n".join(f"{c.name}: {c.message}" for c in report.failures)
+    assert re.search(message, text), text
+    assert not re.search(not_message, text), text
+
+
+def test_a_report_names_an_objective_without_a_repr_by_its_class() -> None:
+    with pytest.raises(ContractError, match=r"^check_objective\(NoRepr\(\)\): "):
+        check_objective(NoRepr())
+
+
 @pytest.mark.parametrize(
     ("objective", "message"),
     [
@@ -170,15 +262,17 @@ def test_broken_objectives_are_reported(objective: object, message: str) -> None
 
 
 def test_a_bound_above_the_exact_log_likelihood_is_reported() -> None:
-    check_objective(BoundWithoutKL())  # a well-behaved objective otherwise
+    check_objective(BoundWithoutKL(), bound=False, raise_on_failure=False)  # only its bound is wrong
     with pytest.raises(ContractError, match=r"exceeds the exact log p\(x\).*not a lower bound"):
         check_bound(BoundWithoutKL())
+    with pytest.raises(ContractError, match=r"\[bound\].*exceeds the exact log p\(x\)"):
+        check_objective(BoundWithoutKL())  # the bound checks run by themselves on an objective that reports one
 
 
 def test_the_kit_runs_with_user_models() -> None:
     report = check_objective(vr.ELBO(), models=[lambda dtype: small_model("mlp", "gaussian", "gaussian",
                                                                           dtype=dtype, seed=3)])
-    assert report.ok and all(c.name.startswith("[model 0, float") for c in report.checks)
+    assert report.ok and all(c.name.startswith(("[model 0, float", "[bound] ")) for c in report.checks)
     with pytest.raises(ValueError, match="batch_size must be >= 2"):
         check_objective(vr.ELBO(), batch_size=1)
 

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "remove_stale_temporaries", "DirectoryLock", "FolderLockedError", "write_failure"]
+__all__ = ["atomic_open", "remove_stale_temporaries", "DirectoryLock", "FolderLockedError", "write_failure",
+           "naming_the_file"]
 
 LOCK_NAME = ".vaerepair.lock"
 
@@ -126,3 +127,15 @@ def write_failure(err: BaseException, path: str | os.PathLike[str]) -> str:
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"{str(folder)!r} is read-only or not writable ({os.strerror(code)}); choose another folder"
     return f"{type(err).__name__}: {err}"
+
+
+@contextmanager
+def naming_the_file(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An ``OSError`` raised inside (a full disk while a picture or a JSON file is written) carries ``path`` as its
+    filename, so the message can say which file could not be written and why."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vaerepair import corruptions as corr
-from vaerepair._io import DirectoryLock, FolderLockedError
+from vaerepair._io import DirectoryLock, FolderLockedError, write_failure
 from vaerepair.commands import (
     CLIError,
     evaluate_command,
@@ -371,6 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except NonFiniteLossError as err:
         print(f"vaerepair {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a full disk or a folder gone while pictures or metrics were written
+        where = err.filename or "a file"
+        kept = "; the checkpoints already written are kept" if args.command in ("train", "demo", "sweep") else ""
+        print(f"vaerepair {args.command}: error: {where}: {write_failure(err, where)}{kept}", file=sys.stderr)
         return 1
     except TrainingInterrupted as err:
         saved = (f"{err.checkpoint} holds the state; continue with the same command and --resume {err.checkpoint}"

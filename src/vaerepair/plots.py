@@ -13,6 +13,7 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from vaerepair._checks import check_images
+from vaerepair._io import naming_the_file
 
 if TYPE_CHECKING:
     from vaerepair.training.history import History
@@ -68,7 +69,8 @@ def save_image_rows(
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, path, nrow=n, padding=2, pad_value=1.0)
+    with naming_the_file(path):
+        save_image(images, path, nrow=n, padding=2, pad_value=1.0)
     return path
 
 
@@ -87,8 +89,11 @@ def _save_figure(plt: Any, fig: Any, path: str | os.PathLike[str]) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with naming_the_file(path):
+            fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -148,7 +153,8 @@ def save_samples_grid(path: str | os.PathLike[str], model: torch.nn.Module, n: i
         images = F.interpolate(images, scale_factor=scale, mode="nearest")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, path, nrow=8, padding=2, pad_value=1.0)
+    with naming_the_file(path):
+        save_image(images, path, nrow=8, padding=2, pad_value=1.0)
     return path
 
 

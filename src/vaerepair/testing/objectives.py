@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from itertools import product
@@ -44,12 +45,24 @@ def _run(objective: Any, model: nn.Module, x_in: Tensor, x_t: Tensor, seed: int)
     return ObjectiveResult(*result)
 
 
+def describe(subject: Any) -> str:
+    """How a report names what it checks: its own ``repr``, unless that is Python's default ``<... object at 0x...>``
+    (then its class name), or a function's name."""
+    text = repr(subject)
+    if re.fullmatch(r"<.* at 0x[0-9a-f]+>", text):
+        name = getattr(subject, "__qualname__", None) or type(subject).__qualname__
+        return name if callable(subject) and hasattr(subject, "__qualname__") else f"{name}()"
+    return text
+
+
 def _max_rel(a: Tensor, b: Tensor) -> float:
     scale = max(float(a.abs().max()), float(b.abs().max()), 1e-12)
     return float((a - b).abs().max()) / scale
 
 
 TARGETS = ("clean", "noisy", "pair")
+_OWN_LIKELIHOOD = ("; an objective that scores with a likelihood of its own, not the model's, bounds another model's "
+                   "log p(x): check it with check_objective(..., bound=False)")
 
 
 def _pair(x_in: Tensor, x_t: Tensor, target: str) -> tuple[Tensor, Tensor]:
@@ -112,6 +125,8 @@ def _check_one(objective: Any, model: nn.Module, dtype: torch.dtype, device: tor
                f"two runs with torch.manual_seed(0) gave {float(loss_value):.6g} and "
                f"{float(again.loss.detach()):.6g}: draw randomness from torch's generators only")
 
+    _check_loss_against_its_bound(report, objective, model, x_in, x_t, list(params.values()), rtol)
+
     # mean over images: the batch repeated twice gives the same loss
     doubled = float(_run(objective, model, *_pair(torch.cat([x_in, x_in]), torch.cat([x_t, x_t]), target),
                          seed=0).loss.detach())
@@ -119,9 +134,13 @@ def _check_one(objective: Any, model: nn.Module, dtype: torch.dtype, device: tor
     ratio = doubled / value if value != 0 else float("nan")
     # per-position draws (masks, probes) differ for the repeated half: then only "about 1x, not 2x" is exact
     mean_ok = math.isclose(doubled, value, rel_tol=rtol, abs_tol=1e-8) if target == "clean" else 0.5 < ratio < 1.5
+    if math.isclose(ratio, 2.0, rel_tol=1e-3):  # the draws repeat with the images: a sum gives 2x exactly
+        why = "the loss must be the mean over images (a sum grows with the batch size)"
+    else:  # neither a mean nor a sum: weights by position, or a dependence on the batch size
+        why = ("the loss depends on the batch size or on the positions in the batch (a weight by position? a "
+               "normalisation by something other than the number of images?)")
     report.add("mean over the batch (not a sum)", mean_ok,
-               f"the loss on the batch repeated twice is {ratio:.3g}x the loss on the batch: the loss must be the "
-               "mean over images (a sum grows with the batch size)")
+               f"the loss on the batch repeated twice is {ratio:.6g}x the loss on the batch: {why}")
 
     # images are independent: order does not matter, and changing one image changes only its own terms
     perm = torch.arange(batch - 1, -1, -1, device=device)
@@ -165,6 +184,44 @@ def _check_one(objective: Any, model: nn.Module, dtype: torch.dtype, device: tor
     return report
 
 
+def _check_loss_against_its_bound(report: CheckReport, objective: Any, model: nn.Module, x_in: Tensor, x_t: Tensor,
+                                  params: list[Tensor], rtol: float) -> None:
+    """An objective that reports a bound (an ``elbo`` term, or an IWAE ``nll`` term) must minimise it: its loss is
+    minus the bound's batch mean (with the same gradient: a detached term changes only the gradient), or
+    ``recon + beta * kl`` with ``beta >= 0`` (a beta-ELBO, free bits)."""
+    result = _run(objective, model, x_in, x_t, seed=0)
+    loss, terms = result
+    if "elbo" in terms:
+        claimed, what = -terms["elbo"].mean(), "minus the batch mean of its elbo term"
+    elif "nll" in terms:
+        claimed, what = terms["nll"].mean(), "the batch mean of its nll term"
+    else:
+        return
+    value, bound = float(loss.detach()), float(claimed.detach())
+    if math.isclose(value, bound, rel_tol=rtol, abs_tol=1e-6):
+        if not (loss.requires_grad and claimed.requires_grad):
+            return  # detached terms (logging only): the gradient cannot be compared
+        g_loss = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+        g_bound = torch.autograd.grad(claimed, params, allow_unused=True)
+        gaps = [_max_rel(a if a is not None else torch.zeros_like(p), b if b is not None else torch.zeros_like(p))
+                for a, b, p in zip(g_loss, g_bound, params, strict=True) if a is not None or b is not None]
+        gap = max(gaps, default=0.0)
+        report.add("the loss has the gradient of the bound it reports", gap <= 10 * rtol,
+                   f"the loss equals {what} but its gradient differs from the bound's (relative difference "
+                   f"{gap:.2g}): a term of the loss is detached (.detach(), .item(), .data) and trains nothing")
+        return
+    if "recon" in terms and "kl" in terms and abs(float(terms["kl"].detach().mean())) > 1e-9:
+        recon, kl = float(terms["recon"].detach().mean()), float(terms["kl"].detach().mean())
+        beta = (value - recon) / kl
+        report.add("the loss adds the KL with a weight >= 0", beta >= -1e-3,
+                   f"the loss is recon + beta * kl with beta = {beta:.4g}, while the elbo term is -(recon + kl): the "
+                   "loss adds the KL with the wrong sign (minimising it maximises the KL)")
+        return
+    report.add("the loss is the bound it reports", False,
+               f"the loss {value:.6g} is not {what} ({bound:.6g}), nor recon + beta * kl: the loss must minimise the "
+               "bound the objective reports (a term missing from the loss, or from the bound?)")
+
+
 def check_objective(
     objective: Any,
     models: Iterable[ModelFactory] | None = None,
@@ -180,8 +237,9 @@ def check_objective(
     ignore_params: Sequence[str] = (),
     raise_on_failure: bool = True,
     target: str = "clean",
+    bound: str | Callable[[ObjectiveResult], Tensor] | bool = "auto",
 ) -> CheckReport:
-    """Run ``objective(model, x_input, x_target)`` on small models and batches and check its contract.
+    r"""Run ``objective(model, x_input, x_target)`` on small models and batches and check its contract.
 
     On every model (by default enough :func:`~vaerepair.testing.small_model`
     models that each of ``archs``, ``posteriors`` and ``likelihoods`` appears
@@ -198,7 +256,12 @@ def check_objective(
       changing one image leaves the others' terms unchanged;
     * the encoder sees ``x_input`` and the likelihood scores ``x_target``
       (changing either changes the loss);
-    * it is finite on all-zero, all-one and binary images.
+    * it is finite on all-zero, all-one and binary images;
+    * when it reports a bound on :math:`\log p(x)` (an ``elbo`` term, or an
+      ``nll`` term: IWAE), its loss minimises that bound: the loss is minus the
+      bound's mean with the same gradient (a detached term is caught), or
+      ``recon + beta * kl`` with ``beta >= 0``; and :func:`check_bound` passes
+      (below the exact :math:`\log p(x)`, equal to it with the exact posterior).
 
     ``target`` says what the objective trains on: ``"clean"`` (a corrupted
     input, a clean target), ``"noisy"`` (self-supervised: unclipped noisy
@@ -232,6 +295,9 @@ def check_objective(
         raise_on_failure: raise :class:`~vaerepair.testing.ContractError` listing
             every failure (default), or only return the report.
         target: ``"clean"``, ``"noisy"`` or ``"pair"``.
+        bound: ``"auto"`` (run :func:`check_bound` when the objective reports an
+            ``elbo`` or ``nll`` term), ``False`` (never), or the bound for
+            :func:`check_bound` (a term name or a function of the result).
 
     Returns:
         The :class:`~vaerepair.testing.CheckReport`.
@@ -251,14 +317,31 @@ def check_objective(
         ]
     else:
         factories = [(f"model {i}", f) for i, f in enumerate(models)]
-    report = CheckReport(f"check_objective({objective!r})")
+    report = CheckReport(f"check_objective({describe(objective)})")
     with torch.random.fork_rng(devices=[]):  # the checks reseed torch's generator; the caller's state comes back
         for (name, factory), dtype in product(factories, dtypes):
             tol = rtol if rtol is not None else (1e-9 if dtype == torch.float64 else 1e-4)
             model = factory(dtype)
             report.extend(_check_one(objective, model, dtype, device, batch_size, tol, ignore_params, target),
                           prefix=f"[{name}, {str(dtype).removeprefix('torch.')}] ")
+        if bound is not False and _reports_a_bound(objective, bound):
+            report.extend(check_bound(objective, bound="auto" if bound is True else bound, n_repeats=100,
+                                      raise_on_failure=False), prefix="[bound] ")
     return report.raise_if_failed() if raise_on_failure else report
+
+
+def _reports_a_bound(objective: Any, bound: Any) -> bool:
+    """Whether :func:`check_bound` applies: a bound was named, or the objective reports an elbo/nll term on the
+    linear-Gaussian model (where it must run)."""
+    if bound != "auto":
+        return True
+    model = linear_gaussian_model()
+    x = _images(2, tuple(model.image_shape), 0, torch.float64, torch.device("cpu"))
+    try:
+        terms = _run(objective, model, x, x, seed=0).terms
+    except Exception:  # noqa: BLE001 - an objective that needs another model (a ladder, a likelihood kind)
+        return False
+    return "elbo" in terms or "nll" in terms
 
 
 def _bound_of(result: ObjectiveResult, bound: str | Callable[[ObjectiveResult], Tensor]) -> Tensor:
@@ -282,8 +365,10 @@ def check_bound(
     n_repeats: int = 200,
     n_sigma: float = 4.0,
     raise_on_failure: bool = True,
+    tight: bool = True,
 ) -> CheckReport:
-    r"""Check that a claimed lower bound on :math:`\log p(x)` stays below the exact value.
+    r"""Check that a claimed lower bound on :math:`\log p(x)` stays below the exact value, and reaches it where
+    it must.
 
     On :class:`~vaerepair.testing.LinearGaussianModel` s (float64; exact
     :math:`\log p(x) = \log N(x; b, W W^\top + s^2 I)`), the objective is run
@@ -292,7 +377,10 @@ def check_bound(
     (a single Monte-Carlo draw may, an expectation may not). By default two
     models are used: one whose encoder is the exact posterior (where the ELBO
     is exact, so anything claiming more is caught at once) and one with a
-    random encoder.
+    random encoder. With ``tight`` (default) the bound must also *equal*
+    :math:`\log p(x)` on the exact-posterior model, as the ELBO and IWAE do at
+    every draw: a missing or doubled constant (a Gaussian's normaliser) breaks
+    this and nothing else.
 
     Args:
         objective: the objective.
@@ -303,6 +391,8 @@ def check_bound(
         n_repeats: Monte-Carlo repeats (>= 30: the tolerance is in standard errors estimated from them).
         n_sigma: tolerance in standard errors.
         raise_on_failure: raise :class:`~vaerepair.testing.ContractError` on failure.
+        tight: also require the bound to equal :math:`\log p(x)` with the exact
+            posterior (``False`` for a bound looser by design).
     """
     if n_repeats < 30:
         raise ValueError(f"n_repeats must be >= 30 for a reliable standard error, got {n_repeats}")
@@ -310,7 +400,7 @@ def check_bound(
         "exact-posterior encoder": linear_gaussian_model(exact_posterior=True),
         "random encoder": linear_gaussian_model(),
     }
-    report = CheckReport(f"check_bound({objective!r})")
+    report = CheckReport(f"check_bound({describe(objective)})")
     for name, m in models.items():
         log_marginal = getattr(m, "log_marginal", None)
         if log_marginal is None:
@@ -328,7 +418,18 @@ def check_bound(
         report.add(f"[{name}] bound <= exact log p(x)", bool((excess <= n_sigma).all()),
                    f"the claimed lower bound exceeds the exact log p(x) on image {worst}: mean bound "
                    f"{float(mean[worst]):.4f} vs log p(x) {float(exact[worst]):.4f} nats "
-                   f"({float(excess[worst]):.1f} standard errors above): it is not a lower bound")
+                   f"({float(excess[worst]):.1f} standard errors above): it is not a lower bound (a mean over "
+                   "pixels or latent dimensions where a log-density needs their sum? a KL with the wrong sign or "
+                   f"missing? a constant left out?){_OWN_LIKELIHOOD}")
+        if tight and name == "exact-posterior encoder":
+            gap = (exact - mean).abs()
+            off = int(gap.argmax())
+            report.add(f"[{name}] bound = exact log p(x)", bool((gap <= n_sigma * se + 1e-6 * (1 + exact.abs())).all()),
+                       f"with the exact posterior as encoder the ELBO and IWAE equal log p(x) at every draw, but the "
+                       f"bound is {float(mean[off] - exact[off]):+.4f} nats from it on image {off} (mean "
+                       f"{float(mean[off]):.4f} vs {float(exact[off]):.4f}): a missing or doubled constant (a "
+                       "Gaussian's normaliser -0.5 log(2 pi sigma^2) per pixel?) or a term counted twice; pass "
+                       f"tight=False for a bound looser by design{_OWN_LIKELIHOOD}")
         report.add(f"[{name}] bound is finite", bool(torch.isfinite(draws).all()),
                    "the bound is NaN or infinite on some draws")
     return report.raise_if_failed() if raise_on_failure else report

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from vaerepair._io import atomic_open
+from vaerepair._io import atomic_open, naming_the_file
 
 __all__ = ["History"]
 
@@ -87,6 +87,6 @@ class History:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON to ``path`` atomically (temp file in the same folder, then rename)."""
-    with atomic_open(path, "w") as f:
+    with naming_the_file(path), atomic_open(path, "w") as f:
         json.dump(data, f, indent=2, allow_nan=True)
         f.write("\n")

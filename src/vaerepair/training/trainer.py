@@ -125,7 +125,9 @@ class Trainer:
         self.checkpointer = Checkpointer(checkpoint_dir, checkpoint_every)
         # DDP (under torchrun) broadcasts rank 0's weights, then all-reduces gradients during backward
         self.step_module = self.dist.wrap(ObjectiveStep(self.model, self.objective), self.device)
-        self.forward = self.precision.compiled(self.step_module)
+        # one process, eager: the objective step without nn.Module.__call__'s hook machinery (none is registered)
+        eager = self.step_module.forward if isinstance(self.step_module, ObjectiveStep) else self.step_module
+        self.forward = self.precision.compiled(self.step_module) if compile else eager
         self.optimizer = build_optimizer(optimizer, self.model, lr)
         self.trainable = [p for group in self.optimizer.param_groups for p in group["params"] if p.requires_grad]
         # an objective that differentiates inside its loss leaves leaves (z, the images) nobody steps
