@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "PlanarParams", "planar_params", "split_layers", "planar_step", "planar_forward", "planar_score_step",
+    "PlanarParams", "planar_params", "split_layers", "planar_pre_activation", "planar_step", "planar_forward",
+    "planar_score_step",
     "planar_inverse",
 ]
 
@@ -73,7 +74,7 @@ def split_layers(p: PlanarParams, dim: int = -2) -> list[PlanarParams]:
                                                    p.softplus_wu.unbind(scalar_dim), strict=True)]
 
 
-def _pre_activation(z: Tensor, p: PlanarParams) -> Tensor:
+def planar_pre_activation(z: Tensor, p: PlanarParams) -> Tensor:
     if p.w.dim() == 1:  # global layer: one matrix-vector product
         return torch.addmv(p.b, z.reshape(-1, z.shape[-1]), p.w).view(z.shape[:-1])
     return torch.linalg.vecdot(z, p.w) + p.b
@@ -81,7 +82,7 @@ def _pre_activation(z: Tensor, p: PlanarParams) -> Tensor:
 
 def planar_step(z: Tensor, p: PlanarParams) -> tuple[Tensor, Tensor]:
     r"""One layer: ``(f(z), det J)`` with :math:`\det J = t^2 + (1 - t^2)\,\mathrm{softplus}(w^\top u) > 0`."""
-    t = torch.tanh(_pre_activation(z, p))
+    t = torch.tanh(planar_pre_activation(z, p))
     det = torch.addcmul(p.softplus_wu, t * t, 1.0 - p.softplus_wu)
     return torch.addcmul(z, p.u_hat, t.unsqueeze(-1)), det
 
@@ -104,7 +105,7 @@ def planar_score_step(z: Tensor, g: Tensor, p: PlanarParams) -> tuple[Tensor, Te
         g_k = J_k^{-\top} r = r - \psi \frac{\hat u^\top r}{\det}
         \quad (\text{Sherman-Morrison}, \ \psi = h' w).
     """
-    t = torch.tanh(_pre_activation(z, p))
+    t = torch.tanh(planar_pre_activation(z, p))
     t2 = t * t
     h1 = 1.0 - t2
     det = t2 + h1 * p.softplus_wu

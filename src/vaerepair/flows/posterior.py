@@ -21,8 +21,8 @@ from vaerepair.flows.planar import (
     PlanarParams,
     planar_inverse,
     planar_params,
+    planar_pre_activation,
     planar_score_step,
-    planar_step,
     split_layers,
 )
 
@@ -38,12 +38,16 @@ def push_forward(
     """
     if not layers:
         return z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device), score
-    if score is None:  # the training path: one log of all K determinants (fewer autograd nodes)
-        dets = []
+    if score is None:  # the training path: the K determinants in one batched computation after the layers
+        ts, sps = [], []
         for p in layers:
-            z, det = planar_step(z, p)
-            dets.append(det)
-        return z, torch.log(torch.stack(dets)).sum(dim=0), None
+            t = torch.tanh(planar_pre_activation(z, p))
+            z = torch.addcmul(z, p.u_hat, t.unsqueeze(-1))
+            ts.append(t)
+            sps.append(p.softplus_wu.expand_as(t))
+        t, sp = torch.stack(ts), torch.stack(sps)  # (K, ...)
+        # det J_k = t_k^2 + (1 - t_k^2) softplus(w_k^T u_k), as planar_step, for all k at once
+        return z, torch.log(torch.addcmul(sp, t.square(), 1.0 - sp)).sum(dim=0), None
     log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
     for p in layers:
         z, ld, score = planar_score_step(z, score, p)
