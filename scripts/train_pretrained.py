@@ -24,7 +24,7 @@ import torch
 
 import vaerepair as vr
 from vaerepair.data import ImageFolder, train_val_split
-from vaerepair.photo_commands import centre_crop
+from vaerepair.cli.train import centre_crop
 from vaerepair.training import PatchSource
 from vaerepair.training.callbacks import EMA, LRSchedule
 from vaerepair.training.checkpoint import load_model, save_checkpoint

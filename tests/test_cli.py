@@ -102,7 +102,7 @@ def test_fetch_check(mnist_root: Path, tmp_path: Path, capsys):
 def test_train_and_evaluate_a_vae(mnist_root: Path, tmp_path: Path):
     out = tmp_path / "vae"
     args = [a if a != "2" else "1" for a in TRAIN]  # one epoch
-    assert main([*args, "--model", "vae", "--beta", "4", "--root", str(mnist_root), "--out", str(out)]) == 0
+    assert main([*args, "--kind", "vae", "--beta", "4", "--root", str(mnist_root), "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert "kl" in metrics["test"] and metrics["config"]["beta"] == 4.0
     assert metrics["test"]["nll_iwae"] > 0 and (out / "samples.png").is_file() and (out / "latent.png").is_file()
@@ -115,7 +115,7 @@ def test_train_and_evaluate_a_vae(mnist_root: Path, tmp_path: Path):
 def test_train_evaluate_a_conditional_vae(mnist_root: Path, tmp_path: Path, condition: str, capsys):
     out = tmp_path / condition
     args = [a if a not in ("2", "gaussian:0.3") else {"2": "1", "gaussian:0.3": "block:10"}[a] for a in TRAIN]
-    assert main([*args, "--model", "vae", "--condition", condition, "--iwae-k", "10", "--root", str(mnist_root),
+    assert main([*args, "--kind", "vae", "--condition", condition, "--iwae-k", "10", "--root", str(mnist_root),
                  "--out", str(out)]) == 0
     assert "missing region only" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
@@ -150,12 +150,12 @@ def test_beta_sweep_writes_table_plot_and_names_the_best(mnist_root: Path, tmp_p
     with pytest.raises(SystemExit):
         main(["sweep", *args, "--betas", "6:2:1", "--root", str(mnist_root)])
     assert "expected betas as start:stop:step" in capsys.readouterr().err
-    assert main(["sweep", *args, "--model", "dae", "--root", str(mnist_root), "--out", str(out)]) == 2
+    assert main(["sweep", *args, "--kind", "dae", "--root", str(mnist_root), "--out", str(out)]) == 2
 
 
 def test_flow_vae_trains_from_the_command_line(mnist_root, tmp_path):
     out = tmp_path / "flow"
-    assert main(["train", "--dataset", "mnist", "--root", str(mnist_root), "--model", "vae", "--flows", "3",
+    assert main(["train", "--dataset", "mnist", "--root", str(mnist_root), "--kind", "vae", "--flows", "3",
                  "--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--eval-n", "16", "--iwae-k", "10",
                  "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -164,7 +164,7 @@ def test_flow_vae_trains_from_the_command_line(mnist_root, tmp_path):
 
 def test_fisher_autoencoder_trains_from_the_command_line(mnist_root, tmp_path, capsys):
     out = tmp_path / "fisher"
-    args = ["train", "--dataset", "mnist", "--root", str(mnist_root), "--model", "vae", "--objective", "fisher",
+    args = ["train", "--dataset", "mnist", "--root", str(mnist_root), "--kind", "vae", "--objective", "fisher",
             "--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--eval-n", "16", "--iwae-k", "10",
             "--no-progress", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "bad")]) == 2
@@ -181,12 +181,12 @@ def test_train_resume_after_sigterm_continues_exactly(mnist_root, tmp_path, monk
     import os
     import signal
 
-    from vaerepair import commands
+    from vaerepair.cli import train as commands
 
     args = [*TRAIN, "--root", str(mnist_root), "--epochs", "3", "--checkpoint-every", "1"]
     out = tmp_path / "run"
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
-    make_objective = commands._objective
+    make_objective = commands.build_objective
 
     def stopping_objective(parsed):
         inner, calls = make_objective(parsed), []
@@ -200,12 +200,12 @@ def test_train_resume_after_sigterm_continues_exactly(mnist_root, tmp_path, monk
 
         return objective
 
-    monkeypatch.setattr(commands, "_objective", stopping_objective)
+    monkeypatch.setattr(commands, "build_objective", stopping_objective)
     assert main([*args, "--out", str(out)]) == 130
     err = capsys.readouterr().err
     assert "SIGTERM stopped training at epoch 2, step 1" in err and f"--resume {out / 'last.pt'}" in err
     assert torch.load(out / "last.pt", weights_only=True)["progress"]["step"] == 1
-    monkeypatch.setattr(commands, "_objective", make_objective)
+    monkeypatch.setattr(commands, "build_objective", make_objective)
     assert main([*args, "--out", str(out), "--resume", str(out / "last.pt")]) == 0
     full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
     resumed = torch.load(out / "last.pt", weights_only=True)["model"]
@@ -217,7 +217,7 @@ def test_train_resume_after_sigterm_continues_exactly(mnist_root, tmp_path, monk
 def test_train_a_ladder_on_a_dataset_then_evaluate_and_denoise_with_samples(mnist_root: Path, tmp_path: Path,
                                                                             capsys):
     out = tmp_path / "ladder"
-    args = ["train", "--dataset", "mnist", "--root", str(mnist_root), "--model", "ladder", "--hidden", "4,4",
+    args = ["train", "--dataset", "mnist", "--root", str(mnist_root), "--kind", "ladder", "--hidden", "4,4",
             "--latent-dim", "2", "--likelihood", "gaussian", "--sigma", "0.3", "--free-bits", "0.01", "--epochs", "1",
             "--corruption", "gaussian:0.3", "--eval-n", "8", "--no-progress", "--device", "cpu", "--out", str(out)]
     assert main(args) == 0
@@ -240,4 +240,41 @@ def test_train_a_ladder_on_a_dataset_then_evaluate_and_denoise_with_samples(mnis
                  "--std-out", str(std)]) == 2
     assert "--samples N with N >= 2" in capsys.readouterr().err
     assert main([*args[:-1], str(tmp_path / "x"), "--arch", "conv"]) == 2
-    assert "--model ladder has its own network" in capsys.readouterr().err
+    assert "--kind ladder has its own network" in capsys.readouterr().err
+
+
+def test_one_module_per_command_and_one_meaning_per_option() -> None:
+    """train's model kind is --kind and evaluate's noise levels --noise-sigma (as train's); --model names a
+    shipped model in evaluate and denoise only. The old spellings still parse."""
+    from vaerepair.cli import build_parser
+    from vaerepair.cli.parser import COMMANDS
+
+    for name, (module, _) in COMMANDS.items():
+        assert module.__name__ == f"vaerepair.cli.{name}" and callable(module.run) and callable(module.add_arguments)
+    parser = build_parser()
+    assert parser.parse_args(["train", "--kind", "vae"]).kind == "vae"
+    assert parser.parse_args(["train"]).hidden is None  # no sentinel: the default follows the kind
+    assert parser.parse_args(["evaluate", "--data", "x", "--noise-sigma", "15,25"]).noise_sigma == [15.0, 25.0]
+
+
+def test_old_spellings_work_with_a_note(mnist_root: Path, tmp_path: Path, capsys) -> None:
+    from vaerepair.cli.build import widths
+    from vaerepair.cli.main import _settle
+
+    args = build_parser_args(["train", "--model", "ladder"])
+    _settle(args)
+    assert args.kind == "ladder" and widths(args) == (32, 32, 32)
+    assert "note: --model ladder names the model kind here as --kind does" in capsys.readouterr().err
+    args = build_parser_args(["evaluate", "--model", "grey", "--data", "d", "--sigma", "25"])
+    _settle(args)
+    assert args.noise_sigma == [25.0] and args.model == "grey"
+    assert "use --noise-sigma" in capsys.readouterr().err
+    assert main([*TRAIN[:1], "--model", "dae", *TRAIN[1:], "--epochs", "1", "--root", str(mnist_root),
+                 "--out", str(tmp_path / "old")]) == 0
+    assert "deprecated in train, demo and sweep" in capsys.readouterr().err
+
+
+def build_parser_args(argv: list[str]):
+    from vaerepair.cli import build_parser
+
+    return build_parser().parse_args(argv)

@@ -54,7 +54,7 @@ def test_train_evaluate_and_denoise_on_a_folder(folder: Path, tmp_path: Path, ca
     assert len(metrics["history"]["records"]) == 2 and "val_psnr" in metrics["history"]["records"][0]
 
     report = tmp_path / "eval.json"
-    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(folder), "--sigma", "15,25",
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(folder), "--noise-sigma", "15,25",
                  "--out", str(report)]) == 0
     results = json.loads(report.read_text())["results"]
     assert set(results) == {"15.0", "25.0"} and results["25.0"]["n"] == 4
@@ -113,7 +113,7 @@ def test_denoise_with_a_shipped_model_16_bit_and_npy(tmp_path: Path, capsys):
 
 
 def test_a_large_photo_is_tiled_by_itself(tmp_path: Path, monkeypatch):
-    import vaerepair.photo_commands as pc
+    import vaerepair.cli.denoise as pc
 
     calls: list[object] = []
     real = pc.PathModel.repair
@@ -134,8 +134,8 @@ def test_evaluate_warns_outside_the_training_noise_range(tmp_path: Path):
     root.mkdir()
     _png(root / "a.png", 24, 24)
     with pytest.warns(UserWarning, match="sigma 75-75/255 is outside it"):
-        assert main(["evaluate", "--model", "grey", "--data", str(root), "--sigma", "75"]) == 0
-    assert main(["evaluate", "--model", "grey", "--data", str(root), "--sigma", "25"]) == 0  # no warning: an error
+        assert main(["evaluate", "--model", "grey", "--data", str(root), "--noise-sigma", "75"]) == 0
+    assert main(["evaluate", "--model", "grey", "--data", str(root), "--noise-sigma", "25"]) == 0  # no warning: an error
 
 
 # --------------------------------------------------------------- training on noisy images only
@@ -146,8 +146,8 @@ _SMALL = ["--arch", "unet", "--hidden", "8,16", "--latent-dim", "4", "--patch", 
 
 @pytest.mark.parametrize("extra", [["--objective", "sure", "--noise-sigma", "10"],
                                    ["--objective", "blindspot", "--blind-replacement", "median"],
-                                   ["--model", "vae", "--noise-sigma", "10", "--noise-gain", "0.01"],
-                                   ["--model", "ladder", "--noise-sigma", "10", "--free-bits", "0.01"]])
+                                   ["--kind", "vae", "--noise-sigma", "10", "--noise-gain", "0.01"],
+                                   ["--kind", "ladder", "--noise-sigma", "10", "--free-bits", "0.01"]])
 def test_train_on_a_folder_of_noisy_images_only(folder: Path, tmp_path: Path, capsys, extra: list[str]):
     out = tmp_path / "run"
     assert main(["train", "--data", str(folder), *_SMALL, *extra, "--out", str(out)]) == 0
@@ -189,7 +189,7 @@ def test_noise2noise_from_two_folders_matched_by_name(folder: Path, tmp_path: Pa
     (["--objective", "noise2noise"], "needs --targets DIR"),
     (["--objective", "blindspot", "--targets", "x"], "--targets is for noise2noise only"),
     (["--noise-sigma", "10"], "are for noisy-only training"),
-    (["--model", "vae", "--objective", "fisher"], "drop --objective fisher"),
+    (["--kind", "vae", "--objective", "fisher"], "drop --objective fisher"),
 ])
 def test_noisy_only_training_mistakes_are_one_line(folder: Path, tmp_path: Path, capsys, args, message):
     code = main(["train", "--data", str(folder), *_SMALL, *args, "--out", str(tmp_path / "run")])

@@ -161,7 +161,7 @@ def test_an_output_folder_that_cannot_be_one_is_refused_before_training(tmp_path
 
 def test_a_read_only_output_folder_is_refused_before_training(tmp_path: Path, monkeypatch, capsys) -> None:
     # root passes every permission check, so the file system's answers are simulated
-    import vaerepair.commands as commands
+    import vaerepair.cli.common as commands
 
     ro = tmp_path / "ro"
     ro.mkdir()

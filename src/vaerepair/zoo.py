@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, overload
 
 import torch
 
-from vaerepair.models import LatentVariableModel, build
+from vaerepair.models import LatentVariableModel
 
 __all__ = ["pretrained", "PretrainedModel", "WEIGHTS_DIR", "check_noise_range"]
 
@@ -72,7 +72,7 @@ def pretrained(name: str | None = None, device: str | torch.device = "cpu") -> l
     The model carries its description as ``model.pretrained_info``
     (a :class:`PretrainedModel`), including the noise range it was trained on.
     """
-    from vaerepair.training.checkpoint import load_checkpoint
+    from vaerepair.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     found = _available()
     if name is None:
@@ -81,8 +81,7 @@ def pretrained(name: str | None = None, device: str | torch.device = "cpu") -> l
         known = ", ".join(found) or "none (the package was installed without its weights)"
         raise ValueError(f"no pretrained model {name!r}; shipped: {known}")
     data = load_checkpoint(found[name], map_location=device)  # read and verified once
-    model = build(data["model_spec"])
-    model.load_state_dict(data["model"])
+    model = model_from_checkpoint(data, found[name])  # as load_model: the EMA weights where there are
     model.pretrained_info = _info(name, found[name], data)  # type: ignore[assignment]
     return model.to(device).eval()
 

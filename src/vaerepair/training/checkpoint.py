@@ -13,7 +13,7 @@ import torch
 from vaerepair._io import atomic_open, write_failure
 from vaerepair.models import LatentVariableModel, build
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "model_from_checkpoint", "FORMAT"]
 
 FORMAT = "vaerepair-checkpoint"
 
@@ -151,7 +151,13 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     weights (``model_ema``, the ones validation measured); ``ema=False`` gives
     the live training weights (``model``).
     """
-    data = load_checkpoint(path, map_location)
+    return model_from_checkpoint(load_checkpoint(path, map_location), path, ema)
+
+
+def model_from_checkpoint(data: dict[str, Any], path: str | os.PathLike[str],
+                          ema: bool = True) -> LatentVariableModel:
+    """The built-in model a loaded checkpoint ``data`` (from :func:`load_checkpoint`) describes, with its weights
+    (the EMA ones with ``ema``, when it has them), in eval mode; ``path`` names it in errors."""
     spec = data.get("model_spec")
     if spec is None:
         raise CheckpointError(

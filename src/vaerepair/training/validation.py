@@ -207,10 +207,10 @@ class Validator:
         return out
 
     def _repair(self, x_in: Tensor, condition: Tensor | None) -> Tensor:
-        """The model's repair as users get it: ``reconstruct``, or for a model that repairs with posterior
-        samples (a noise-model VAE) ``repair``'s mean of decoded samples, drawn from a fixed seed."""
+        """The model's repair as users get it: ``repair`` (which decides between the decoded posterior mean and
+        the mean of decoded samples, drawn here from a fixed seed), or ``reconstruct`` for a model without one."""
         model = cast(Any, self.model)
-        if not getattr(model, "repair_samples", 0):
+        if not callable(getattr(model, "repair", None)):
             return cast(LatentModel, model).reconstruct(x_in, condition)
         return cast(Tensor, model.repair(x_in, condition, generator=torch.Generator(device=x_in.device).manual_seed(0)))
 
