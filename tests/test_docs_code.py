@@ -4,9 +4,9 @@ The blocks of one page run in order in one namespace (a page's later blocks use
 its earlier ones), in a temporary working directory. Training is cut down,
 not skipped: every ``Trainer`` trains for one epoch on at most 256 images, an
 evaluation uses 64 images and 10 importance samples, and ``compile`` is off
-(it needs a C compiler; the compiled step has its own tests). A few names the
-pages take from the reader's own session (a batch ``x``, the ``test`` split, a
-``noisy_photo``, a folder ``my_photos/``) are given by :func:`_reader_session`.
+(it needs a C compiler; the compiled step has its own tests). Every name a block
+uses is defined on its page: only the folder of photographs ``my_photos/`` that
+a page reads is made by :func:`_reader_session`.
 """
 
 from __future__ import annotations
@@ -64,16 +64,13 @@ def small_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _reader_session(folder: Path) -> dict[str, Any]:
-    """The names the pages assume the reader already has."""
+    """The files the pages assume the reader has (a folder of photographs); no Python names."""
     photos = folder / "my_photos"
     photos.mkdir()
     rng = np.random.default_rng(0)
     for i, (h, w) in enumerate([(60, 70), (52, 64), (80, 50), (64, 64), (70, 90)] * 2):
         Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)).save(photos / f"p{i}.png")
-    test = vr.load("fashion-mnist", "test")[:200]
-    train, val = vr.train_val_split(vr.load("fashion-mnist", "train")[:320])
-    return {"vr": vr, "torch": torch, "x": test.float_images()[:8], "test": test, "train": train, "val": val,
-            "noisy_photo": torch.rand(1, 1, 64, 64)}
+    return {}
 
 
 def test_every_page_with_python_code_is_collected() -> None:

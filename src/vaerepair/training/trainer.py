@@ -81,7 +81,7 @@ class Trainer:
         nan_policy: ``"raise"`` (stop with :class:`NonFiniteLossError`) or
             ``"skip"`` (drop the step, count it as ``skipped_steps``).
         precision: ``None``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 with a gradient scaler).
-        compile: ``True`` or a backend name: ``torch.compile`` the objective step.
+        compile: ``True`` or a backend name: ``torch.compile`` the step (a CPU compiles for about a minute).
         callbacks: more :class:`Callback` objects, called after the built-in ones.
 
     Under ``torchrun`` the same Trainer trains data-parallel through
