@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 import vaerepair as vr
-from vaerepair.data import ImageFolder, train_val_split
 from vaerepair.cli.train import centre_crop
+from vaerepair.data import ImageFolder, train_val_split
 from vaerepair.training import PatchSource
 from vaerepair.training.callbacks import EMA, LRSchedule
 from vaerepair.training.checkpoint import load_model, save_checkpoint

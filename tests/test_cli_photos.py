@@ -135,7 +135,8 @@ def test_evaluate_warns_outside_the_training_noise_range(tmp_path: Path):
     _png(root / "a.png", 24, 24)
     with pytest.warns(UserWarning, match="sigma 75-75/255 is outside it"):
         assert main(["evaluate", "--model", "grey", "--data", str(root), "--noise-sigma", "75"]) == 0
-    assert main(["evaluate", "--model", "grey", "--data", str(root), "--noise-sigma", "25"]) == 0  # no warning: an error
+    # no warning: an error
+    assert main(["evaluate", "--model", "grey", "--data", str(root), "--noise-sigma", "25"]) == 0
 
 
 # --------------------------------------------------------------- training on noisy images only

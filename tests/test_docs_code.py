@@ -20,7 +20,6 @@ import pytest
 import torch
 from PIL import Image
 
-import vaerepair as vr
 from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.training import PatchSource, Trainer
 

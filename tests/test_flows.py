@@ -175,7 +175,7 @@ def test_flow_vae_trains_with_the_default_elbo(amortized):
     with pytest.raises(ValueError, match="kl='analytic' needs a closed-form KL"):
         vr.ELBO(kl="analytic")(model, x, x)
     spec = vr.models.ModelSpec.from_dict(model.spec)
-    assert spec.flows == 5 and spec.amortized == amortized
+    assert spec.n_flows == 5 and spec.amortized == amortized
 
 
 def test_reverse_kl_fit_on_report_003_target_beats_the_reference():

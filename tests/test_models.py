@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import vaerepair as vr
 from vaerepair import distributions as D
 from vaerepair import models, nets
 
@@ -96,3 +97,25 @@ def test_sample_draws_from_the_prior_and_decodes():
     torch.testing.assert_close(a, model.decode(z).mean)
     with pytest.raises(ValueError, match="sampling needs a prior"):
         models.autoencoder().sample(2)
+
+
+def test_the_flow_count_is_n_flows_everywhere_and_the_old_spelling_still_reads() -> None:
+    """flow_vae(n_flows=) and PlanarFlowPosterior(n_flows=) but ModelSpec(flows=): one name now."""
+    import warnings
+
+    from vaerepair.models import ModelSpec
+    from vaerepair.training.state import spec_differences
+
+    assert vr.flow_vae(3, latent_dim=4, hidden=(16,)).spec["n_flows"] == 3
+    with pytest.warns(DeprecationWarning, match="use ModelSpec\\(n_flows=...\\)"):
+        old = ModelSpec(kind="vae", flows=2)
+    assert old.n_flows == 2 and "flows" not in old.to_dict()
+    written_before = {**ModelSpec(kind="vae", n_flows=2).to_dict()}
+    written_before["flows"] = written_before.pop("n_flows")  # a checkpoint of an earlier version
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # loading an old checkpoint is not the user's doing: no warning
+        assert ModelSpec.from_dict(written_before).n_flows == 2
+        assert vr.models.build(written_before).spec["n_flows"] == 2
+    assert spec_differences(written_before, ModelSpec(kind="vae", n_flows=2).to_dict()) == []
+    assert spec_differences(written_before, ModelSpec(kind="vae", n_flows=3).to_dict()) == [
+        "n_flows=2 in the checkpoint, 3 in this model"]

@@ -77,7 +77,7 @@ def test_mismatched_parts_and_options_are_refused():
         vr.LatentVariableModel(UNetEncoder(1, (8, 16)), SpatialPointMassPosterior(8, 3), ConvHead(5),
                                vr.distributions.Gaussian())
     with pytest.raises(ValueError, match="without flows"):
-        ModelSpec(kind="vae", arch="unet", flows=2)
+        ModelSpec(kind="vae", arch="unet", n_flows=2)
     with pytest.raises(ValueError, match="one image size"):
         ModelSpec(arch="conv", image_shape=(1, None, None))
     with pytest.raises(ValueError, match="channels must be an integer"):

@@ -65,7 +65,7 @@ def build_model(args: argparse.Namespace, image_shape: tuple[int, int, int], n_c
         kind=args.kind, image_shape=image_shape, latent_dim=args.latent_dim, arch=args.arch, hidden=widths(args),
         features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
         learn_sigma=args.learn_sigma, activation=args.activation, spatial=args.spatial, condition=args.condition,
-        n_classes=n_classes, flows=args.flows, amortized=not args.global_flows,
+        n_classes=n_classes, n_flows=args.flows, amortized=not args.global_flows,
     ))
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 from typing import Any, overload
 
 from torch import nn
@@ -77,9 +78,10 @@ class ModelSpec:
             (V)AE whose encoder and decoder both see the condition.
         n_classes: the label condition's number of classes.
         condition_features: the image condition's embedding size.
-        flows: ``vae`` only: ``K`` planar-flow layers after the Gaussian
+        n_flows: ``vae`` only: ``K`` planar-flow layers after the Gaussian
             posterior (:class:`~vaerepair.flows.PlanarFlowPosterior`); 0: the
-            Gaussian posterior itself.
+            Gaussian posterior itself. (``flows=`` is its old spelling: still
+            accepted, with a ``DeprecationWarning``; checkpoints that hold it load as they are.)
         amortized: the flow layers are produced per image from the encoder
             features (``True``) or global (``False``).
         repair_samples: posterior samples behind ``model.repair`` (0: decode the
@@ -103,13 +105,19 @@ class ModelSpec:
     condition: str | None = None
     n_classes: int = 10
     condition_features: int = 256
-    flows: int = 0
+    n_flows: int = 0
     amortized: bool = True
     repair_samples: int = 0
+    flows: InitVar[int | None] = None  # the old spelling of n_flows
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, flows: int | None = None) -> None:
+        if flows is not None:
+            warnings.warn("ModelSpec(flows=...) is deprecated: the number of planar layers is n_flows everywhere "
+                          "(flow_vae, PlanarFlowPosterior); use ModelSpec(n_flows=...)", DeprecationWarning,
+                          stacklevel=3)
+            object.__setattr__(self, "n_flows", flows)
         for name, low in (("latent_dim", 1), ("features", 1), ("n_classes", 1), ("condition_features", 1),
-                          ("flows", 0), ("repair_samples", 0)):  # numpy integers become ints (plain checkpoints)
+                          ("n_flows", 0), ("repair_samples", 0)):  # numpy integers become ints (plain checkpoints)
             object.__setattr__(self, name, check_count(getattr(self, name), name, minimum=low))
         if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Sequence) or not self.hidden:
             raise TypeError(f"hidden must be a non-empty sequence of layer widths like (400,) or (32, 64), "
@@ -133,16 +141,14 @@ class ModelSpec:
             raise ValueError(f"unknown condition {self.condition!r}; known: None, {', '.join(CONDITION_KINDS)}")
         if self.condition is not None and self.spatial:
             raise ValueError("a conditional model cannot be spatial (the condition joins a latent vector)")
-        if self.flows and self.kind != "vae":
-            raise ValueError(f"flows={self.flows} needs kind='vae' (a stochastic posterior), got {self.kind!r}")
-        if self.flows < 0:
-            raise ValueError(f"flows must be >= 0, got {self.flows}")
+        if self.n_flows and self.kind != "vae":
+            raise ValueError(f"n_flows={self.n_flows} needs kind='vae' (a stochastic posterior), got {self.kind!r}")
         if self.likelihood not in _LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
         if self.repair_samples < 0:
             raise ValueError(f"repair_samples must be >= 0, got {self.repair_samples}")
         if self.arch == "unet":
-            if self.flows or self.condition is not None or self.spatial:
+            if self.n_flows or self.condition is not None or self.spatial:
                 raise ValueError("arch='unet' is unconditional, without flows, and always spatial "
                                  "(leave spatial=False)")
             object.__setattr__(self, "image_shape", (int(self.image_shape[0]), None, None))
@@ -164,8 +170,11 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = set(cls.__dataclass_fields__)
+        """Inverse of :meth:`to_dict`; unknown keys are an error. A checkpoint's ``flows`` (the old name of
+        ``n_flows``) is read as ``n_flows``."""
+        if "flows" in d:
+            d = {("n_flows" if k == "flows" else k): v for k, v in d.items()}
+        known = set(cls.__dataclass_fields__) - {"flows"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"model spec has unknown fields {sorted(unknown)}; known: {sorted(known)}")
@@ -257,8 +266,8 @@ def _build_latent(spec: ModelSpec) -> LatentVariableModel:
             head = spatial_head(conv_encoder.feature_shape, spec.latent_dim // (h * w))
     if spec.kind == "vae":
         q: nn.Module = GaussianPosterior(features + extra, spec.latent_dim)
-        if spec.flows:
-            q = PlanarFlowPosterior(features + extra, spec.latent_dim, n_flows=spec.flows, amortized=spec.amortized)
+        if spec.n_flows:
+            q = PlanarFlowPosterior(features + extra, spec.latent_dim, n_flows=spec.n_flows, amortized=spec.amortized)
         model = LatentVariableModel(encoder, q, decoder, likelihood, prior=StandardNormal(spec.latent_dim),
                                     condition=condition, spec=spec.to_dict())
     else:
@@ -329,7 +338,7 @@ def flow_vae(
           ...
     """
     return _configuration("vae", image_shape, latent_dim, arch, likelihood,
-                          {"flows": n_flows, "amortized": amortized, **options})
+                          {"n_flows": n_flows, "amortized": amortized, **options})
 
 
 def conditional_vae(

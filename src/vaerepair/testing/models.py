@@ -99,7 +99,7 @@ def small_model(
     spec = ModelSpec(kind="vae", image_shape=image_shape, latent_dim=latent_dim, arch=arch,
                      hidden=(16,) if arch == "mlp" else (4, 8), features=16, likelihood=likelihood,
                      norm="group" if arch == "conv" else None, activation="tanh",
-                     flows=2 if posterior == "flow" else 0, **options)
+                     n_flows=2 if posterior == "flow" else 0, **options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build(spec)

@@ -17,8 +17,17 @@ class History:
     """What :meth:`Trainer.fit` records, one dict of floats per epoch.
 
     Keys: ``epoch``, ``train_loss``, ``train_<term>``, and with validation data
-    ``val_loss``, ``val_<term>``, ``val_psnr``, ``val_ssim``, ``val_psnr_input``,
-    ``val_ssim_input``; also ``seconds`` and ``lr``.
+    ``val_loss``, ``val_<term>``, ``val_psnr``, ``val_ssim``, ``val_mse`` (the
+    repairs) and ``val_psnr_input``, ``val_ssim_input``, ``val_mse_input`` (the
+    corrupted inputs); ``val_psnr_missing`` and ``val_psnr_missing_input`` when
+    the corruption leaves some pixels untouched (the PSNR of the pooled squared
+    error over the missing pixels); ``worse_than_input = 1.0`` on an epoch whose
+    repairs have a larger mean squared error than their inputs (see
+    :class:`~vaerepair.training.callbacks.TrainingHealth`); ``skipped_steps``
+    with ``nan_policy="skip"``; ``seconds`` and ``lr``, and the objective's
+    hyperparameters (``beta``). Each image's PSNR is capped at 100 dB
+    (:data:`vaerepair.metrics.PSNR_CAP_DB`): an image the corruption left as it
+    was would make a mean over images infinite.
 
     Example:
         >>> h = History([{"epoch": 1, "val_loss": 3.0}, {"epoch": 2, "val_loss": 2.0}])

@@ -33,9 +33,21 @@ def spec_differences(saved: dict[str, Any] | None, current: dict[str, Any] | Non
     """``name: saved -> current`` for every model-spec field that differs (empty when either is unknown)."""
     if not saved or not current:
         return []
+    saved, current = _as_written_now(saved), _as_written_now(current)
     keys = sorted(set(saved) | set(current))
     return [f"{k}={saved.get(k)!r} in the checkpoint, {current.get(k)!r} in this model" for k in keys
             if _plain(saved.get(k)) != _plain(current.get(k))]
+
+
+def _as_written_now(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec dict as its spec class writes it today (an old checkpoint's renamed fields under their new names);
+    as it is when it is not a built-in spec."""
+    from vaerepair.models.factory import SPECS, ModelSpec
+
+    try:
+        return dict(SPECS.get(str(spec.get("kind")), ModelSpec).from_dict(spec).to_dict())  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return spec
 
 
 def _plain(v: Any) -> Any:
