@@ -102,8 +102,9 @@ def uniform(shape: tuple[int, ...], x: Tensor, generator: torch.Generator | None
 
 
 def full_mask(x: Tensor) -> Tensor:
-    """A ``True`` mask shaped like ``x`` (a corruption that touches every pixel)."""
-    return torch.ones_like(x, dtype=torch.bool)
+    """A ``True`` mask shaped like ``x`` (a corruption that touches every pixel): one ``True`` expanded to the
+    shape, read-only (no memory written per batch; ``.clone()`` it to write to it)."""
+    return torch.ones((), dtype=torch.bool, device=x.device).expand(x.shape)
 
 
 def parameter_range(value: float | tuple[float, float], name: str, allow_zero: bool = True) -> tuple[float, float]:
