@@ -57,3 +57,18 @@ def test_errors_name_the_problem():
         nets.MLPEncoder((28, 28))
     with pytest.raises(ValueError, match="norm must be"):
         nets.ConvEncoder(norm="batch")
+
+
+def test_an_activation_is_named_the_same_way_in_nets_specs_and_factories() -> None:
+    """activation="silu" in the factories and specs, nn.SiLU in the nets: now both take either."""
+    import pytest
+    from torch import nn
+
+    by_name = nets.MLPEncoder((1, 4, 4), hidden=(8,), activation="silu")
+    by_class = nets.MLPEncoder((1, 4, 4), hidden=(8,), activation=nn.SiLU)
+    assert [type(m) for m in by_name.net] == [type(m) for m in by_class.net] and isinstance(by_name.net[1], nn.SiLU)
+    assert any(isinstance(m, nn.GELU) for m in nets.ConvDecoder(4, (1, 8, 8), (8, 4), activation="gelu").modules())
+    with pytest.raises(ValueError, match="unknown activation 'swish'; known: relu, silu, gelu, tanh"):
+        nets.UNetEncoder(1, (4, 8), activation="swish")
+    with pytest.raises(TypeError, match="activation must be a name"):
+        nets.MLPDecoder(4, (1, 4, 4), activation=3)

@@ -30,6 +30,7 @@ from vaerepair.models.ladder_spec import LadderSpec
 from vaerepair.models.latent import LatentVariableModel
 from vaerepair.models.path import PathModel
 from vaerepair.nets import ConvDecoder, ConvEncoder, ConvHead, MLPDecoder, MLPEncoder, UNetEncoder
+from vaerepair.nets.activations import ACTIVATIONS
 
 __all__ = [
     "ModelSpec", "build", "autoencoder", "variational_autoencoder", "flow_vae", "conditional_vae", "noise_model_vae",
@@ -39,7 +40,6 @@ __all__ = [
 MODEL_KINDS = ("ae", "dae", "vae")  # ModelSpec's kinds; SPECS holds the kinds with a spec of their own
 _ARCHS = ("mlp", "conv", "unet")
 _LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "poisson-gaussian")
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from vaerepair._checks import check_count
 from vaerepair.distributions import DiagonalGaussian
 from vaerepair.distributions.gaussian import standard_normal
 from vaerepair.models.path import LatentLevel, LatentPath, PathModel, check_latents
+from vaerepair.nets.activations import activation_class
 from vaerepair.nets.unet import pad_to_multiple
 
 __all__ = ["LadderVAE", "GatedResidualBlock", "LearnedPrior"]
@@ -127,7 +128,8 @@ class LadderVAE(PathModel):
             :class:`~vaerepair.distributions.Gaussian` with the noise's sigma for
             noisy-only training).
         blocks: gated residual blocks per level and direction.
-        activation: the nonlinearity class.
+        activation: the nonlinearity: a name (``"silu"``, ``"relu"``, ``"gelu"``, ``"tanh"``) or an ``nn.Module``
+            class.
         repair_samples: posterior samples behind ``repair`` (0: every level at
             its posterior mean).
         spec: the plain-value spec it was built from (set by :func:`vaerepair.models.build`).
@@ -144,9 +146,10 @@ class LadderVAE(PathModel):
 
     def __init__(self, channels: int = 1, widths: Sequence[int] = (32, 32, 32),
                  latent_channels: int | Sequence[int] = 16, likelihood: nn.Module | None = None,
-                 blocks: int = 1, activation: type[nn.Module] = nn.SiLU, repair_samples: int = 0,
+                 blocks: int = 1, activation: str | type[nn.Module] = "silu", repair_samples: int = 0,
                  full_resolution: bool = False, spec: dict[str, Any] | None = None) -> None:
         super().__init__()
+        activation = activation_class(activation)
         channels = check_count(channels, "channels")
         if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not widths:
             raise TypeError(f"widths must be a non-empty sequence of channel counts like (32, 32, 32), got {widths!r}")

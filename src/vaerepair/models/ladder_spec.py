@@ -8,11 +8,11 @@ from typing import Any
 
 from vaerepair._checks import check_count, check_positive
 from vaerepair.models.ladder import LadderVAE
+from vaerepair.nets.activations import ACTIVATIONS
 
 __all__ = ["LadderSpec", "ladder_vae"]
 
 _LIKELIHOODS = ("gaussian", "poisson-gaussian", "bernoulli", "continuous-bernoulli")
-_ACTIVATIONS = ("relu", "silu", "gelu", "tanh")
 
 
 def _widths(value: Any, name: str) -> tuple[int, ...]:
@@ -73,8 +73,8 @@ class LadderSpec:
         object.__setattr__(self, "latent_channels", latent)
         if self.likelihood not in _LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(_ACTIVATIONS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
         object.__setattr__(self, "gain", check_positive(self.gain, "gain", allow_zero=True))
         object.__setattr__(self, "sigma", check_positive(self.sigma, "sigma", allow_zero=self.gain > 0))
         if not isinstance(self.full_resolution, bool):
@@ -97,7 +97,7 @@ class LadderSpec:
 
     def build(self) -> LadderVAE:
         """The model this spec describes."""
-        from vaerepair.models.factory import ACTIVATIONS, make_likelihood
+        from vaerepair.models.factory import make_likelihood
 
         likelihood = make_likelihood(self.likelihood, self.sigma, self.gain, self.link)
         return LadderVAE(self.channels, self.widths, self.latent_channels, likelihood, blocks=self.blocks,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from vaerepair._checks import check_images
+from vaerepair.nets.activations import activation_class
 from vaerepair.nets.mlp import _check_shape, _check_widths
 
 __all__ = ["ConvEncoder", "ConvDecoder"]
@@ -53,7 +54,7 @@ class ConvEncoder(nn.Module):
         channels: the two stages' widths.
         out_features: ``F``, or ``None`` for the flattened feature map.
         norm: ``"group"`` (GroupNorm, per sample) or ``None``.
-        activation: the nonlinearity class.
+        activation: the nonlinearity: a name (``"relu"``, ``"silu"``, ``"gelu"``, ``"tanh"``) or an ``nn.Module`` class.
 
     Example:
         >>> ConvEncoder((3, 32, 32))(torch.rand(2, 3, 32, 32)).shape
@@ -66,9 +67,10 @@ class ConvEncoder(nn.Module):
         channels: Sequence[int] = (32, 64),
         out_features: int | None = 256,
         norm: str | None = None,
-        activation: type[nn.Module] = nn.ReLU,
+        activation: str | type[nn.Module] = "relu",
     ) -> None:
         super().__init__()
+        activation = activation_class(activation)
         self.image_shape, c1, c2 = _check_conv_args(image_shape, channels)
         c, h, w = self.image_shape
         self.feature_shape = (c2, h // 4, w // 4)
@@ -102,7 +104,7 @@ class ConvDecoder(nn.Module):
         image_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by 4.
         channels: the two stages' widths (coarse to fine).
         norm: ``"group"`` or ``None``.
-        activation: the nonlinearity class.
+        activation: the nonlinearity: a name (``"relu"``, ``"silu"``, ``"gelu"``, ``"tanh"``) or an ``nn.Module`` class.
         params_per_pixel: likelihood parameters per pixel ``P``.
         spatial: read the latent as a ``H/4 x W/4`` map.
     """
@@ -113,11 +115,12 @@ class ConvDecoder(nn.Module):
         image_shape: Sequence[int] = (1, 28, 28),
         channels: Sequence[int] = (64, 32),
         norm: str | None = None,
-        activation: type[nn.Module] = nn.ReLU,
+        activation: str | type[nn.Module] = "relu",
         params_per_pixel: int = 1,
         spatial: bool = False,
     ) -> None:
         super().__init__()
+        activation = activation_class(activation)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim!r}")
         self.latent_dim = int(latent_dim)

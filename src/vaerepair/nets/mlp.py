@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from vaerepair._checks import check_images
+from vaerepair.nets.activations import activation_class
 
 __all__ = ["MLPEncoder", "MLPDecoder"]
 
@@ -43,7 +44,7 @@ class MLPEncoder(nn.Module):
     Args:
         image_shape: ``(C, H, W)`` of the inputs.
         hidden: widths of the hidden layers (default ``(400,)``: 784-400).
-        activation: the nonlinearity class (default ``nn.ReLU``).
+        activation: the nonlinearity: a name (``"relu"``, ``"silu"``, ``"gelu"``, ``"tanh"``) or an ``nn.Module`` class.
 
     Example:
         >>> MLPEncoder((1, 28, 28))(torch.rand(5, 1, 28, 28)).shape
@@ -54,9 +55,10 @@ class MLPEncoder(nn.Module):
         self,
         image_shape: Sequence[int] = (1, 28, 28),
         hidden: Sequence[int] = (400,),
-        activation: type[nn.Module] = nn.ReLU,
+        activation: str | type[nn.Module] = "relu",
     ) -> None:
         super().__init__()
+        activation = activation_class(activation)
         self.image_shape = _check_shape(image_shape)
         widths = _check_widths(hidden, "hidden")
         self.out_features = widths[-1]
@@ -78,7 +80,7 @@ class MLPDecoder(nn.Module):
         latent_dim: ``D``.
         image_shape: ``(C, H, W)`` of the images.
         hidden: widths of the hidden layers (default ``(400,)``: 20-400-784).
-        activation: the nonlinearity class.
+        activation: the nonlinearity: a name (``"relu"``, ``"silu"``, ``"gelu"``, ``"tanh"``) or an ``nn.Module`` class.
         params_per_pixel: likelihood parameters per pixel (1 for Bernoulli or a
             fixed-scale Gaussian).
     """
@@ -88,10 +90,11 @@ class MLPDecoder(nn.Module):
         latent_dim: int = 20,
         image_shape: Sequence[int] = (1, 28, 28),
         hidden: Sequence[int] = (400,),
-        activation: type[nn.Module] = nn.ReLU,
+        activation: str | type[nn.Module] = "relu",
         params_per_pixel: int = 1,
     ) -> None:
         super().__init__()
+        activation = activation_class(activation)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim!r}")
         self.latent_dim = int(latent_dim)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vaerepair._checks import check_count, check_images
+from vaerepair.nets.activations import activation_class
 from vaerepair.nets.conv import _norm
 from vaerepair.nets.mlp import _check_widths
 
@@ -67,7 +68,7 @@ class UNetEncoder(nn.Module):
         widths: channels per level, finest first (default ``(32, 64, 128)``:
             three levels, sides padded to multiples of 4).
         norm: ``"group"`` (GroupNorm, per sample) or ``None``.
-        activation: the nonlinearity class.
+        activation: the nonlinearity: a name (``"relu"``, ``"silu"``, ``"gelu"``, ``"tanh"``) or an ``nn.Module`` class.
 
     Example:
         >>> UNetEncoder(1)(torch.rand(2, 1, 37, 53)).shape
@@ -75,8 +76,9 @@ class UNetEncoder(nn.Module):
     """
 
     def __init__(self, channels: int = 1, widths: Sequence[int] = (32, 64, 128), norm: str | None = None,
-                 activation: type[nn.Module] = nn.ReLU) -> None:
+                 activation: str | type[nn.Module] = "relu") -> None:
         super().__init__()
+        activation = activation_class(activation)
         channels = check_count(channels, "channels")
         ws = _check_widths(widths, "widths")
         self.image_shape: tuple[int, int | None, int | None] = (channels, None, None)
@@ -116,7 +118,7 @@ class ConvHead(nn.Module):
         latent_channels: ``L``.
         channels: ``C``.
         hidden: the hidden convolution's width.
-        activation: the nonlinearity class.
+        activation: the nonlinearity: a name (``"relu"``, ``"silu"``, ``"gelu"``, ``"tanh"``) or an ``nn.Module`` class.
         params_per_pixel: likelihood parameters per pixel ``P``.
 
     Example:
@@ -125,8 +127,9 @@ class ConvHead(nn.Module):
     """
 
     def __init__(self, latent_channels: int, channels: int = 1, hidden: int = 32,
-                 activation: type[nn.Module] = nn.ReLU, params_per_pixel: int = 1) -> None:
+                 activation: str | type[nn.Module] = "relu", params_per_pixel: int = 1) -> None:
         super().__init__()
+        activation = activation_class(activation)
         if latent_channels < 1 or channels < 1 or hidden < 1:
             raise ValueError(f"latent_channels, channels and hidden must be >= 1, got {latent_channels}, "
                              f"{channels}, {hidden}")
