@@ -77,7 +77,7 @@ def test_builtin_network_contract(name: str) -> None:
 
 
 def _public_classes(module: object, base: type | None = None) -> set[type]:
-    found = {getattr(module, n) for n in module.__all__}  # type: ignore[attr-defined]
+    found = [getattr(module, n) for n in module.__all__]  # type: ignore[attr-defined]
     return {c for c in found if inspect.isclass(c) and (base is None or (issubclass(c, base) and c is not base))}
 
 

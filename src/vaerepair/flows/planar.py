@@ -57,7 +57,9 @@ def planar_params(u: Tensor, w: Tensor, b: Tensor) -> PlanarParams:
             f"w {tuple(w.shape)}, b {tuple(b.shape)}"
         )
     wu = torch.linalg.vecdot(w, u)
-    sp = F.softplus(wu)
+    # softplus(w^T u) is the determinant's floor (t = +-1 aside): kept above the dtype's smallest normal number, so
+    # a nearly singular layer (w^T u << 0) has a finite log-determinant instead of log 0 = -inf
+    sp = F.softplus(wu).clamp_min(torch.finfo(wu.dtype).tiny)
     w_sq = torch.linalg.vecdot(w, w).clamp_min(_TINY)
     u_hat = torch.addcmul(u, ((sp - 1.0 - wu) / w_sq).unsqueeze(-1), w)
     return PlanarParams(u_hat, w, b, sp)
