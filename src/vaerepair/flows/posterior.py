@@ -39,13 +39,21 @@ def push_forward(
     if not layers:
         return z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device), score
     if score is None:  # the training path: the K determinants in one batched computation after the layers
-        ts, sps = [], []
+        shared = z.dim() == 2 and all(p.w.dim() == 1 for p in layers)  # global layers on (N, D): rank-1 updates
+        ts = []
         for p in layers:
-            t = torch.tanh(planar_pre_activation(z, p))
-            z = torch.addcmul(z, p.u_hat, t.unsqueeze(-1))
+            if shared:  # z + t u_hat^T as one op (and a matrix product backward), t = tanh(z w + b)
+                t = torch.tanh(torch.addmv(p.b, z, p.w))
+                z = torch.addr(z, t, p.u_hat)
+            else:
+                t = torch.tanh(planar_pre_activation(z, p))
+                z = torch.addcmul(z, p.u_hat, t.unsqueeze(-1))
             ts.append(t)
-            sps.append(p.softplus_wu.expand_as(t))
-        t, sp = torch.stack(ts), torch.stack(sps)  # (K, ...)
+        t = torch.stack(ts)  # (K, ...)
+        if shared:  # one softplus per layer: (K, 1) against t (K, N)
+            sp = torch.stack([p.softplus_wu for p in layers]).unsqueeze(-1)
+        else:
+            sp = torch.stack([p.softplus_wu.expand_as(tk) for p, tk in zip(layers, ts, strict=True)])
         # det J_k = t_k^2 + (1 - t_k^2) softplus(w_k^T u_k), as planar_step, for all k at once
         return z, torch.log(torch.addcmul(sp, t.square(), 1.0 - sp)).sum(dim=0), None
     log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
