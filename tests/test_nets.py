@@ -14,8 +14,8 @@ def test_encoder_decoder_shapes_and_gradients(shape, kind):
     if kind == "mlp":
         enc, dec = nets.MLPEncoder(shape, hidden=(64, 32)), nets.MLPDecoder(8, shape, hidden=(32, 64))
     else:
-        enc = nets.ConvEncoder(shape, channels=(8, 16), out_features=32)
-        dec = nets.ConvDecoder(8, shape, channels=(16, 8))
+        enc = nets.ConvEncoder(shape, hidden=(8, 16), out_features=32)
+        dec = nets.ConvDecoder(8, shape, hidden=(16, 8))
     x = torch.rand(5, *shape)
     h = enc(x)
     assert h.shape == (5, enc.out_features)
@@ -38,7 +38,7 @@ def test_params_per_pixel_multiplies_channels():
 
 
 def test_group_norm_is_per_sample():
-    enc = nets.ConvEncoder((1, 28, 28), channels=(8, 16), out_features=16, norm="group").train()
+    enc = nets.ConvEncoder((1, 28, 28), hidden=(8, 16), out_features=16, norm="group").train()
     x = torch.rand(4, 1, 28, 28)
     together = enc(x)
     alone = torch.cat([enc(x[i : i + 1]) for i in range(4)])
@@ -72,3 +72,13 @@ def test_an_activation_is_named_the_same_way_in_nets_specs_and_factories() -> No
         nets.UNetEncoder(1, (4, 8), activation="swish")
     with pytest.raises(TypeError, match="activation must be a name"):
         nets.MLPDecoder(4, (1, 4, 4), activation=3)
+
+
+def test_conv_widths_are_hidden_as_everywhere_and_the_old_keyword_warns() -> None:
+    import pytest
+
+    with pytest.warns(DeprecationWarning, match=r"ConvEncoder\(channels=...\) is deprecated"):
+        old = nets.ConvEncoder((1, 8, 8), channels=(4, 6), out_features=None)
+    assert old.feature_shape == nets.ConvEncoder((1, 8, 8), hidden=(4, 6), out_features=None).feature_shape == (6, 2, 2)
+    with pytest.warns(DeprecationWarning, match="ConvDecoder"):
+        nets.ConvDecoder(3, (1, 8, 8), channels=(6, 4))

@@ -256,9 +256,9 @@ def _build_latent(spec: ModelSpec) -> LatentVariableModel:
     else:
         if len(spec.hidden) != 2:
             raise ValueError(f"the conv arch needs hidden=(C1, C2), got {spec.hidden!r}")
-        conv_encoder = ConvEncoder(spec.image_shape, channels=spec.hidden, norm=spec.norm, activation=act,
+        conv_encoder = ConvEncoder(spec.image_shape, hidden=spec.hidden, norm=spec.norm, activation=act,
                                    out_features=None if spec.spatial else spec.features)
-        decoder = ConvDecoder(spec.latent_dim + extra, spec.image_shape, channels=tuple(reversed(spec.hidden)),
+        decoder = ConvDecoder(spec.latent_dim + extra, spec.image_shape, hidden=tuple(reversed(spec.hidden)),
                               norm=spec.norm, activation=act, spatial=spec.spatial)
         encoder, features = conv_encoder, conv_encoder.out_features
         if spec.spatial:

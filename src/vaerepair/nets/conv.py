@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -42,6 +43,15 @@ def _stage(layer: nn.Module, norm: str | None, channels: int, activation: type[n
     return [layer, _norm(norm, channels), activation()]
 
 
+def _renamed_widths(hidden: Sequence[int], channels: Sequence[int] | None, who: str) -> Sequence[int]:
+    """``hidden``, or the old keyword ``channels`` (same order) with a ``DeprecationWarning``."""
+    if channels is None:
+        return hidden
+    warnings.warn(f"{who}(channels=...) is deprecated: the widths are hidden=... everywhere (the MLPs, the "
+                  "factories, ModelSpec), in the same order", DeprecationWarning, stacklevel=3)
+    return channels
+
+
 class ConvEncoder(nn.Module):
     """Two stride-2 convolution stages (``H -> H/4``) then a linear layer to features.
 
@@ -51,7 +61,8 @@ class ConvEncoder(nn.Module):
 
     Args:
         image_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by 4.
-        channels: the two stages' widths.
+        hidden: the two stages' widths, in the order the data go through them (image first), as the MLP's
+            ``hidden`` and the factories' (``channels=`` is its old name: deprecated).
         out_features: ``F``, or ``None`` for the flattened feature map.
         norm: ``"group"`` (GroupNorm, per sample) or ``None``.
         activation: the nonlinearity: a name (``"relu"``, ``"silu"``, ``"gelu"``, ``"tanh"``) or an ``nn.Module`` class.
@@ -64,14 +75,16 @@ class ConvEncoder(nn.Module):
     def __init__(
         self,
         image_shape: Sequence[int] = (1, 28, 28),
-        channels: Sequence[int] = (32, 64),
+        hidden: Sequence[int] = (32, 64),
         out_features: int | None = 256,
         norm: str | None = None,
         activation: str | type[nn.Module] = "relu",
+        *,
+        channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         activation = activation_class(activation)
-        self.image_shape, c1, c2 = _check_conv_args(image_shape, channels)
+        self.image_shape, c1, c2 = _check_conv_args(image_shape, _renamed_widths(hidden, channels, "ConvEncoder"))
         c, h, w = self.image_shape
         self.feature_shape = (c2, h // 4, w // 4)
         flat = c2 * (h // 4) * (w // 4)
@@ -102,7 +115,8 @@ class ConvDecoder(nn.Module):
     Args:
         latent_dim: ``D`` (divisible by ``H/4 * W/4`` when ``spatial``).
         image_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by 4.
-        channels: the two stages' widths (coarse to fine).
+        hidden: the two stages' widths, in the order the data go through them (latent first: coarse to fine),
+            as the MLP decoder's ``hidden`` (``channels=`` is its old name: deprecated).
         norm: ``"group"`` or ``None``.
         activation: the nonlinearity: a name (``"relu"``, ``"silu"``, ``"gelu"``, ``"tanh"``) or an ``nn.Module`` class.
         params_per_pixel: likelihood parameters per pixel ``P``.
@@ -113,18 +127,20 @@ class ConvDecoder(nn.Module):
         self,
         latent_dim: int = 32,
         image_shape: Sequence[int] = (1, 28, 28),
-        channels: Sequence[int] = (64, 32),
+        hidden: Sequence[int] = (64, 32),
         norm: str | None = None,
         activation: str | type[nn.Module] = "relu",
         params_per_pixel: int = 1,
         spatial: bool = False,
+        *,
+        channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         activation = activation_class(activation)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim!r}")
         self.latent_dim = int(latent_dim)
-        self.image_shape, c1, c2 = _check_conv_args(image_shape, channels)
+        self.image_shape, c1, c2 = _check_conv_args(image_shape, _renamed_widths(hidden, channels, "ConvDecoder"))
         c, h, w = self.image_shape
         cells = (h // 4) * (w // 4)
         stem: list[nn.Module]
