@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import vaerepair as vr
 from vaerepair.cli import main
 
 
@@ -137,6 +138,26 @@ def test_evaluate_warns_outside_the_training_noise_range(tmp_path: Path):
         assert main(["evaluate", "--model", "grey", "--data", str(root), "--noise-sigma", "75"]) == 0
     # no warning: an error
     assert main(["evaluate", "--model", "grey", "--data", str(root), "--noise-sigma", "25"]) == 0
+
+
+def test_ensemble_8_from_the_command_line(tmp_path: Path, capsys):
+    """denoise --ensemble 8 writes the model's self-ensemble; evaluate --data --ensemble 8 scores it."""
+    import torch
+
+    from vaerepair.data import read_image
+
+    image = _png(tmp_path / "a.png", 24, 28)
+    assert main(["denoise", "--model", "grey", str(image), "-o", str(tmp_path / "e.png"), "--ensemble", "8"]) == 0
+    x = read_image(image).float()[None] / 255
+    expected = (vr.pretrained("grey").repair(x, ensemble=8)[0].clamp(0, 1) * 255).round().to(torch.uint8)
+    assert torch.equal(read_image(tmp_path / "e.png"), expected)
+    root = tmp_path / "one"
+    root.mkdir()
+    _png(root / "a.png", 24, 24)
+    assert main(["evaluate", "--model", "grey", "--data", str(root), "--noise-sigma", "25", "--ensemble", "8"]) == 0
+    with pytest.raises(SystemExit):
+        main(["denoise", "--model", "grey", str(image), "-o", str(tmp_path / "f.png"), "--ensemble", "4"])
+    assert "invalid choice: 4" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------- training on noisy images only

@@ -36,6 +36,7 @@ from vaerepair.models import (
     noise_model_vae,
     variational_autoencoder,
 )
+from vaerepair.noise_level import estimate_noise_sigma
 from vaerepair.objectives import ELBO, IWAE, FisherDivergence, ObjectiveResult, Reconstruction, iwae_nll
 from vaerepair.training import Callback, EarlyStopping, History, Trainer, load_checkpoint, load_model
 from vaerepair.zoo import PretrainedModel, pretrained
@@ -47,6 +48,7 @@ __all__ = [
     "distributions",
     "flows",
     "metrics",
+    "estimate_noise_sigma",
     "models",
     "nets",
     "objectives",

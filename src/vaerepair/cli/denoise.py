@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> None:
             "a label or a mask per image; repair with the Python API: model.repair(x, model.condition.prepare(...))"
         )
     c, h, w = model.image_shape
-    sampled = {"n_samples": args.samples, "generator": torch.Generator().manual_seed(args.seed)}
+    sampled = {"n_samples": args.samples, "generator": torch.Generator().manual_seed(args.seed),
+               "ensemble": args.ensemble}
     if args.std_out is not None:
         if len(args.inputs) > 1:
             raise CLIError("--std-out writes the uncertainty of one input; repair several inputs without it")

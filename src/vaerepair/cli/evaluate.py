@@ -26,9 +26,12 @@ __all__ = ["add_arguments", "add_samples_argument", "run"]
 
 
 def add_samples_argument(p: argparse.ArgumentParser) -> None:
+    """``--samples`` and ``--ensemble``: how ``evaluate`` and ``denoise`` repair."""
     p.add_argument("--samples", type=A.nonnegative_int, default=None,
                    help="a VAE: repair with the mean of N posterior samples (default: the model's own; 0: the "
                         "posterior mean decoded)")
+    p.add_argument("--ensemble", type=int, choices=(1, 8), default=1,
+                   help="8: average the repairs of the 8 flips and rotations of each image (8x the time)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,6 +67,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return _evaluate_folder(args)
     if args.checkpoint is None:
         raise CLIError("evaluate needs --checkpoint FILE (or --data DIR with --model NAME / --checkpoint)")
+    if args.ensemble != 1:
+        raise CLIError("--ensemble is for photographs (evaluate --data, denoise); a dataset's evaluation repairs as "
+                       "training validated")
     return _evaluate_checkpoint(args)
 
 
@@ -104,7 +110,8 @@ def _evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     results = {}
     for sigma in args.noise_sigma:
         check_noise_range(model, (sigma / 255, sigma / 255))
-        results[str(sigma)] = evaluate_protocol(lambda x: model.repair(x, tile=args.tile), list(photos), sigma,
+        results[str(sigma)] = evaluate_protocol(lambda x: model.repair(x, tile=args.tile, ensemble=args.ensemble),
+                                                list(photos), sigma,
                                                 names=[p.name for p in photos.paths])
     print(f"\n{str(args.data)!r}: {len(photos)} images, protocol of the denoising literature "
           "(NumPy seed 0 per image, unclipped noise, 8-bit output, peak 255)")

@@ -262,25 +262,25 @@ class PathModel(nn.Module):
     def repair(self, x: Tensor, condition: Tensor | None = None, batch_size: int = 512,
                tile: int | tuple[int, int] | None = None, overlap: int | None = None, *,
                n_samples: int | None = None, return_std: Literal[False] = False,
-               generator: torch.Generator | None = None) -> Tensor: ...
+               generator: torch.Generator | None = None, ensemble: int = 1) -> Tensor: ...
 
     @overload
     def repair(self, x: Tensor, condition: Tensor | None = None, batch_size: int = 512,
                tile: int | tuple[int, int] | None = None, overlap: int | None = None, *,
                n_samples: int | None = None, return_std: Literal[True],
-               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]: ...
+               generator: torch.Generator | None = None, ensemble: int = 1) -> tuple[Tensor, Tensor]: ...
 
     @overload
     def repair(self, x: list[Tensor], condition: Tensor | None = None, batch_size: int = 512,
                tile: int | tuple[int, int] | None = None, overlap: int | None = None, *,
                n_samples: int | None = None, return_std: bool = False,
-               generator: torch.Generator | None = None) -> list[Any]: ...
+               generator: torch.Generator | None = None, ensemble: int = 1) -> list[Any]: ...
 
     @torch.no_grad()
     def repair(self, x: Tensor | list[Tensor], condition: Tensor | None = None, batch_size: int = 512,
                tile: int | tuple[int, int] | None = None, overlap: int | None = None, *,
                n_samples: int | None = None, return_std: bool = False,
-               generator: torch.Generator | None = None) -> Any:
+               generator: torch.Generator | None = None, ensemble: int = 1) -> Any:
         r"""Repaired images ``(B, C, H, W)``: :meth:`reconstruct` in eval mode, in batches, without gradients.
 
         ``x`` may live on any device and have any float dtype: batches go to the
@@ -312,8 +312,19 @@ class PathModel(nn.Module):
         untiled repairs agree in distribution, not draw for draw.
         A list of images ``(C, H_i, W_i)`` of different sizes gives the list of
         their repairs (each repaired alone, tiled when ``tile`` is given).
+
+        ``ensemble=8`` (self-ensemble) repairs the 8 flips and rotations by 90
+        degrees of each image and averages the 8 repairs mapped back: 8 times the
+        time, for a repair that no longer depends on the image's orientation
+        (square images for a model of fixed size; no condition).
         """
         check_count(batch_size, "batch_size")
+        if ensemble not in (1, 8) or isinstance(ensemble, bool):
+            raise ValueError(f"ensemble must be 1 (off) or 8 (the 8 flips and rotations by 90 degrees), got "
+                             f"{ensemble!r}")
+        if ensemble == 8 and (return_std or condition is not None):
+            raise ValueError("ensemble=8 averages plain repairs: it takes no return_std and no condition (an image "
+                             "condition would need the same flips); repair with ensemble=1 for those")
         samples = self._repair_samples(n_samples, return_std)
         options: dict[str, Any] = {"n_samples": samples, "return_std": return_std, "generator": generator}
         if isinstance(x, list):
@@ -324,11 +335,13 @@ class PathModel(nn.Module):
                     what = f"shape {shape_str(im.shape)}" if isinstance(im, Tensor) else type(im).__name__
                     raise TypeError(f"a list of images must hold tensors (C, H, W), got {what} at index {i}; "
                                     "give a batch as one tensor (B, C, H, W)")
-            out = [self.repair(im.unsqueeze(0), batch_size=batch_size, tile=tile, overlap=overlap, **options)
-                   for im in x]
+            out = [self.repair(im.unsqueeze(0), batch_size=batch_size, tile=tile, overlap=overlap, ensemble=ensemble,
+                               **options) for im in x]
             return [(m[0], s[0]) for m, s in out] if return_std else [m[0] for m in out]
         if isinstance(x, Tensor):  # before tiling, so the message names the image, not a tile
             check_image_scale(x, "x", fix="a NaN or Inf pixel would spread through the network: fix or drop that image")
+        if ensemble == 8:
+            return self._self_ensemble(x, batch_size, tile, overlap, samples, generator)
         if tile is not None:
             return self._repair_tiles(x, condition, batch_size, tile, overlap, options)
         self.check_input(x, any_float=True)
@@ -381,6 +394,26 @@ class PathModel(nn.Module):
         both = repair_tiled(fn, x, tile, overlap, margin=margin, batch_size=in_flight, align=self.multiple,
                             out_channels=2 * c if return_std else c)
         return (both[:, :c], both[:, c:]) if return_std else both
+
+    def _self_ensemble(self, x: Tensor, batch_size: int, tile: Any, overlap: int | None, samples: int,
+                       generator: torch.Generator | None) -> Tensor:
+        """The mean of the repairs of the 8 flips and rotations of ``x`` ``(B, C, H, W)``, each mapped back."""
+        self.check_input(x, any_float=True)
+        if not self.fully_convolutional and x.shape[-2] != x.shape[-1]:
+            raise ValueError(f"ensemble=8 rotates the images by 90 degrees, which a model of fixed size "
+                             f"{self.image_shape[1]}x{self.image_shape[2]} takes only for square images, got "
+                             f"{shape_str(x.shape)}")
+        total: Tensor | None = None
+        for turns in range(4):
+            for flip in (False, True):
+                seen = torch.rot90(x, turns, dims=(-2, -1))
+                seen = seen.flip(-1) if flip else seen
+                out = cast(Tensor, self.repair(seen, None, batch_size, tile, overlap, n_samples=samples,
+                                               generator=generator))
+                out = torch.rot90(out.flip(-1) if flip else out, -turns, dims=(-2, -1))
+                total = out if total is None else total + out
+        assert total is not None
+        return total / 8
 
     def _repair_samples(self, n_samples: int | None, return_std: bool) -> int:
         samples = self.repair_samples if n_samples is None else n_samples
