@@ -220,3 +220,33 @@ def test_module_apply_still_works_on_models_holding_corruptions():
     seen = []
     holder.apply(lambda m: seen.append(type(m).__name__))
     assert "GaussianNoise" in seen and "Linear" in seen
+
+
+def test_quantize_is_what_saving_an_8_bit_file_does() -> None:
+    """Oracle: the PNG round trip through PIL (clip, round to 8 bits, read back)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.rand(1, 1, 16, 16, generator=g) + 0.5 * torch.randn(1, 1, 16, 16, generator=g)
+    buffer = io.BytesIO()
+    Image.fromarray((noisy[0, 0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    from_file = torch.from_numpy(np.array(Image.open(io.BytesIO(buffer.getvalue())))).float() / 255
+    assert torch.equal(C.Quantize().transform(noisy, {}).images[0, 0], from_file)
+    assert C.from_spec("quantize:16").levels == 16
+    assert set((C.Quantize(4).transform(noisy, {}).images * 3).round().unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    with pytest.raises(ValueError, match="LEVELS must be a whole number >= 2"):
+        C.from_spec("quantize:1.5")
+
+
+def test_a_bar_in_a_spec_is_one_of_several_choices_per_image() -> None:
+    c = C.from_spec("gaussian:0.5|gaussian:0.5+quantize")
+    assert isinstance(c, C.OneOf) and c.probabilities == [0.5, 0.5]
+    assert isinstance(c.corruptions[1], C.Compose) and isinstance(c.corruptions[1].corruptions[1], C.Quantize)
+    out = c(torch.full((64, 1, 8, 8), 0.5), generator=torch.Generator().manual_seed(0))
+    on_grid = ((out * 255).round() == out * 255).flatten(1).all(dim=1)  # the quantised images
+    assert 10 < int(on_grid.sum()) < 54
+    with pytest.raises(ValueError, match="an empty choice"):
+        C.from_spec("gaussian:0.5|")

@@ -14,7 +14,8 @@ __all__ = ["DEMO", "add_arguments", "run"]
 # epochs in the budget than the conv net, and SiLU beat ReLU at equal time).
 DEMO = {
     "dataset": "fashion-mnist",
-    "corruption": "gaussian:0.5",
+    # unclipped noise, or as a saved 8-bit file holds it (clipped at 0 and 1, rounded): the model repairs both
+    "corruption": "gaussian:0.5|gaussian:0.5+quantize",
     "arch": "mlp",
     "latent_dim": 64,
     "hidden": "1024,512",

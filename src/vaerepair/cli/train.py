@@ -147,6 +147,17 @@ def splits(args: argparse.Namespace) -> tuple[ImageDataset, ImageDataset, ImageD
     return train, val, test
 
 
+def _each_choice(args: argparse.Namespace, trainer: Any, test: ImageDataset, model: Any) -> dict[str, dict[str, Any]]:
+    """For a corruption of several choices (``"a|b"``), the test figures of each choice alone, by its spec."""
+    if args.corruption is None or "|" not in args.corruption or args.kind == "ae":
+        return {}
+    out = {}
+    for spec in (c.strip() for c in args.corruption.split("|")):
+        r = trainer.evaluate(test, corruption=spec, seed=args.seed + 100, iwae_k=None)
+        out[spec] = {"n": int(r.pop("n")), **r}
+    return out
+
+
 def _train_dataset(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     objective = build_objective(args)
@@ -192,8 +203,13 @@ def _train_dataset(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": time.perf_counter() - t_start,
         "history": history.to_dict(),
     }
+    by_choice = _each_choice(args, trainer, test, model)  # a "a|b" corruption: each choice on its own too
+    if by_choice:
+        metrics["test_by_corruption"] = by_choice
     write_json(args.out / "metrics.json", metrics)
     print_table(args.dataset, len(test), args.corruption, result)
+    for spec, r in by_choice.items():
+        print_table(args.dataset, len(test), spec, r)
     print(f"wrote {args.out}/best.pt, last.pt, metrics.json, {pictures} ({metrics['seconds']:.0f} s)")
     return metrics
 

@@ -9,8 +9,11 @@ reproducible corruption (the Trainer does so for validation).
 ``"gaussian:0.5"``, ``"saltpepper:0.1"``, ``"block:12"`` (side in pixels),
 ``"block:0.25"`` (area fraction), ``"mask:0.5"`` or ``"mask:0.5:4"`` (p, patch
 size), ``"invert"`` or ``"invert:0.3"``, ``"poisson:0.01"`` (gain),
-``"poissongaussian:0.01:0.02"`` (gain, read noise), and ``"+"`` to compose:
-``"gaussian:0.25+block:10"``. Noise levels may be ranges, each image drawing
+``"poissongaussian:0.01:0.02"`` (gain, read noise), ``"quantize"`` (clip to
+[0, 1] and round to 8 bits, as saving to a file does; ``"quantize:16"`` for 16
+levels), ``"+"`` to compose: ``"gaussian:0.25+block:10"``, and ``"|"`` for one
+of several, chosen per image (``"+"`` binds first): ``"gaussian:0.5|gaussian:0.5+quantize"``.
+Noise levels may be ranges, each image drawing
 its own value (blind training), and may be divided by a number, so that 8-bit
 levels read as they are written: ``"gaussian:0-55/255"`` is σ uniform in
 [0, 55/255], ``"gaussian:25/255"`` is σ = 25/255.
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from vaerepair.corruptions._base import Corrupted, Corruption
 from vaerepair.corruptions.compose import Compose, OneOf
 from vaerepair.corruptions.erasure import BlockErasure, RandomMask
-from vaerepair.corruptions.noise import GaussianNoise, PixelInversion, SaltAndPepper
+from vaerepair.corruptions.noise import GaussianNoise, PixelInversion, Quantize, SaltAndPepper
 from vaerepair.corruptions.sensor import Poisson, PoissonGaussian
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "GaussianNoise",
     "SaltAndPepper",
     "PixelInversion",
+    "Quantize",
     "Poisson",
     "PoissonGaussian",
     "BlockErasure",
@@ -123,10 +127,22 @@ _BUILDERS: dict[str, Callable[[list[str], str], Corruption]] = {
     "poissongaussian": _levels(PoissonGaussian, "poissongaussian:GAIN:SIGMA (e.g. poissongaussian:0.01:0.02)", 2),
     "saltpepper": _one_number(SaltAndPepper, "saltpepper:AMOUNT"),
     "invert": _one_number(PixelInversion, "invert or invert:AMOUNT", default=1.0),
+    "quantize": lambda args, spec: _quantize(args, spec),
     "block": _block,
     "mask": _mask,
 }
 SPEC_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def _quantize(args: list[str], spec: str) -> Corruption:
+    if len(args) > 1:
+        raise ValueError(f"corruption {spec!r}: use quantize or quantize:LEVELS (e.g. quantize:256)")
+    if not args:
+        return Quantize()
+    value = _number(args[0], spec)
+    if not (math.isfinite(value) and value == int(value) and value >= 2):
+        raise ValueError(f"corruption {spec!r}: LEVELS must be a whole number >= 2 (256: 8 bits), got {args[0]!r}")
+    return Quantize(int(value))
 
 
 def from_spec(spec: str) -> Corruption:
@@ -138,6 +154,12 @@ def from_spec(spec: str) -> Corruption:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"corruption spec must be a non-empty string like 'gaussian:0.5', got {spec!r}")
+    if "|" in spec:  # one of several per image; "+" binds first
+        choices = [c.strip() for c in spec.split("|")]
+        if not all(choices):
+            raise ValueError(f"corruption {spec!r}: an empty choice around '|'; use e.g. "
+                             "'gaussian:0.5|gaussian:0.5+quantize'")
+        return OneOf([from_spec(c) for c in choices])
     parts = [p.strip() for p in spec.split("+")]
     built: list[Corruption] = []
     for part in parts:

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaerepair._checks import check_probability
+from vaerepair._checks import check_count, check_probability
 from vaerepair.corruptions._base import Corrupted, Corruption, full_mask, parameter_range, per_image, uniform
 
-__all__ = ["GaussianNoise", "SaltAndPepper", "PixelInversion"]
+__all__ = ["GaussianNoise", "SaltAndPepper", "PixelInversion", "Quantize"]
 
 
 class GaussianNoise(Corruption):
@@ -113,3 +113,30 @@ class PixelInversion(Corruption):
 
     def extra_repr(self) -> str:
         return f"amount={self.amount}"
+
+
+class Quantize(Corruption):
+    r"""What saving an image to an 8-bit file does: clip to ``[0, 1]``, then round to ``levels`` values,
+    :math:`\tilde x = \mathrm{round}((L - 1)\,\mathrm{clip}(x, 0, 1)) / (L - 1)`.
+
+    After noise (``Compose([GaussianNoise(0.5), Quantize()])``, spec ``"gaussian:0.5+quantize"``) it gives
+    the noisy PNG or JPEG-free file a user owns: its noise clipped at 0 and 1, no longer zero-mean in dark and
+    bright regions, and rounded. Deterministic; the mask is every pixel.
+
+    Args:
+        levels: the number of values, ``>= 2`` (256: 8 bits).
+    """
+
+    def __init__(self, levels: int = 256) -> None:
+        super().__init__()
+        self.levels = check_count(levels, "levels", minimum=2)
+
+    def make_params(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+        return {}
+
+    def transform(self, x: Tensor, params: dict[str, Any]) -> Corrupted:
+        top = float(self.levels - 1)
+        return Corrupted(x.clamp(0.0, 1.0).mul(top).round_().div_(top), full_mask(x))
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
