@@ -12,7 +12,7 @@ callbacks off (``progress=False``), the progress bar and a CSV logger on, and
 the in-memory dataset, no workers) instead of the in-memory source.
 
 Run: python benchmarks/throughput.py [--threads 2 1] [--repeats 11] [--n 12000] [--conv-n 3000]
-(about 6 minutes on 2 quiet cores; ``--conv-n 12000`` gives the conv net the MLP's epoch, 4x longer)
+(about 4 minutes on 2 cores; ``--conv-n 12000`` gives the conv net the MLP's epoch, 4x longer)
 Ends with the line ``time ratio (Trainer / plain): X.XX`` (for the reports' MLP
 784-400-20 at the first thread count, callbacks off; other settings are printed above it).
 """

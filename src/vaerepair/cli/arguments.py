@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 from vaerepair import corruptions as corr
 from vaerepair.data import DATASETS
@@ -48,24 +49,23 @@ def positive_float(text: str) -> float:
     return value
 
 
-def fraction(text: str) -> float:
+def _float(text: str, expects: str, ok: Callable[[float], bool]) -> float:
+    """``text`` as a float for which ``ok`` holds, else one line saying what was ``expected``."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 like 0.2, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1 like 0.2, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expects}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expects}, got {text!r}")
     return value
+
+
+def fraction(text: str) -> float:
+    return _float(text, "a fraction strictly between 0 and 1 like 0.2", lambda v: 0 < v < 1)
 
 
 def nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+    return _float(text, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
 
 
 def seed(text: str) -> int:

@@ -42,27 +42,26 @@ def noisy_only(args: argparse.Namespace) -> bool:
 def build_model(args: argparse.Namespace, image_shape: tuple[int, int, int], n_classes: int = 10) -> PathModel:
     """The model ``--kind`` asks for, for images of ``image_shape`` ``(C, H, W)`` (``H = W = 0``: photographs of
     any size, ``--data``)."""
-    photos = args.data is not None
-    c = image_shape[0]
+    photos, c, hidden = args.data is not None, image_shape[0], widths(args)
     if args.kind == "ladder":
         if not photos and (args.arch != "mlp" or args.condition or args.flows or args.spatial):
             raise CLIError("--kind ladder has its own network: drop --arch, --condition, --flows and --spatial")
         if photos:  # noisy images only: the noise model is the likelihood
-            return ladder_vae(c, widths=widths(args), latent_channels=args.latent_dim,
+            return ladder_vae(c, widths=hidden, latent_channels=args.latent_dim,
                               sigma=args.noise_sigma / 255, gain=args.noise_gain, activation=args.activation)
-        return build(LadderSpec(channels=c, widths=widths(args), latent_channels=(args.latent_dim,) * len(widths(args)),
+        return build(LadderSpec(channels=c, widths=hidden, latent_channels=(args.latent_dim,) * len(hidden),
                                 likelihood=args.likelihood, sigma=args.sigma, link=args.link,
                                 activation=args.activation,
                                 repair_samples=16))  # validation repairs every epoch: 16 samples, not 100
     if photos and args.kind == "vae":
         return noise_model_vae(args.noise_sigma / 255, channels=c, gain=args.noise_gain,
-                               latent_channels=args.latent_dim, widths=widths(args), activation=args.activation)
+                               latent_channels=args.latent_dim, widths=hidden, activation=args.activation)
     if photos:
         return build(ModelSpec(kind="dae", image_shape=(c, 0, 0), latent_dim=args.latent_dim, arch="unet",
-                               hidden=widths(args), likelihood=args.likelihood, sigma=args.sigma, link=args.link,
+                               hidden=hidden, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
                                learn_sigma=args.learn_sigma, activation=args.activation))
     return build(ModelSpec(
-        kind=args.kind, image_shape=image_shape, latent_dim=args.latent_dim, arch=args.arch, hidden=widths(args),
+        kind=args.kind, image_shape=image_shape, latent_dim=args.latent_dim, arch=args.arch, hidden=hidden,
         features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
         learn_sigma=args.learn_sigma, activation=args.activation, spatial=args.spatial, condition=args.condition,
         n_classes=n_classes, n_flows=args.flows, amortized=not args.global_flows,

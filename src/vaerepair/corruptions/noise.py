@@ -120,7 +120,7 @@ class Quantize(Corruption):
     :math:`\tilde x = \mathrm{round}((L - 1)\,\mathrm{clip}(x, 0, 1)) / (L - 1)`.
 
     After noise (``Compose([GaussianNoise(0.5), Quantize()])``, spec ``"gaussian:0.5+quantize"``) it gives
-    the noisy PNG or JPEG-free file a user owns: its noise clipped at 0 and 1, no longer zero-mean in dark and
+    the noisy 8-bit PNG a user owns: its noise clipped at 0 and 1, no longer zero-mean in dark and
     bright regions, and rounded. Deterministic; the mask is every pixel.
 
     Args:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from vaerepair.corruptions import Corruption
 from vaerepair.data import ImageDataset, NoisyImages
 from vaerepair.distributions import validation
-from vaerepair.metrics import PSNR_CAP_DB, psnr, ssim
+from vaerepair.metrics import PSNR_CAP_DB, ssim
 from vaerepair.models.latent import LatentModel
 from vaerepair.objectives import Objective, likelihood_metrics
 from vaerepair.training.distributed import ObjectiveStep
@@ -250,11 +250,13 @@ def _quality_sums(images: Tensor, clean: Tensor, mask: Tensor, partial: bool) ->
     """Sums over a batch: per-image PSNR (capped at :data:`~vaerepair.metrics.PSNR_CAP_DB`: an image equal to its
     reference would make the mean infinite), SSIM and MSE; with a partial mask, the squared error and the number
     of pixels inside it."""
-    sums = {"psnr": psnr(images, clean, reduction="none", max_db=PSNR_CAP_DB).sum(),
+    sq = (images.double() - clean.double()).square()  # one pass, as psnr() computes it
+    mse = sq.flatten(1).mean(dim=1)
+    sums = {"psnr": (10.0 * torch.log10(1.0 / mse)).clamp(max=PSNR_CAP_DB).sum(),  # psnr(max_db=PSNR_CAP_DB)
             "ssim": ssim(images, clean, reduction="none").sum(),
-            "mse": (images - clean).square().flatten(1).mean(dim=1).sum()}
+            "mse": mse.sum()}
     if partial:
-        sums["sq_missing"] = ((images - clean).square() * mask).sum()
+        sums["sq_missing"] = (sq * mask).sum()
         sums["n_missing"] = mask.sum()
     return sums
 
