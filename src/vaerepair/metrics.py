@@ -173,7 +173,8 @@ def ssim(
 
 
 
-def interval_coverage(samples: Tensor, target: Tensor, level: float = 0.9, reduction: str = "mean") -> Tensor:
+def interval_coverage(samples: Tensor, target: Tensor, level: float = 0.9, reduction: str = "mean",
+                      mask: Tensor | None = None) -> Tensor:
     r"""Calibration of per-pixel uncertainty: the fraction of ``target`` pixels inside the central ``level``
     interval of ``samples``, per image ``(B,)`` or as a batch mean.
 
@@ -182,7 +183,10 @@ def interval_coverage(samples: Tensor, target: Tensor, level: float = 0.9, reduc
     interval at each pixel runs between their empirical quantiles
     :math:`(1 \mp \text{level})/2`. A calibrated model covers about ``level``
     of the clean pixels; far less means its samples are sure of a wrong answer,
-    far more that they are vaguer than its errors.
+    far more that they are vaguer than its errors. With a boolean ``mask``
+    ``(B, C, H, W)`` only the pixels where it is ``True`` count (e.g. the hole of
+    an erasure); an image without any such pixel has no coverage, so
+    ``reduction="none"`` gives NaN for it and the mean is over the images that have some.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -208,5 +212,17 @@ def interval_coverage(samples: Tensor, target: Tensor, level: float = 0.9, reduc
     bounds = torch.quantile(samples.flatten(2).float(), torch.tensor([tail, 1 - tail], device=samples.device),
                             dim=0)  # (2, B, CHW)
     flat = target.flatten(1).float()
-    inside = (flat >= bounds[0]) & (flat <= bounds[1])
-    return _reduce(inside.float().mean(dim=1), reduction)
+    inside = ((flat >= bounds[0]) & (flat <= bounds[1])).float()
+    if mask is None:
+        return _reduce(inside.mean(dim=1), reduction)
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != target.shape:
+        what = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a boolean tensor of the target's shape {tuple(target.shape)}, got {what}")
+    m = mask.flatten(1).float()
+    per_image = (inside * m).sum(dim=1) / m.sum(dim=1)  # NaN for an image without masked pixels
+    if reduction == "none":
+        return per_image
+    kept = per_image[~per_image.isnan()]
+    if len(kept) == 0:
+        raise ValueError("mask has no True pixel: there is nothing to measure the coverage of")
+    return _reduce(kept, reduction)

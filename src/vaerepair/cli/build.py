@@ -44,14 +44,20 @@ def build_model(args: argparse.Namespace, image_shape: tuple[int, int, int], n_c
     any size, ``--data``)."""
     photos, c, hidden = args.data is not None, image_shape[0], widths(args)
     if args.kind == "ladder":
-        if not photos and (args.arch != "mlp" or args.condition or args.flows or args.spatial):
-            raise CLIError("--kind ladder has its own network: drop --arch, --condition, --flows and --spatial")
+        if not photos and (args.arch != "mlp" or args.flows or args.spatial):
+            raise CLIError("--kind ladder has its own network: drop --arch, --flows and --spatial")
+        if args.condition not in (None, "image"):
+            raise CLIError(f"--kind ladder takes --condition image (the corrupted image and its mask), not "
+                           f"--condition {args.condition}")
+        if photos and args.condition:
+            raise CLIError("--condition image trains a conditional ladder on (corrupted, clean) pairs of a --dataset; "
+                           "a --data folder holds noisy images only: drop --condition")
         if photos:  # noisy images only: the noise model is the likelihood
             return ladder_vae(c, widths=hidden, latent_channels=args.latent_dim,
                               sigma=args.noise_sigma / 255, gain=args.noise_gain, activation=args.activation)
         return build(LadderSpec(channels=c, widths=hidden, latent_channels=(args.latent_dim,) * len(hidden),
                                 likelihood=args.likelihood, sigma=args.sigma, link=args.link,
-                                activation=args.activation,
+                                activation=args.activation, condition=args.condition,
                                 repair_samples=16))  # validation repairs every epoch: 16 samples, not 100
     if photos and args.kind == "vae":
         return noise_model_vae(args.noise_sigma / 255, channels=c, gain=args.noise_gain,

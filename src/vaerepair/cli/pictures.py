@@ -37,11 +37,11 @@ def write_grid(
 
 
 def write_samples(
-    path: Path, model: LatentVariableModel, test: ImageDataset, corruption: corr.Corruption,
+    path: Path, model: LatentVariableModel | LadderVAE, test: ImageDataset, corruption: corr.Corruption,
     device: torch.device, seed: int,
 ) -> None:
     """Prior samples: 64 of them; per class (one row each) for a label condition; for an image
-    condition, three completions drawn from the prior for each of 8 incomplete test images."""
+    condition, eight completions drawn from the prior for each of 8 incomplete test images (a row per draw)."""
     generator = torch.Generator(device).manual_seed(0)
     if model.condition is None:
         save_samples_grid(path, model, generator=generator)
@@ -53,7 +53,7 @@ def write_samples(
         corrupted, condition = conditions(model, first, corruption, device, seed)
         assert condition is not None
         rows = {"clean": first.float_images(), "corrupted": corrupted.images}
-        for i in range(3):
+        for i in range(8):
             rows[f"completion {i + 1}"] = model.sample(len(first), condition=condition, generator=generator)
         save_image_rows(path, rows)
 
@@ -61,9 +61,11 @@ def write_samples(
 def write_uncertainty(path: Path, model: LadderVAE, test: ImageDataset, corruption: corr.Corruption,
                        device: torch.device, seed: int) -> None:
     """Eight test images: clean, corrupted, the repair (the mean of 64 posterior samples) and their std (x4)."""
-    clean = test[:8].float_images().to(device)
-    corrupted = corruption.to(device)(clean, generator=torch.Generator(device).manual_seed(seed))
-    mean, std = model.repair(corrupted, n_samples=64, return_std=True,
+    first = test[:8]
+    clean = first.float_images().to(device)
+    out, condition = conditions(model, first, corruption, device, seed)
+    corrupted = out.images
+    mean, std = model.repair(corrupted, condition, n_samples=64, return_std=True,
                              generator=torch.Generator(device).manual_seed(seed))
     save_image_rows(path, {"clean": clean, "corrupted": corrupted.clamp(0, 1), "repair (mean of 64)": mean,
                            "posterior std (x4)": (4 * std).clamp(0, 1)})

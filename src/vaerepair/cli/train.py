@@ -68,7 +68,9 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
                    help="with --flows: layers shared by all images (default: amortised, one set per image)")
     p.add_argument("--condition", choices=CONDITION_KINDS, default=None,
                    help="a conditional model: on the class label (one-hot) or on the corrupted image and its mask "
-                        "(inpainting, report 002); encoder and decoder both see it")
+                        "(inpainting, report 002); encoder and decoder both see it. --kind ladder --condition "
+                        "image: a conditional ladder whose prior sees the corrupted image and mask and whose "
+                        "posterior sees the clean image too (diverse completions, uncertainty)")
     p.add_argument("--arch", choices=("mlp", "conv", "unet"), default=defaults.get("arch", "mlp"),
                    help="unet: fully convolutional, any image size (for photographs, with --data)")
     p.add_argument("--latent-dim", type=A.positive_int, default=defaults.get("latent_dim", 20))
@@ -167,7 +169,8 @@ def _train_dataset(args: argparse.Namespace) -> dict[str, Any]:
     corruption = corr.from_spec(args.corruption) if args.kind != "ae" else None
     trainer = build_trainer(args, model, objective, corruption,
                             metadata={"dataset": args.dataset, "corruption": args.corruption if corruption else None})
-    print(f"training {args.arch} {args.kind} (latent {args.latent_dim}) on {args.dataset} "
+    arch = "" if args.kind == "ladder" else f"{args.arch} "  # a ladder has its own network
+    print(f"training {arch}{args.kind} (latent {args.latent_dim}) on {args.dataset} "
           f"({len(train)} train / {len(val)} val), corruption {args.corruption if corruption else 'none'}, "
           f"{args.epochs} epochs on {trainer.device}" + (f", resuming {args.resume}" if args.resume else ""),
           flush=True)
@@ -182,11 +185,14 @@ def _train_dataset(args: argparse.Namespace) -> dict[str, Any]:
     pictures = "grid.png, loss.png"
     if isinstance(model, LadderVAE):
         write_uncertainty(args.out / "uncertainty.png", model, test, test_corruption, trainer.device, args.seed)
-        size = (int(test.image_shape[1]), int(test.image_shape[2]))
-        generator = torch.Generator(trainer.device).manual_seed(args.seed)
-        save_image_rows(args.out / "samples.png",  # 32 prior samples, 8 per row
-                        {f"samples {8 * i + 1}-{8 * i + 8}": model.sample(8, size=size, generator=generator)
-                         for i in range(4)})
+        if model.conditional:  # 8 completions of 8 incomplete test images
+            write_samples(args.out / "samples.png", model, test, test_corruption, trainer.device, args.seed)
+        else:
+            size = (int(test.image_shape[1]), int(test.image_shape[2]))
+            generator = torch.Generator(trainer.device).manual_seed(args.seed)
+            save_image_rows(args.out / "samples.png",  # 32 prior samples, 8 per row
+                            {f"samples {8 * i + 1}-{8 * i + 8}": model.sample(8, size=size, generator=generator)
+                             for i in range(4)})
         pictures += ", uncertainty.png, samples.png"
     elif isinstance(model, LatentVariableModel) and model.prior is not None:
         write_samples(args.out / "samples.png", model, test, test_corruption, trainer.device, args.seed)

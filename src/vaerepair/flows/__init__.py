@@ -1,7 +1,13 @@
 """Planar normalizing flows: layers, flow posteriors, and 2-D density fitting."""
 
 from vaerepair.flows.planar import PlanarParams, planar_forward, planar_inverse, planar_params, planar_score_step
-from vaerepair.flows.posterior import PlanarFlow, PlanarFlowDistribution, PlanarFlowPosterior, push_forward
+from vaerepair.flows.posterior import (
+    ChannelFlowDistribution,
+    PlanarFlow,
+    PlanarFlowDistribution,
+    PlanarFlowPosterior,
+    push_forward,
+)
 
 __all__ = [
     "PlanarParams",
@@ -12,5 +18,6 @@ __all__ = [
     "push_forward",
     "PlanarFlow",
     "PlanarFlowDistribution",
+    "ChannelFlowDistribution",
     "PlanarFlowPosterior",
 ]

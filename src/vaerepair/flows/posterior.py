@@ -26,7 +26,7 @@ from vaerepair.flows.planar import (
     split_layers,
 )
 
-__all__ = ["PlanarFlow", "PlanarFlowDistribution", "PlanarFlowPosterior", "push_forward"]
+__all__ = ["PlanarFlow", "PlanarFlowDistribution", "PlanarFlowPosterior", "ChannelFlowDistribution", "push_forward"]
 
 
 def push_forward(
@@ -165,6 +165,65 @@ class PlanarFlowDistribution:
             return push_forward(self._cache[2], self.layers, self._cache[3])[2]  # type: ignore[return-value]
         z0 = self._invert(z.detach())
         return push_forward(z0, self.layers, self.base.score(z0))[2]  # type: ignore[return-value]
+
+
+class ChannelFlowDistribution:
+    r"""A spatial code's posterior: a :class:`DiagonalGaussian` base over ``(..., L, H, W)`` whose every
+    pixel's channel vector :math:`z_0 \in \mathbb R^L` goes through the same planar layers (a ladder level's
+    flow).
+
+    .. math::
+        \log q(z) = \log q_0(z_0) - \textstyle\sum_{h,w} \sum_k \log|\det J_k(z_{k-1, hw})|
+
+    :meth:`draw` pushes base draws through the layers and keeps :math:`\log q`
+    of them, so ``log_prob`` of those draws is exact and free; for any other
+    ``z`` it inverts the layers numerically (no gradient through the inverse).
+    ``loc`` (and ``mean``) is the image of the base mean, the code a
+    deterministic repair decodes. There is no closed-form KL: objectives take
+    the Monte-Carlo one.
+    """
+
+    def __init__(self, base: DiagonalGaussian, layers: list[PlanarParams]) -> None:
+        self.base, self.layers = base, layers
+        self._cache: tuple[Tensor, Tensor] | None = None  # (z, log q(z))
+
+    def _push(self, z0: Tensor) -> tuple[Tensor, Tensor]:
+        z, log_det, _ = push_forward(z0.movedim(-3, -1), self.layers)  # channels last: (..., H, W, L)
+        return z.movedim(-1, -3), log_det.sum(dim=(-2, -1))
+
+    @property
+    def loc(self) -> Tensor:
+        r""":math:`f(\mu)`, shaped like the codes."""
+        return self._push(self.base.loc)[0]
+
+    mean = loc
+
+    def draw(self, eps: Tensor) -> Tensor:
+        r"""The codes :math:`f(\mu + \sigma \odot \varepsilon)` of standard normal ``eps`` (the base's shape)."""
+        z0 = torch.addcmul(self.base.loc, self.base.scale, eps)
+        z, log_det = self._push(z0)
+        log_q0 = -(0.5 * eps.square() + self.base.scale.log() + _HALF_LOG_2PI).flatten(-3).sum(dim=-1)
+        self._cache = (z, log_q0 - log_det)
+        return z
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        r""":math:`\log q(z)` summed over ``(L, H, W)``: ``(...)``."""
+        if self._cache is not None and z is self._cache[0]:
+            return self._cache[1]
+        y = z.detach().movedim(-3, -1)
+        for p in reversed(self.layers):
+            y = planar_inverse(y, p)
+        z0 = y.movedim(-1, -3)
+        return self.base.log_prob(z0) - self._push(z0)[1]
+
+    def reshape(self, lead: tuple[int, ...], z: Tensor | None = None) -> ChannelFlowDistribution:
+        """The same distribution with codes seen as ``(*lead, L, H, W)``; ``z``: the kept draws seen that way."""
+        base = DiagonalGaussian(self.base.loc.reshape(*lead, *self.base.loc.shape[-3:]),
+                                self.base.scale.reshape(*lead, *self.base.scale.shape[-3:]), event_dims=3)
+        out = ChannelFlowDistribution(base, self.layers)
+        if z is not None and self._cache is not None:
+            out._cache = (z, self._cache[1].reshape(lead))
+        return out
 
 
 class PlanarFlowPosterior(nn.Module):

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from vaerepair._checks import check_count, check_images, shape_str
 
-__all__ = ["Condition", "LabelCondition", "ImageCondition", "CONDITION_KINDS"]
+__all__ = ["Condition", "LabelCondition", "ImageCondition", "ImageMaskMap", "CONDITION_KINDS"]
 
 CONDITION_KINDS = ("label", "image")
 
@@ -160,3 +160,44 @@ class ImageCondition(Condition):
 
     def extra_repr(self) -> str:
         return f"image_shape={self.image_shape}, features={self.out_features}, inputs={2 * math.prod(self.image_shape)}"
+
+
+class ImageMaskMap(Condition):
+    r"""Condition on the incomplete image and its mask as a map ``(B, 2C, H, W)`` of any size (the conditional
+    :class:`~vaerepair.models.LadderVAE`'s condition, which its convolutions embed level by level).
+
+    The raw condition is the corrupted image :math:`\tilde x` and the mask :math:`m`
+    (1 where the corruption touched a pixel: the missing region of an erasure, every
+    pixel for noise); ``forward`` checks it and returns it: ``E = 2C`` channels.
+
+    Example:
+        >>> cond = ImageMaskMap(channels=1)
+        >>> x = torch.rand(2, 1, 20, 24)
+        >>> cond(cond.prepare(x, x > 0.5)).shape
+        torch.Size([2, 2, 20, 24])
+    """
+
+    def __init__(self, channels: int = 1) -> None:
+        super().__init__()
+        self.channels = check_count(channels, "channels")
+        self.out_features = 2 * self.channels
+
+    def prepare(self, corrupted: Tensor, mask: Tensor, labels: Tensor | None = None) -> Tensor:
+        check_images(corrupted, "corrupted", channels=self.channels)
+        if not isinstance(mask, Tensor) or mask.shape != corrupted.shape:
+            got = shape_str(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"mask must have the images' shape {shape_str(corrupted.shape)}, got {got}")
+        return torch.cat([corrupted, mask.to(corrupted.dtype)], dim=1)
+
+    def forward(self, condition: Tensor) -> Tensor:
+        """The condition ``(B, 2C, H, W)``, checked."""
+        if not isinstance(condition, Tensor) or condition.dim() != 4 or condition.shape[1] != 2 * self.channels:
+            got = shape_str(condition.shape) if isinstance(condition, Tensor) else type(condition).__name__
+            raise ValueError(f"an image-and-mask condition must have shape (B, {2 * self.channels}, H, W) (the "
+                             f"corrupted image and its mask: model.condition.prepare(corrupted, mask)), got {got}")
+        if not condition.is_floating_point() or not bool(torch.isfinite(condition).all()):
+            raise ValueError("the condition must hold finite float values (the corrupted image and a 0/1 mask)")
+        return condition
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"

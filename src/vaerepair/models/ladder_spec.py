@@ -39,6 +39,10 @@ class LadderSpec:
         activation: ``"relu"``, ``"silu"``, ``"gelu"`` or ``"tanh"``.
         repair_samples: posterior samples behind ``model.repair`` (0: posterior means).
         full_resolution: the finest level at the image's resolution (else half of it).
+        condition: ``None``, or ``"image"`` for a conditional ladder (the corrupted
+            image and its mask condition the prior; trained on pairs, it repairs from
+            the prior given the condition: diverse completions of a hole).
+        flows: planar-flow layers on every level's posterior, acting on each pixel's channels (0: none).
     """
 
     kind: str = "ladder"
@@ -53,6 +57,8 @@ class LadderSpec:
     activation: str = "silu"
     repair_samples: int = 100
     full_resolution: bool = False
+    condition: str | None = None
+    flows: int = 0
 
     def __post_init__(self) -> None:
         if self.kind != "ladder":
@@ -60,6 +66,7 @@ class LadderSpec:
         object.__setattr__(self, "channels", check_count(self.channels, "channels"))
         object.__setattr__(self, "blocks", check_count(self.blocks, "blocks", minimum=0))
         object.__setattr__(self, "repair_samples", check_count(self.repair_samples, "repair_samples", minimum=0))
+        object.__setattr__(self, "flows", check_count(self.flows, "flows", minimum=0))
         widths = _widths(self.widths, "widths")
         latent = self.latent_channels
         if isinstance(latent, Sequence) and not isinstance(latent, (str, bytes)):
@@ -79,6 +86,9 @@ class LadderSpec:
         object.__setattr__(self, "sigma", check_positive(self.sigma, "sigma", allow_zero=self.gain > 0))
         if not isinstance(self.full_resolution, bool):
             raise TypeError(f"full_resolution must be True or False, got {self.full_resolution!r}")
+        if self.condition not in (None, "image"):
+            raise ValueError(f"a ladder VAE's condition is None or 'image' (the corrupted image and its mask), "
+                             f"got {self.condition!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only: safe in a ``weights_only`` checkpoint."""
@@ -102,7 +112,8 @@ class LadderSpec:
         likelihood = make_likelihood(self.likelihood, self.sigma, self.gain, self.link)
         return LadderVAE(self.channels, self.widths, self.latent_channels, likelihood, blocks=self.blocks,
                          activation=ACTIVATIONS[self.activation], repair_samples=self.repair_samples,
-                         full_resolution=self.full_resolution, spec=self.to_dict())
+                         full_resolution=self.full_resolution, condition=self.condition, flows=self.flows,
+                         spec=self.to_dict())
 
 
 def ladder_vae(channels: int = 1, widths: Sequence[int] = (32, 32, 32), latent_channels: int | Sequence[int] = 16,
@@ -117,7 +128,14 @@ def ladder_vae(channels: int = 1, widths: Sequence[int] = (32, 32, 32), latent_c
     ``model.repair(y, return_std=True)`` gives the posterior mean of the clean
     signal over ``repair_samples`` top-down draws and its per-pixel standard
     deviation. ``options``: further :class:`LadderSpec` fields (``blocks``,
-    ``activation``, ``link``, ``repair_samples``, ``full_resolution``).
+    ``activation``, ``link``, ``repair_samples``, ``full_resolution``, ``condition``, ``flows``).
+
+    For **inpainting and supervised repair with uncertainty** pass
+    ``condition="image"`` and train with :class:`~vaerepair.ELBO` on (corrupted,
+    clean) pairs: the corrupted image and its mask condition the prior, the
+    posterior sees the clean target, and ``model.repair(x, condition,
+    return_std=True)`` (``condition = model.condition.prepare(x, mask)``) averages
+    completions drawn from the prior given the condition.
 
     Example:
         >>> model = ladder_vae(widths=(8, 8), latent_channels=2, sigma=0.5)

@@ -31,7 +31,8 @@ from vaerepair.distributions import validation_enabled
 from vaerepair.distributions.kl import kl_divergence
 from vaerepair.models.conditions import Condition
 
-__all__ = ["LatentLevel", "LatentPath", "PathModel", "latent_path", "check_latents", "TILE_PIXELS_IN_FLIGHT"]
+__all__ = ["LatentLevel", "LatentPath", "PathModel", "latent_path", "posterior_images", "check_latents",
+           "TILE_PIXELS_IN_FLIGHT"]
 
 TILE_PIXELS_IN_FLIGHT = 2**19  # tiled repair: at most this many pixels of tiles go through the model at once
 
@@ -140,6 +141,20 @@ def latent_path(model: Any, x: Tensor, condition: Tensor | None = None, n_sample
     return LatentPath((level,), model.decode(z, condition))
 
 
+def posterior_images(model: Any, x_input: Tensor, x_target: Tensor) -> Tensor:
+    r"""The images a training objective gives the model's posterior: ``x_input`` (the corrupted image), or
+    ``x_target`` for a model whose ``posterior_sees_target`` is set.
+
+    A conditional model of that kind (the conditional :class:`~vaerepair.models.LadderVAE`)
+    bounds :math:`\log p(x \mid c)` with :math:`q(z \mid x, c)` and a prior
+    :math:`p(z \mid c)` that sees only the condition ``c`` (the corrupted image and
+    its mask): the posterior must see the clean target, or :math:`z` cannot carry
+    what the condition lacks, its KL goes to zero and every completion is the same
+    (posterior collapse). Such a model repairs from its prior.
+    """
+    return x_target if getattr(model, "posterior_sees_target", False) else x_input
+
+
 def check_latents(latents: Any, n_levels: int) -> None:
     """Raise a clear error unless ``latents`` is ``None`` or a sequence of ``n_levels`` tensors or ``None``
     (top first), every given tensor finite."""
@@ -182,6 +197,7 @@ class PathModel(nn.Module):
     condition: Condition | None  # each subclass sets it in __init__ (None: unconditional); no class default, which
     # would hide a registered Condition module from nn.Module's attribute lookup
     repair_samples: int = 0  # posterior samples per repair when ``repair(n_samples=None)``: 0 decodes the mean
+    posterior_sees_target: bool = False  # q(z | x_target, c) in training; repairs draw z from p(z | c)
 
     def bottom_up(self, x: Tensor, condition: Tensor | None = None) -> Any:
         """The deterministic pass over images ``(B, C, H, W)`` that every sample of the top-down pass reuses."""
@@ -205,6 +221,17 @@ class PathModel(nn.Module):
         """
         return self.top_down(self.bottom_up(x, condition), n_samples, latents=latents, mean=mean,
                              generator=generator)
+
+    def repair_features(self, x: Tensor, condition: Tensor | None = None) -> Any:
+        """What a repair's top-down passes start from: :meth:`bottom_up` of the images to repair ``(B, C, H, W)``
+        (the posterior given them), or, for a model whose ``posterior_sees_target`` is set, the condition's
+        features alone (its repairs draw from the prior given the condition)."""
+        return self.bottom_up(x, condition)
+
+    def repair_path(self, x: Tensor, condition: Tensor | None = None, n_samples: int | None = None, *,
+                    mean: bool = False, generator: torch.Generator | None = None) -> LatentPath:
+        """The latent path a repair of ``x`` decodes: :meth:`top_down` of :meth:`repair_features`."""
+        return self.top_down(self.repair_features(x, condition), n_samples, mean=mean, generator=generator)
 
     @property
     def n_levels(self) -> int:
@@ -238,23 +265,25 @@ class PathModel(nn.Module):
         return x
 
     def reconstruct(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
-        """Repair images: every level at its posterior mean, the likelihood mean ``(B, C, H, W)``."""
+        """Repair images: every level at its posterior mean (at its prior mean given the condition, for a model
+        whose ``posterior_sees_target`` is set), the likelihood mean ``(B, C, H, W)``."""
         self.check_input(x)
         if validation_enabled():  # off in the Trainer's validation, whose data were checked once
             check_image_scale(x, "x")
-        return cast(Tensor, self.path(x, condition, mean=True).likelihood.mean)
+        return cast(Tensor, self.repair_path(x, condition, mean=True).likelihood.mean)
 
     @torch.no_grad()
     def sample_repairs(self, x: Tensor, n: int, condition: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
         r"""``n`` plausible repairs of each image, ``(n, B, C, H, W)``: the decoded means of ``n`` draws of
-        the posterior path (diverse for a VAE; all equal for a point-mass posterior), in eval mode."""
+        the posterior path (diverse for a VAE; all equal for a point-mass posterior), in eval mode; for a model
+        whose ``posterior_sees_target`` is set, of the prior path given the condition."""
         check_count(n, "n")
         self.check_input(x)
         was_training = self.training
         self.eval()
         try:
-            return cast(Tensor, self.path(x, condition, int(n), generator=generator).likelihood.mean)
+            return cast(Tensor, self.repair_path(x, condition, int(n), generator=generator).likelihood.mean)
         finally:
             self.train(was_training)
 
@@ -429,7 +458,7 @@ class PathModel(nn.Module):
         if n_samples == 0:
             return self.reconstruct(x, condition), None
         self.check_input(x)
-        features = self.bottom_up(x, condition)
+        features = self.repair_features(x, condition)
         chunk = max(1, min(n_samples, TILE_PIXELS_IN_FLIGHT // max(1, x[0].numel() * len(x))))
         count, mean, m2 = 0, torch.zeros_like(x), torch.zeros_like(x)
         for start in range(0, n_samples, chunk):  # Chan et al.'s merge of per-chunk means and squared deviations

@@ -12,7 +12,8 @@ from vaerepair._checks import check_finite_images, check_images, shape_str
 from vaerepair.distributions import validation_enabled
 from vaerepair.models.latent import LatentModel
 
-__all__ = ["ObjectiveResult", "Objective", "ObjectiveBase", "objective_hooks", "require_prior", "check_batch"]
+__all__ = ["ObjectiveResult", "Objective", "ObjectiveBase", "objective_hooks", "require_prior", "refuse_prior_repairs",
+           "check_batch"]
 
 
 class ObjectiveResult(NamedTuple):
@@ -123,6 +124,15 @@ def require_prior(model: Any, what: str) -> None:
     if getattr(model, "prior", None) is None:
         raise ValueError(f"{what} needs a model with a prior (model.prior is None, a plain autoencoder); "
                          "build a VAE (vaerepair.variational_autoencoder, noise_model_vae or ladder_vae)")
+
+
+def refuse_prior_repairs(model: Any, what: str) -> None:
+    """Raise a clear error when ``model`` repairs from its prior (``posterior_sees_target``): ``what`` trains the
+    posterior path of the corrupted image, which such a model's repairs never take."""
+    if getattr(model, "posterior_sees_target", False):
+        raise ValueError(f"{what} trains the repair of the posterior path of x_input, but this model's posterior "
+                         "sees the clean target and its repairs draw from the prior given the condition "
+                         "(a conditional ladder VAE): train it with ELBO or IWAE on (corrupted, clean) pairs")
 
 
 def check_batch(model: Any, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None) -> None:

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from vaerepair._checks import check_count, check_positive
 from vaerepair.models.latent import LatentModel
-from vaerepair.models.path import latent_path
+from vaerepair.models.path import latent_path, posterior_images
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch, require_prior
 from vaerepair.objectives.schedules import Constant, Schedule
 
@@ -32,6 +32,11 @@ class ELBO(ObjectiveBase):
     ``log_prob`` (flows); ``kl="auto"`` (default) takes the closed form where there
     is one, else the Monte-Carlo estimate, level by level. ``beta=1`` is the VAE,
     ``beta>1`` the beta-VAE. The loss is the batch mean of :math:`\ell_b`.
+
+    A conditional model whose ``posterior_sees_target`` is set (the conditional
+    ladder VAE) is scored as a conditional VAE:
+    :math:`\log p(x \mid c) \ge E_{q(z \mid x, c)} \log p(x \mid z, c) - KL(q(z \mid x, c) \,\|\, p(z \mid c))`,
+    the posterior seeing the clean target :math:`x = x^{target}` and the prior only the condition.
 
     **Free bits** (``free_bits`` :math:`= \lambda` nats per latent element): in the
     loss, level :math:`l`'s KL of image :math:`b` counts as
@@ -71,7 +76,7 @@ class ELBO(ObjectiveBase):
     ) -> ObjectiveResult:
         check_batch(model, x_input, x_target, condition)
         require_prior(model, "the ELBO")
-        path = latent_path(model, x_input, condition, self.n_samples)  # z: (S, B, ...)
+        path = latent_path(model, posterior_images(model, x_input, x_target), condition, self.n_samples)  # (S, B, ...)
         recon = -path.likelihood.log_prob(x_target).mean(dim=0)
         closed_form = {"auto": None, "analytic": True, "mc": False}[self.kl]
         levels = [level.kl_estimate(closed_form).mean(dim=0) for level in path.levels]  # each (B,)

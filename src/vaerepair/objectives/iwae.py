@@ -10,7 +10,7 @@ from torch import Tensor
 
 from vaerepair._checks import check_count
 from vaerepair.models.latent import LatentModel
-from vaerepair.models.path import latent_path
+from vaerepair.models.path import latent_path, posterior_images
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch, require_prior
 from vaerepair.objectives.elbo import ELBO
 
@@ -24,9 +24,11 @@ def log_weights(
 
     .. math:: \log p(x^{target} \mid z_j)
         + \textstyle\sum_l [\log p(z_{j,l} \mid z_{j,>l}) - \log q(z_{j,l} \mid z_{j,>l}, x^{input})]
+
+    (:math:`x^{target}` in :math:`q` for a model whose ``posterior_sees_target`` is set).
     """
     require_prior(model, "importance weighting (IWAE, iwae_nll)")
-    path = latent_path(model, x_input, condition, k)  # (k, B, ...)
+    path = latent_path(model, posterior_images(model, x_input, x_target), condition, k)  # (k, B, ...)
     return cast(Tensor, path.likelihood.log_prob(x_target) + path.log_prior_ratio())
 
 

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from vaerepair.models.latent import LatentModel
 from vaerepair.models.path import latent_path
-from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch, refuse_prior_repairs
 
 __all__ = ["Reconstruction"]
 
@@ -36,6 +36,7 @@ class Reconstruction(ObjectiveBase):
         self, model: LatentModel, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None
     ) -> ObjectiveResult:
         check_batch(model, x_input, x_target, condition)
+        refuse_prior_repairs(model, "Reconstruction")
         recon = -latent_path(model, x_input, condition).likelihood.log_prob(x_target)
         return ObjectiveResult(recon.mean(), {"recon": recon})
 

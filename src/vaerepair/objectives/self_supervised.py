@@ -34,7 +34,7 @@ from torch import Tensor
 from vaerepair._checks import check_count, check_positive
 from vaerepair.models.latent import LatentModel
 from vaerepair.models.path import latent_path
-from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch
+from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch, refuse_prior_repairs
 
 __all__ = ["denoise", "Noise2Noise", "BlindSpot", "SURE", "BLIND_SPOT_REPLACEMENTS"]
 
@@ -48,6 +48,7 @@ def denoise(model: LatentModel, y: Tensor, condition: Tensor | None = None) -> T
     Deterministic (a VAE's posterior mean, not a draw), so that a divergence
     and a blind spot are properties of one function.
     """
+    refuse_prior_repairs(model, "a self-supervised objective")
     return cast(Tensor, latent_path(model, y, condition, mean=True).likelihood.mean)
 
 

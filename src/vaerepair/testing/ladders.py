@@ -47,16 +47,17 @@ class ExchangeableLadder(LadderVAE):
 
 
 def small_ladder(likelihood: str = "gaussian", channels: int = 1, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu", seed: int = 0) -> ExchangeableLadder:
-    """A tiny two-level ladder VAE (widths 4, 4; 2-channel codes) with exchangeable draws, for checks."""
+                 device: torch.device | str = "cpu", seed: int = 0, flows: int = 0) -> ExchangeableLadder:
+    """A tiny two-level ladder VAE (widths 4, 4; 2-channel codes) with exchangeable draws, for checks
+    (``flows``: planar layers on every level's posterior)."""
     options: dict[str, Any] = {"sigma": 0.3, "link": "sigmoid"} if likelihood == "gaussian" else {}
     spec = LadderSpec(channels=channels, widths=(4, 4), latent_channels=(2, 2), likelihood=likelihood,
-                      activation="tanh", repair_samples=0, **options)
+                      activation="tanh", repair_samples=0, flows=flows, **options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ExchangeableLadder(channels, spec.widths, spec.latent_channels,
                                    make_likelihood(likelihood, spec.sigma, link=spec.link), activation=nn.Tanh,
-                                   spec=spec.to_dict())
+                                   flows=flows, spec=spec.to_dict())
     return model.to(device=device, dtype=dtype)
 
 
