@@ -18,7 +18,8 @@ region: the PSNR of their mean (pooled over the missing pixels of every image),
 the PSNR of one draw, the PSNR of the best of the first 16 (chosen per image with
 the clean image: how close the nearest completion comes), the fraction of clean
 pixels inside the central 90 % interval of the 100 draws (calibration; target
-0.85-0.95), and the mean per-pixel standard deviation of the draws inside and
+0.85-0.95; for a Gaussian likelihood also of 100 images drawn from p(x | c), the
+draws plus the likelihood's noise), and the mean per-pixel standard deviation of the draws inside and
 outside the hole. It writes ``inpainting.png`` (8 test images: clean, corrupted,
 the mean, the std x4, then 8 completions) per model into ``--out``.
 
@@ -43,11 +44,11 @@ import vaerepair as vr
 from vaerepair.training.callbacks import LRSchedule
 
 
-def make(name: str) -> torch.nn.Module:
+def make(name: str, sigma: float = 0.1) -> torch.nn.Module:
     torch.manual_seed(0)
     if name == "cvae":
         return vr.conditional_vae("image", latent_dim=20, hidden=(400,))
-    return vr.ladder_vae(widths=(32, 32, 32), latent_channels=16, sigma=0.1, condition="image", repair_samples=16)
+    return vr.ladder_vae(widths=(32, 32, 32), latent_channels=16, sigma=sigma, condition="image", repair_samples=16)
 
 
 def train(name: str, model: torch.nn.Module, data: vr.data.ImageDataset, epochs: int, seed: int) -> float:
@@ -76,7 +77,8 @@ def measure(model: torch.nn.Module, clean: torch.Tensor, samples: int = 100, bat
     condition = model.condition.prepare(corrupted, mask)  # type: ignore[union-attr, operator]
     g = torch.Generator().manual_seed(0)
     sums: dict[str, list[torch.Tensor]] = {k: [] for k in ("mean_sq", "one_sq", "best_sq", "inside", "std_in",
-                                                            "std_out")}
+                                                            "std_out", "inside_predictive")}
+    sigma = getattr(model.likelihood, "sigma", None)  # a Gaussian likelihood's scale: draws of p(x | c) too
     for i in range(0, len(clean), batch):
         x, m, c = clean[i : i + batch], mask[i : i + batch], condition[i : i + batch]
         draws = model.sample_repairs(corrupted[i : i + batch], samples, c, generator=g)  # (S, B, C, H, W)
@@ -86,16 +88,23 @@ def measure(model: torch.nn.Module, clean: torch.Tensor, samples: int = 100, bat
         best = hole_sq.argmin(0)
         sums["best_sq"].append((draws[best, torch.arange(len(x))] - x).square())
         sums["inside"].append(vr.metrics.interval_coverage(draws, x, 0.9, reduction="none", mask=m))
+        if sigma is not None:  # images drawn from p(x | c): the decoded means plus the likelihood's noise
+            noisy = draws + float(sigma) * torch.randn(draws.shape, generator=g)
+            sums["inside_predictive"].append(vr.metrics.interval_coverage(noisy, x, 0.9, reduction="none", mask=m))
         std = draws.std(0)
         sums["std_in"].append((std * m).flatten(1).sum(1) / m.flatten(1).sum(1))
         sums["std_out"].append((std * ~m).flatten(1).sum(1) / (~m).flatten(1).sum(1))
-    cat = {k: torch.cat(v) for k, v in sums.items()}
+    cat = {k: torch.cat(v) for k, v in sums.items() if v}
     inside = cat["inside"][~cat["inside"].isnan()]
+    extra = {}
+    if "inside_predictive" in cat:
+        predictive = cat["inside_predictive"]
+        extra["coverage_hole_predictive"] = float(predictive[~predictive.isnan()].mean())
     return {"psnr_hole_mean": _pooled_psnr(cat["mean_sq"], mask), "psnr_hole_one": _pooled_psnr(cat["one_sq"], mask),
             "psnr_hole_best16": _pooled_psnr(cat["best_sq"], mask), "psnr_image_mean": float(
                 10 * torch.log10(1 / cat["mean_sq"].flatten(1).mean(1)).mean()),
             "coverage_hole": float(inside.mean()), "std_hole": float(cat["std_in"].mean()),
-            "std_outside": float(cat["std_out"].mean())}
+            "std_outside": float(cat["std_out"].mean()), **extra}
 
 
 @torch.no_grad()
@@ -116,6 +125,7 @@ def main() -> None:
     parser.add_argument("--ladder-epochs", type=int, default=1)
     parser.add_argument("--ladder-images", type=int, default=20000)
     parser.add_argument("--test-images", type=int, default=1000)
+    parser.add_argument("--ladder-sigma", type=float, default=0.1, help="the ladder's Gaussian likelihood scale")
     parser.add_argument("--models", nargs="+", choices=("cvae", "ladder"), default=["cvae", "ladder"])
     parser.add_argument("--out", type=Path, default=Path("runs/inpainting"))
     args = parser.parse_args()
@@ -125,11 +135,12 @@ def main() -> None:
     test = vr.load("fashion-mnist", "test").float_images()[: args.test_images]
     results: dict[str, dict[str, float]] = {}
     for name in args.models:
-        model = make(name)
+        model = make(name, args.ladder_sigma)
         data = full if name == "cvae" else full[: args.ladder_images]
         epochs = args.cvae_epochs if name == "cvae" else args.ladder_epochs
         seconds = train(name, model, data, epochs, seed=0)
         model.eval()
+        torch.save(model.state_dict(), args.out / f"{name}.pt")
         results[name] = {**measure(model, test), "train_seconds": seconds, "train_images": float(len(data)),
                          "epochs": float(epochs), "parameters": float(sum(p.numel() for p in model.parameters()))}
         picture(args.out / f"inpainting_{name}.png", model, test[:8])

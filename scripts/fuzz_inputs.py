@@ -150,6 +150,27 @@ def _latents(kind: str) -> Any:
     return model.path(x, n_samples=3, latents=given)
 
 
+def _inpainter() -> Any:
+    torch.manual_seed(0)
+    return vr.ladder_vae(widths=(4, 4), latent_channels=2, sigma=0.3, repair_samples=2, condition="image")
+
+
+def _conditions(kind: str) -> Any:
+    """A conditional ladder's repair with one kind of bad condition."""
+    model, x = _inpainter(), torch.rand(2, 1, 8, 8)
+    good = model.condition.prepare(x, x > 0.5)
+    c = {"none": None, "one channel": x, "wrong size": good[..., :4], "wrong rows": good[:1],
+         "nan": good * NAN, "int": good.long(), "vector": torch.rand(2, 3), "list": [good]}[kind]
+    return model.repair(x, c, n_samples=2)
+
+
+def _mask_coverage(kind: str) -> Any:
+    draws, target = torch.rand(5, 2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    mask = {"float": torch.ones(2, 1, 4, 4), "shape": torch.ones(2, 1, 4, 5, dtype=torch.bool),
+            "empty": torch.zeros(2, 1, 4, 4, dtype=torch.bool), "list": [[True]]}[kind]
+    return vr.metrics.interval_coverage(draws, target, mask=mask)
+
+
 def _draws(kind: str) -> Any:
     return {"4-d": torch.rand(4, 1, 8, 8), "1 sample": torch.rand(1, 4, 1, 8, 8),
             "nan": torch.full((5, 4, 1, 8, 8), NAN), "shape": torch.rand(5, 4, 1, 8, 9)}[kind]
@@ -182,6 +203,15 @@ LADDER_API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
                                    lambda v: vr.metrics.interval_coverage(_draws(v), torch.rand(4, 1, 8, 8))),
     "interval_coverage(level)": ("ladder", [0.0, 1.0, 1.5, -0.5, NAN, "0.9"], lambda v: vr.metrics.interval_coverage(
         torch.rand(5, 2, 1, 4, 4), torch.rand(2, 1, 4, 4), level=v)),
+    "interval_coverage(mask)": ("ladder", ["float", "shape", "empty", "list"], _mask_coverage),
+    "ladder_vae(condition)": ("ladder", ["label", "mask", "", 3, True], lambda v: vr.ladder_vae(condition=v)),
+    "ladder_vae(flows)": ("ladder", [-1, 1.5, NAN, "2", None], lambda v: vr.ladder_vae(flows=v)),
+    "inpainter.repair(condition)": ("ladder", ["none", "one channel", "wrong size", "wrong rows", "nan", "int",
+                                               "vector", "list"], _conditions),
+    "inpainter.sample(condition)": ("ladder", [None, "2 rows for 3", "vector"], lambda v: _inpainter().sample(
+        3, {None: None, "2 rows for 3": torch.rand(2, 2, 8, 8), "vector": torch.rand(3, 2)}[v])),
+    "Reconstruction(inpainter)": ("ladder", ["pairs"], lambda v: vr.Reconstruction()(
+        _inpainter(), torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), torch.rand(2, 2, 8, 8))),
 }
 
 def _objective_call(objective: Any, kind: str) -> Any:
@@ -325,8 +355,9 @@ LADDER_CLI: dict[str, list[list[str]]] = {
     "train --model ladder": [[*_LADDER_TRAIN, "--arch", "conv", "--out", "DIR/l1"],
                              [*_LADDER_TRAIN, "--free-bits", "-1", "--out", "DIR/l2"],
                              [*_LADDER_TRAIN, "--free-bits", "nan", "--out", "DIR/l3"],
-                             [*_LADDER_TRAIN, "--condition", "image", "--out", "DIR/l4"],
-                             [*_LADDER_TRAIN, "--flows", "2", "--out", "DIR/l5"],
+                             [*_LADDER_TRAIN, "--condition", "label", "--out", "DIR/l4"],
+                             [*_LADDER_TRAIN, "--flows", "-2", "--out", "DIR/l5"],
+                             [*_LADDER_TRAIN, "--global-flows", "--flows", "2", "--out", "DIR/l5b"],
                              [*_LADDER_TRAIN, "--objective", "fisher", "--out", "DIR/l6"],
                              [*_LADDER_TRAIN, "--hidden", "0", "--out", "DIR/l7"]],
     "denoise --samples": [["IMAGE", "-c", "LADDER", "-o", "out.png", "--samples", "-1"],

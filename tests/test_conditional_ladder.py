@@ -175,15 +175,17 @@ def test_interval_coverage_inside_a_mask_matches_a_count_by_hand() -> None:
         vr.metrics.interval_coverage(draws, target, mask=torch.zeros_like(mask))
 
 
-def test_the_cli_trains_a_conditional_ladder_and_draws_its_completions(mnist_root: Path, tmp_path: Path,
+def test_the_cli_trains_a_conditional_ladder_with_flows_and_draws_its_completions(mnist_root: Path, tmp_path: Path,
                                                                          capsys) -> None:
     from vaerepair.cli import main
 
     out = tmp_path / "run"
     assert main(["train", "--dataset", "mnist", "--root", str(mnist_root), "--kind", "ladder", "--condition",
                  "image", "--corruption", "block:12", "--epochs", "1", "--hidden", "4,4", "--latent-dim", "2",
-                 "--out", str(out)]) == 0
+                 "--flows", "1", "--out", str(out)]) == 0
     assert {"samples.png", "uncertainty.png", "grid.png"} <= {p.name for p in out.iterdir()}
+    model = vr.load_model(out / "best.pt")
+    assert model.conditional and model.flows == 1
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["condition"] == "image" and "psnr_missing" in metrics["test"]
     assert main(["train", "--dataset", "mnist", "--root", str(mnist_root), "--kind", "ladder", "--condition",

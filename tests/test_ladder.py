@@ -211,7 +211,7 @@ def test_a_ladder_trains_resumes_and_reloads_from_its_checkpoint(tmp_path: Path)
 
 
 def test_ladder_spec_checks_and_round_trip() -> None:
-    spec = LadderSpec(widths=(8, 8, 8), latent_channels=(4, 2, 1), sigma=0.2)
+    spec = LadderSpec(widths=(8, 8, 8), latent_channels=(4, 2, 1), likelihood=vr.models.LikelihoodSpec("gaussian", 0.2))
     assert LadderSpec.from_dict(spec.to_dict()) == spec
     assert build(spec.to_dict()).latent_channels == (4, 2, 1)
     with pytest.raises(ValueError, match="latent_channels has 2 entries but widths 3 levels"):

@@ -8,6 +8,8 @@ import torch
 import vaerepair as vr
 from vaerepair import distributions as D
 from vaerepair import models, nets
+from vaerepair.models import ModelSpec, build
+from vaerepair.training.state import spec_differences
 
 
 def test_reconstruct_shapes_and_range():
@@ -119,3 +121,59 @@ def test_the_flow_count_is_n_flows_everywhere_and_the_old_spelling_still_reads()
     assert spec_differences(written_before, ModelSpec(kind="vae", n_flows=2).to_dict()) == []
     assert spec_differences(written_before, ModelSpec(kind="vae", n_flows=3).to_dict()) == [
         "n_flows=2 in the checkpoint, 3 in this model"]
+
+
+def test_each_model_kind_has_its_own_spec_with_the_likelihood_nested() -> None:
+    from vaerepair.models import SPECS, AutoencoderSpec, LadderSpec, LikelihoodSpec, VAESpec
+
+    assert SPECS == {"ae": AutoencoderSpec, "dae": AutoencoderSpec, "vae": VAESpec, "ladder": LadderSpec}
+    vae = VAESpec(latent_dim=4, hidden=(16,), likelihood=LikelihoodSpec("gaussian", sigma=0.2), n_flows=2)
+    model = build(vae)
+    assert model.spec == vae.to_dict() and model.spec["likelihood"] == {
+        "name": "gaussian", "sigma": 0.2, "gain": 0.0, "link": "identity", "learn_sigma": False}
+    assert VAESpec.from_dict(model.spec) == vae and build(model.spec).spec == model.spec
+    assert not hasattr(vae, "spatial") and not hasattr(AutoencoderSpec(), "n_flows")  # only the kind's own fields
+    ae = AutoencoderSpec(kind="ae", arch="conv", hidden=(8, 16), latent_dim=98, spatial=True)
+    assert build(ae).spec["spatial"] is True
+    # the factories and the flat ModelSpec give the same model as the kind's spec
+    flat = ModelSpec(kind="vae", latent_dim=4, hidden=(16,), likelihood="gaussian", sigma=0.2, n_flows=2)
+    assert flat.kind_spec() == vae and build(flat).spec == model.spec
+    assert ModelSpec.from_dict(model.spec) == flat  # model.spec reads back as the flat spec too
+    with pytest.raises(ValueError, match="unknown likelihood 'laplace'"):
+        LikelihoodSpec("laplace")
+    with pytest.raises(ValueError, match="unknown link"):
+        LikelihoodSpec("gaussian", link="exp")
+    with pytest.raises(ValueError, match="a VAESpec has kind 'vae', got 'dae'"):
+        VAESpec(kind="dae")
+    with pytest.raises(ValueError, match="the conv arch needs hidden=\\(C1, C2\\)"):
+        AutoencoderSpec(arch="conv", hidden=(8,))  # refused by the spec, before anything is built
+    with pytest.raises(ValueError, match="repair_samples=3 needs kind='vae'"):
+        ModelSpec(kind="dae", repair_samples=3)
+
+
+def test_specs_written_flat_before_the_kinds_had_their_own_still_build_the_same_models() -> None:
+    from vaerepair.models import LadderSpec, LikelihoodSpec, VAESpec
+
+    flat_vae = {"kind": "vae", "image_shape": [1, 28, 28], "latent_dim": 4, "arch": "mlp", "hidden": [16],
+                "features": 256, "likelihood": "gaussian", "sigma": 0.2, "gain": 0.0, "link": "identity",
+                "learn_sigma": False, "norm": None, "activation": "relu", "spatial": False, "condition": None,
+                "n_classes": 10, "condition_features": 256, "flows": 2, "amortized": True, "repair_samples": 0}
+    spec = VAESpec.from_dict(flat_vae)
+    assert spec.n_flows == 2 and spec.likelihood == LikelihoodSpec("gaussian", sigma=0.2)
+    torch.manual_seed(0)
+    old = build(flat_vae)
+    torch.manual_seed(0)
+    new = build(spec)
+    for (name, a), (_, b) in zip(old.state_dict().items(), new.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="spatial=True does not apply to kind 'vae'"):
+        VAESpec.from_dict({**flat_vae, "spatial": True})
+    with pytest.raises(ValueError, match="n_flows=2 does not apply to kind 'dae'"):
+        build({**flat_vae, "kind": "dae"})
+    flat_ladder = {"kind": "ladder", "channels": 1, "widths": [4, 4], "latent_channels": [2, 2], "blocks": 1,
+                   "likelihood": "gaussian", "sigma": 0.3, "gain": 0.0, "link": "identity", "activation": "silu",
+                   "repair_samples": 4, "full_resolution": False}
+    ladder = LadderSpec.from_dict(flat_ladder)
+    assert ladder.likelihood.sigma == 0.3 and build(flat_ladder).likelihood.sigma == 0.3
+    assert spec_differences(flat_ladder, ladder.to_dict()) == []
+    assert spec_differences(flat_vae, spec.to_dict()) == []

@@ -11,7 +11,16 @@ import torch
 
 from vaerepair.cli.common import CLIError
 from vaerepair.corruptions import Corruption
-from vaerepair.models import LadderSpec, LadderVAE, ModelSpec, PathModel, build, ladder_vae, noise_model_vae
+from vaerepair.models import (
+    LadderSpec,
+    LadderVAE,
+    LikelihoodSpec,
+    ModelSpec,
+    PathModel,
+    build,
+    ladder_vae,
+    noise_model_vae,
+)
 from vaerepair.objectives import ELBO, SURE, BlindSpot, FisherDivergence, Noise2Noise, Objective, Reconstruction
 from vaerepair.training import EarlyStopping, Trainer, load_model
 from vaerepair.training.callbacks import EMA, LRSchedule
@@ -44,8 +53,9 @@ def build_model(args: argparse.Namespace, image_shape: tuple[int, int, int], n_c
     any size, ``--data``)."""
     photos, c, hidden = args.data is not None, image_shape[0], widths(args)
     if args.kind == "ladder":
-        if not photos and (args.arch != "mlp" or args.flows or args.spatial):
-            raise CLIError("--kind ladder has its own network: drop --arch, --flows and --spatial")
+        if not photos and (args.arch != "mlp" or args.spatial or args.global_flows):
+            raise CLIError("--kind ladder has its own network: drop --arch, --spatial and --global-flows (its --flows "
+                           "act on each level's posterior)")
         if args.condition not in (None, "image"):
             raise CLIError(f"--kind ladder takes --condition image (the corrupted image and its mask), not "
                            f"--condition {args.condition}")
@@ -54,10 +64,11 @@ def build_model(args: argparse.Namespace, image_shape: tuple[int, int, int], n_c
                            "a --data folder holds noisy images only: drop --condition")
         if photos:  # noisy images only: the noise model is the likelihood
             return ladder_vae(c, widths=hidden, latent_channels=args.latent_dim,
-                              sigma=args.noise_sigma / 255, gain=args.noise_gain, activation=args.activation)
+                              sigma=args.noise_sigma / 255, gain=args.noise_gain, activation=args.activation,
+                              flows=args.flows)
         return build(LadderSpec(channels=c, widths=hidden, latent_channels=(args.latent_dim,) * len(hidden),
-                                likelihood=args.likelihood, sigma=args.sigma, link=args.link,
-                                activation=args.activation, condition=args.condition,
+                                likelihood=LikelihoodSpec(args.likelihood, args.sigma, link=args.link),
+                                activation=args.activation, condition=args.condition, flows=args.flows,
                                 repair_samples=16))  # validation repairs every epoch: 16 samples, not 100
     if photos and args.kind == "vae":
         return noise_model_vae(args.noise_sigma / 255, channels=c, gain=args.noise_gain,

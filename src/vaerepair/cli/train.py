@@ -28,7 +28,7 @@ from vaerepair.cli.pictures import conditions, print_table, write_grid, write_sa
 from vaerepair.data import DATASETS, ImageDataset, ImageFolder, NoisyImages, train_val_split
 from vaerepair.data import load_dataset as load
 from vaerepair.models import CONDITION_KINDS, LadderVAE, LatentVariableModel
-from vaerepair.models.factory import ACTIVATIONS
+from vaerepair.nets.activations import ACTIVATIONS
 from vaerepair.objectives import BLIND_SPOT_REPLACEMENTS
 from vaerepair.plots import plot_history, plot_latent_scatter, save_image_rows
 from vaerepair.training import PatchSource, load_checkpoint
@@ -63,7 +63,8 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
                         "with --data, training on noisy images only: noise2noise (with --targets), blindspot, "
                         "sure (with --noise-sigma)")
     p.add_argument("--flows", type=A.nonnegative_int, default=0,
-                   help="vae: K planar-flow layers after the Gaussian posterior (report 003)")
+                   help="vae: K planar-flow layers after the Gaussian posterior (report 003); ladder: K layers on "
+                        "every level's posterior, shared by its pixels")
     p.add_argument("--global-flows", action="store_true",
                    help="with --flows: layers shared by all images (default: amortised, one set per image)")
     p.add_argument("--condition", choices=CONDITION_KINDS, default=None,

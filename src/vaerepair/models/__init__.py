@@ -4,6 +4,7 @@ configurations, and conditions for conditional models."""
 from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
 from vaerepair.models.factory import (
     MODEL_KINDS,
+    SPECS,
     ModelSpec,
     autoencoder,
     build,
@@ -15,6 +16,8 @@ from vaerepair.models.factory import (
 from vaerepair.models.ladder import LadderVAE
 from vaerepair.models.ladder_spec import LadderSpec, ladder_vae
 from vaerepair.models.latent import ImageDistribution, LatentModel, LatentVariableModel, PosteriorLike
+from vaerepair.models.latent_specs import AutoencoderSpec, VAESpec
+from vaerepair.models.likelihood_spec import LikelihoodSpec
 from vaerepair.models.path import LatentLevel, LatentPath, PathModel, latent_path
 
 __all__ = [
@@ -30,6 +33,10 @@ __all__ = [
     "PosteriorLike",
     "ImageDistribution",
     "ModelSpec",
+    "AutoencoderSpec",
+    "VAESpec",
+    "LikelihoodSpec",
+    "SPECS",
     "build",
     "autoencoder",
     "variational_autoencoder",

@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import InitVar, asdict, dataclass
 from typing import Any, overload
 
 from torch import nn
 
 from vaerepair._checks import check_count
-from vaerepair.distributions import (
-    Bernoulli,
-    ContinuousBernoulli,
-    Gaussian,
-    GaussianPosterior,
-    PointMassPosterior,
-    PoissonGaussianLikelihood,
-    SpatialGaussianPosterior,
-    SpatialPointMassPosterior,
-    SpatialStandardNormal,
-    StandardNormal,
-    spatial_head,
-)
-from vaerepair.flows import PlanarFlowPosterior
-from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
 from vaerepair.models.ladder import LadderVAE
 from vaerepair.models.ladder_spec import LadderSpec
 from vaerepair.models.latent import LatentVariableModel
+from vaerepair.models.latent_specs import AutoencoderSpec, VAESpec
+from vaerepair.models.likelihood_spec import LIKELIHOOD_FIELDS, LikelihoodSpec
 from vaerepair.models.path import PathModel
-from vaerepair.nets import ConvDecoder, ConvEncoder, ConvHead, MLPDecoder, MLPEncoder, UNetEncoder
-from vaerepair.nets.activations import ACTIVATIONS
 
 __all__ = [
     "ModelSpec", "build", "autoencoder", "variational_autoencoder", "flow_vae", "conditional_vae", "noise_model_vae",
@@ -38,13 +22,19 @@ __all__ = [
 ]
 
 MODEL_KINDS = ("ae", "dae", "vae")  # ModelSpec's kinds; SPECS holds the kinds with a spec of their own
-_ARCHS = ("mlp", "conv", "unet")
-_LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "poisson-gaussian")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Plain-value description of a built-in model.
+    """The single-latent kinds (``ae``, ``dae``, ``vae``) in one flat plain-value spec, as the factories and
+    the command line give them.
+
+    Each kind has a spec of its own, with only its fields and its checks
+    (:class:`~vaerepair.models.AutoencoderSpec`, :class:`~vaerepair.models.VAESpec`,
+    the likelihood nested as a :class:`~vaerepair.models.LikelihoodSpec`):
+    :meth:`kind_spec` gives it, runs its checks, and builds the model; models
+    and checkpoints record that spec (``model.spec``). Fields of another kind
+    must keep their defaults (``n_flows`` for an autoencoder, ``spatial`` for a VAE).
 
     Attributes:
         kind: ``"ae"`` or ``"dae"`` (point-mass posterior, no prior; the same
@@ -116,50 +106,38 @@ class ModelSpec:
                           "(flow_vae, PlanarFlowPosterior); use ModelSpec(n_flows=...)", DeprecationWarning,
                           stacklevel=3)
             object.__setattr__(self, "n_flows", flows)
-        for name, low in (("latent_dim", 1), ("features", 1), ("n_classes", 1), ("condition_features", 1),
-                          ("n_flows", 0), ("repair_samples", 0)):  # numpy integers become ints (plain checkpoints)
-            object.__setattr__(self, name, check_count(getattr(self, name), name, minimum=low))
-        if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Sequence) or not self.hidden:
-            raise TypeError(f"hidden must be a non-empty sequence of layer widths like (400,) or (32, 64), "
-                            f"got {self.hidden!r}")
-        for width in self.hidden:
-            check_count(width, f"every hidden width (hidden={tuple(self.hidden)!r})")
-        check_count(self.image_shape[0], f"the channels of image_shape={tuple(self.image_shape)!r}")
+        kind_spec = self.kind_spec()  # every check is the kind's own spec's
+        for name in ("image_shape", "latent_dim", "hidden", "features", "n_classes", "condition_features"):
+            object.__setattr__(self, name, getattr(kind_spec, name))  # as that spec normalised them
+        for name in ("n_flows", "repair_samples"):
+            object.__setattr__(self, name, check_count(getattr(self, name), name, minimum=0))
+
+    def kind_spec(self) -> AutoencoderSpec | VAESpec:
+        """The spec of this model's kind (:class:`AutoencoderSpec` or :class:`VAESpec`), which builds it."""
         if self.kind not in MODEL_KINDS:
-            own = ", ".join(c.__name__ for c in SPECS.values())
+            own = ", ".join(c.__name__ for k, c in SPECS.items() if k not in MODEL_KINDS)
             raise ValueError(f"unknown model kind {self.kind!r}; known: {', '.join(MODEL_KINDS)} "
-                             f"(and {', '.join(SPECS)}, each with its own spec: {own})")
-        if self.arch not in _ARCHS:
-            raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(_ARCHS)}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
-        if self.spatial and self.arch != "conv":
-            raise ValueError("spatial=True needs arch='conv'")
+                             f"(and {', '.join(k for k in SPECS if k not in MODEL_KINDS)}, each with its own spec: "
+                             f"{own})")
         if self.spatial and self.kind == "vae":
+            if self.arch != "conv":
+                raise ValueError("spatial=True needs arch='conv'")
             raise ValueError("spatial=True is available for the point-mass autoencoder (kind 'ae'/'dae') only")
-        if self.condition is not None and self.condition not in CONDITION_KINDS:
-            raise ValueError(f"unknown condition {self.condition!r}; known: None, {', '.join(CONDITION_KINDS)}")
-        if self.condition is not None and self.spatial:
-            raise ValueError("a conditional model cannot be spatial (the condition joins a latent vector)")
         if self.n_flows and self.kind != "vae":
             raise ValueError(f"n_flows={self.n_flows} needs kind='vae' (a stochastic posterior), got {self.kind!r}")
-        if self.likelihood not in _LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
-        if self.repair_samples < 0:
-            raise ValueError(f"repair_samples must be >= 0, got {self.repair_samples}")
-        if self.arch == "unet":
-            if self.n_flows or self.condition is not None or self.spatial:
-                raise ValueError("arch='unet' is unconditional, without flows, and always spatial "
-                                 "(leave spatial=False)")
-            object.__setattr__(self, "image_shape", (int(self.image_shape[0]), None, None))
-        else:
-            if None in tuple(self.image_shape):
-                raise ValueError(f"arch={self.arch!r} takes one image size: give image_shape=(C, H, W), got "
-                                 f"{tuple(self.image_shape)}; arch='unet' takes any size")
-            for side in self.image_shape[1:]:
-                check_count(side, f"every side of image_shape={tuple(self.image_shape)!r}")
-            object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
-        object.__setattr__(self, "hidden", tuple(int(s) for s in self.hidden))
+        if self.arch == "unet" and self.spatial:
+            raise ValueError("spatial=True needs arch='conv'")
+        likelihood = LikelihoodSpec(self.likelihood, self.sigma, self.gain, self.link, self.learn_sigma)
+        shared = {name: getattr(self, name) for name in ("kind", "image_shape", "latent_dim", "arch", "hidden",
+                                                          "features", "norm", "activation", "condition", "n_classes",
+                                                          "condition_features")}
+        if self.kind == "vae":
+            return VAESpec(**shared, likelihood=likelihood, n_flows=self.n_flows, amortized=self.amortized,
+                           repair_samples=self.repair_samples)
+        if self.repair_samples:
+            raise ValueError(f"repair_samples={self.repair_samples} needs kind='vae' (a point-mass posterior has "
+                             "one repair)")
+        return AutoencoderSpec(**shared, likelihood=likelihood, spatial=self.spatial)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists, numbers, strings): safe in a ``weights_only`` checkpoint."""
@@ -170,10 +148,14 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        """Inverse of :meth:`to_dict`; unknown keys are an error. A checkpoint's ``flows`` (the old name of
-        ``n_flows``) is read as ``n_flows``."""
-        if "flows" in d:
-            d = {("n_flows" if k == "flows" else k): v for k, v in d.items()}
+        """Inverse of :meth:`to_dict`; unknown keys are an error. Reads the dicts of the kinds' own specs too
+        (the likelihood nested: ``model.spec``), and a checkpoint's ``flows`` (the old name of ``n_flows``)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a model spec must be a dict, got {type(d).__name__}")
+        d = {("n_flows" if k == "flows" else k): v for k, v in d.items()}
+        if isinstance(d.get("likelihood"), dict):
+            nested = LikelihoodSpec.from_dict(d.pop("likelihood"))
+            d.update({old: getattr(nested, new) for old, new in LIKELIHOOD_FIELDS})
         known = set(cls.__dataclass_fields__) - {"flows"}
         unknown = set(d) - known
         if unknown:
@@ -181,26 +163,19 @@ class ModelSpec:
         return cls(**d)
 
 
-SPECS: dict[str, type] = {"ladder": LadderSpec}  # model kind -> its spec class (the rest: ModelSpec)
+SPECS: dict[str, type] = {"ae": AutoencoderSpec, "dae": AutoencoderSpec, "vae": VAESpec, "ladder": LadderSpec}
+"""Model kind -> its spec class: what :func:`build` reads a checkpoint's spec dict with."""
 
 
 def make_likelihood(name: str, sigma: float = 1.0, gain: float = 0.0, link: str = "identity",
                     learn_sigma: bool = False) -> nn.Module:
     """The likelihood module a spec names (``"bernoulli"``, ``"continuous-bernoulli"``, ``"gaussian"``,
-    ``"poisson-gaussian"``)."""
-    if name == "bernoulli":
-        return Bernoulli()
-    if name == "continuous-bernoulli":
-        return ContinuousBernoulli()
-    if name == "poisson-gaussian":
-        return PoissonGaussianLikelihood(gain, sigma, link=link)
-    if name == "gaussian":
-        return Gaussian(sigma=sigma, link=link, learn_sigma=learn_sigma)
-    raise ValueError(f"unknown likelihood {name!r}; known: {', '.join(_LIKELIHOODS)}")
+    ``"poisson-gaussian"``): :meth:`LikelihoodSpec.build`."""
+    return LikelihoodSpec(name, sigma, gain, link, learn_sigma).build()
 
 
 @overload
-def build(spec: ModelSpec) -> LatentVariableModel: ...
+def build(spec: ModelSpec | AutoencoderSpec | VAESpec) -> LatentVariableModel: ...
 
 
 @overload
@@ -211,71 +186,22 @@ def build(spec: LadderSpec) -> LadderVAE: ...
 def build(spec: dict[str, Any]) -> PathModel: ...
 
 
-def build(spec: ModelSpec | LadderSpec | dict[str, Any]) -> PathModel:
-    """Build the model a spec describes: a :class:`ModelSpec` (kinds ``ae``, ``dae``, ``vae``) or a spec of a
-    kind in :data:`SPECS` (``ladder``); a dict is read by the spec class its ``kind`` names."""
+def build(spec: ModelSpec | AutoencoderSpec | VAESpec | LadderSpec | dict[str, Any]) -> PathModel:
+    """Build the model a spec describes: a spec of a kind in :data:`SPECS` (:class:`AutoencoderSpec`,
+    :class:`VAESpec`, :class:`LadderSpec`), a :class:`ModelSpec` (the single-latent kinds in one flat spec), or a
+    dict (``model.spec``, a checkpoint's), read by the spec class its ``kind`` names."""
     if isinstance(spec, dict):
         kind = spec.get("kind", "dae")
-        spec = SPECS.get(kind, ModelSpec).from_dict(spec)  # type: ignore[attr-defined]
-    if isinstance(spec, LadderSpec):
-        return spec.build()
-    if not isinstance(spec, ModelSpec):
-        raise TypeError(f"spec must be a ModelSpec, a LadderSpec or a dict, got {type(spec).__name__}")
-    return _build_latent(spec)
-
-
-def _build_latent(spec: ModelSpec) -> LatentVariableModel:
-    likelihood = make_likelihood(spec.likelihood, spec.sigma, spec.gain, spec.link, spec.learn_sigma)
-    encoder: nn.Module
-    decoder: nn.Module
-    act = ACTIVATIONS[spec.activation]
-    head: nn.Module | None = None
-    condition: Condition | None = None
-    if spec.condition == "label":
-        condition = LabelCondition(spec.n_classes)
-    elif spec.condition == "image":
-        condition = ImageCondition(spec.image_shape, features=spec.condition_features, activation=act)
-    extra = condition.out_features if condition is not None else 0  # joins the features and the latent
-    if spec.arch == "unet":
-        unet = UNetEncoder(spec.image_shape[0], widths=spec.hidden, norm=spec.norm, activation=act)
-        head = ConvHead(spec.latent_dim, spec.image_shape[0], hidden=spec.hidden[0], activation=act,
-                        params_per_pixel=getattr(likelihood, "params_per_pixel", 1))
-        if spec.kind == "vae":
-            model = LatentVariableModel(unet, SpatialGaussianPosterior(unet.out_channels, spec.latent_dim), head,
-                                        likelihood, prior=SpatialStandardNormal(spec.latent_dim), spec=spec.to_dict())
-        else:
-            model = LatentVariableModel(unet, SpatialPointMassPosterior(unet.out_channels, spec.latent_dim), head,
-                                        likelihood, spec=spec.to_dict())
-        model.repair_samples = spec.repair_samples
-        return model
-    if spec.arch == "mlp":
-        encoder = MLPEncoder(spec.image_shape, hidden=spec.hidden, activation=act)
-        decoder = MLPDecoder(spec.latent_dim + extra, spec.image_shape, hidden=tuple(reversed(spec.hidden)),
-                             activation=act)
-        features = encoder.out_features
-    else:
-        if len(spec.hidden) != 2:
-            raise ValueError(f"the conv arch needs hidden=(C1, C2), got {spec.hidden!r}")
-        conv_encoder = ConvEncoder(spec.image_shape, hidden=spec.hidden, norm=spec.norm, activation=act,
-                                   out_features=None if spec.spatial else spec.features)
-        decoder = ConvDecoder(spec.latent_dim + extra, spec.image_shape, hidden=tuple(reversed(spec.hidden)),
-                              norm=spec.norm, activation=act, spatial=spec.spatial)
-        encoder, features = conv_encoder, conv_encoder.out_features
-        if spec.spatial:
-            _, h, w = conv_encoder.feature_shape
-            head = spatial_head(conv_encoder.feature_shape, spec.latent_dim // (h * w))
-    if spec.kind == "vae":
-        q: nn.Module = GaussianPosterior(features + extra, spec.latent_dim)
-        if spec.n_flows:
-            q = PlanarFlowPosterior(features + extra, spec.latent_dim, n_flows=spec.n_flows, amortized=spec.amortized)
-        model = LatentVariableModel(encoder, q, decoder, likelihood, prior=StandardNormal(spec.latent_dim),
-                                    condition=condition, spec=spec.to_dict())
-    else:
-        posterior = PointMassPosterior(features + extra, spec.latent_dim, head=head)
-        model = LatentVariableModel(encoder, posterior, decoder, likelihood, condition=condition,
-                                    spec=spec.to_dict())
-    model.repair_samples = spec.repair_samples
-    return model
+        if kind not in SPECS:
+            ModelSpec(kind=kind)  # the error that lists the kinds
+        spec = SPECS[kind].from_dict(spec)  # type: ignore[attr-defined]
+    if isinstance(spec, ModelSpec):
+        spec = spec.kind_spec()
+    if not isinstance(spec, (AutoencoderSpec, VAESpec, LadderSpec)):
+        kinds = ", ".join(sorted({c.__name__ for c in SPECS.values()}))
+        raise TypeError(f"spec must be a ModelSpec, a spec of a model kind ({kinds}) or a dict, got "
+                        f"{type(spec).__name__}")
+    return spec.build()
 
 
 def autoencoder(

@@ -398,6 +398,7 @@ class LadderVAE(PathModel):
         A conditional ladder draws from the prior given ``condition`` ``(n, 2C, H, W)`` (one incomplete image
         repeated ``n`` times gives ``n`` completions), whose size is the images'."""
         n = check_count(n, "n")
+        features: _BottomUp | None = None
         if self.conditional:
             if condition is None or not isinstance(condition, Tensor) or condition.dim() != 4:
                 raise ValueError("a conditional ladder VAE samples given condition=model.condition.prepare("
@@ -406,7 +407,6 @@ class LadderVAE(PathModel):
                 raise ValueError(f"condition must have n={n} rows, got {shape_str(condition.shape)}")
             ref = cast(Tensor, self.stem[0].weight)
             x = torch.zeros(n, self.image_shape[0], *condition.shape[-2:], device=ref.device, dtype=ref.dtype)
-            features: _BottomUp | None = None
         else:
             if condition is not None:
                 raise ValueError("this ladder VAE is not conditional, so condition must be None")

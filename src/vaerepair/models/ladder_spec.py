@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from vaerepair._checks import check_count, check_positive
 from vaerepair.models.ladder import LadderVAE
+from vaerepair.models.likelihood_spec import LikelihoodSpec, nest_likelihood
 from vaerepair.nets.activations import ACTIVATIONS
 
 __all__ = ["LadderSpec", "ladder_vae"]
-
-_LIKELIHOODS = ("gaussian", "poisson-gaussian", "bernoulli", "continuous-bernoulli")
 
 
 def _widths(value: Any, name: str) -> tuple[int, ...]:
@@ -30,12 +29,10 @@ class LadderSpec:
         widths: feature channels per level, finest first.
         latent_channels: channels of each level's code, one per level.
         blocks: gated residual blocks per level and direction.
-        likelihood: ``"gaussian"`` (the noise model of Gaussian noise, ``sigma``),
+        likelihood: the likelihood's :class:`~vaerepair.models.LikelihoodSpec`:
+            ``"gaussian"`` (the noise model of Gaussian noise, ``sigma``),
             ``"poisson-gaussian"`` (``gain``, ``sigma``), ``"bernoulli"`` or
             ``"continuous-bernoulli"``.
-        sigma: the Gaussian likelihood's scale (the Poisson-Gaussian one's read noise).
-        gain: the Poisson-Gaussian likelihood's photon gain.
-        link: the Gaussian likelihood's link (``"identity"`` or ``"sigmoid"``).
         activation: ``"relu"``, ``"silu"``, ``"gelu"`` or ``"tanh"``.
         repair_samples: posterior samples behind ``model.repair`` (0: posterior means).
         full_resolution: the finest level at the image's resolution (else half of it).
@@ -50,10 +47,7 @@ class LadderSpec:
     widths: tuple[int, ...] = (32, 32, 32)
     latent_channels: tuple[int, ...] = (16, 16, 16)
     blocks: int = 1
-    likelihood: str = "gaussian"
-    sigma: float = 0.1
-    gain: float = 0.0
-    link: str = "identity"
+    likelihood: LikelihoodSpec = field(default_factory=lambda: LikelihoodSpec("gaussian", sigma=0.1))
     activation: str = "silu"
     repair_samples: int = 100
     full_resolution: bool = False
@@ -78,12 +72,11 @@ class LadderSpec:
                              "give one per level")
         object.__setattr__(self, "widths", widths)
         object.__setattr__(self, "latent_channels", latent)
-        if self.likelihood not in _LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(_LIKELIHOODS)}")
+        if not isinstance(self.likelihood, LikelihoodSpec):
+            raise TypeError(f"likelihood must be a LikelihoodSpec such as LikelihoodSpec('gaussian', sigma=0.1), got "
+                            f"{self.likelihood!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
-        object.__setattr__(self, "gain", check_positive(self.gain, "gain", allow_zero=True))
-        object.__setattr__(self, "sigma", check_positive(self.sigma, "sigma", allow_zero=self.gain > 0))
         if not isinstance(self.full_resolution, bool):
             raise TypeError(f"full_resolution must be True or False, got {self.full_resolution!r}")
         if self.condition not in (None, "image"):
@@ -98,7 +91,11 @@ class LadderSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LadderSpec:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error. A spec written before the likelihood was
+        nested (its name, ``sigma``, ``gain`` and ``link`` beside the other fields) reads too."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a ladder spec must be a dict, got {type(d).__name__}")
+        d = nest_likelihood(d)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -107,10 +104,7 @@ class LadderSpec:
 
     def build(self) -> LadderVAE:
         """The model this spec describes."""
-        from vaerepair.models.factory import make_likelihood
-
-        likelihood = make_likelihood(self.likelihood, self.sigma, self.gain, self.link)
-        return LadderVAE(self.channels, self.widths, self.latent_channels, likelihood, blocks=self.blocks,
+        return LadderVAE(self.channels, self.widths, self.latent_channels, self.likelihood.build(), blocks=self.blocks,
                          activation=ACTIVATIONS[self.activation], repair_samples=self.repair_samples,
                          full_resolution=self.full_resolution, condition=self.condition, flows=self.flows,
                          spec=self.to_dict())
@@ -148,5 +142,6 @@ def ladder_vae(channels: int = 1, widths: Sequence[int] = (32, 32, 32), latent_c
     lcs: Any = latent_channels
     if not isinstance(lcs, Sequence):
         lcs = (check_count(lcs, "latent_channels"),) * len(_widths(widths, "widths"))
-    return LadderSpec(channels=channels, widths=tuple(widths), latent_channels=tuple(lcs), likelihood=likelihood,
-                      sigma=sigma, gain=gain, **options).build()
+    link = options.pop("link", "identity")
+    return LadderSpec(channels=channels, widths=tuple(widths), latent_channels=tuple(lcs),
+                      likelihood=LikelihoodSpec(likelihood, sigma, gain, link), **options).build()

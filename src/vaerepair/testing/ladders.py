@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from vaerepair.distributions import DiagonalGaussian, GaussianImage, StandardNormal
 from vaerepair.models import LadderSpec, LadderVAE
-from vaerepair.models.factory import make_likelihood
 from vaerepair.models.ladder import _BottomUp
+from vaerepair.models.likelihood_spec import LikelihoodSpec
 from vaerepair.models.path import LatentLevel, LatentPath, PathModel
 from vaerepair.testing.models import _image_keys
 
@@ -51,13 +51,13 @@ def small_ladder(likelihood: str = "gaussian", channels: int = 1, dtype: torch.d
     """A tiny two-level ladder VAE (widths 4, 4; 2-channel codes) with exchangeable draws, for checks
     (``flows``: planar layers on every level's posterior)."""
     options: dict[str, Any] = {"sigma": 0.3, "link": "sigmoid"} if likelihood == "gaussian" else {}
-    spec = LadderSpec(channels=channels, widths=(4, 4), latent_channels=(2, 2), likelihood=likelihood,
-                      activation="tanh", repair_samples=0, flows=flows, **options)
+    spec = LadderSpec(channels=channels, widths=(4, 4), latent_channels=(2, 2),
+                      likelihood=LikelihoodSpec(likelihood, **options), activation="tanh", repair_samples=0,
+                      flows=flows)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ExchangeableLadder(channels, spec.widths, spec.latent_channels,
-                                   make_likelihood(likelihood, spec.sigma, link=spec.link), activation=nn.Tanh,
-                                   flows=flows, spec=spec.to_dict())
+        model = ExchangeableLadder(channels, spec.widths, spec.latent_channels, spec.likelihood.build(),
+                                   activation=nn.Tanh, flows=flows, spec=spec.to_dict())
     return model.to(device=device, dtype=dtype)
 
 
