@@ -380,3 +380,25 @@ def test_the_objectives_contracts_hold_on_a_ladder_with_flows_and_the_flows_trai
     trainer = vr.Trainer(model, vr.ELBO(), None, epochs=1, batch_size=8, progress=False)
     history = trainer.fit(vr.data.NoisyImages(torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))))
     assert math.isfinite(history["train_loss"][-1]) and not torch.equal(model.levels[0].flow.u, before)
+
+
+def test_sample_repairs_draws_in_chunks_that_bound_the_memory_and_match_repair(monkeypatch) -> None:
+    """Many samples of a batch used to go through the top-down pass at once (a 100-sample calibration of 50
+    images held 5000 images' activations); they now go in chunks of at most TILE_PIXELS_IN_FLIGHT pixels."""
+    import vaerepair.models.path as path_module
+
+    model = _ladder().eval()
+    x = torch.rand(3, 1, 8, 8)
+    monkeypatch.setattr(path_module, "TILE_PIXELS_IN_FLIGHT", 2 * x.numel())  # two draws of the batch at once
+    seen: list[int] = []
+    top_down = model.top_down
+
+    def spy(features, n_samples=None, **kw):
+        seen.append(n_samples)
+        return top_down(features, n_samples, **kw)
+
+    monkeypatch.setattr(model, "top_down", spy)
+    draws = model.sample_repairs(x, 5, generator=torch.Generator().manual_seed(0))
+    assert seen == [2, 2, 1] and draws.shape == (5, 3, 1, 8, 8)
+    mean = model.repair(x, n_samples=5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draws.mean(0), mean)

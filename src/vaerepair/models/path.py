@@ -278,12 +278,15 @@ class PathModel(nn.Module):
         r"""``n`` plausible repairs of each image, ``(n, B, C, H, W)``: the decoded means of ``n`` draws of
         the posterior path (diverse for a VAE; all equal for a point-mass posterior), in eval mode; for a model
         whose ``posterior_sees_target`` is set, of the prior path given the condition."""
-        check_count(n, "n")
+        n = check_count(n, "n")
         self.check_input(x)
         was_training = self.training
         self.eval()
         try:
-            return cast(Tensor, self.repair_path(x, condition, int(n), generator=generator).likelihood.mean)
+            features = self.repair_features(x, condition)  # once; the draws go through top-down in chunks
+            chunk = _samples_in_flight(x, n)
+            return torch.cat([self.top_down(features, min(chunk, n - start), generator=generator).likelihood.mean
+                              for start in range(0, n, chunk)])
         finally:
             self.train(was_training)
 
@@ -326,7 +329,10 @@ class PathModel(nn.Module):
         the per-pixel standard deviation of the decoded samples ``(B, C, H, W)``
         (``S - 1`` in the denominator), an uncertainty map. ``n_samples=None``
         takes the model's ``repair_samples`` (0 for most models: decode the
-        posterior mean). ``generator`` makes the draws reproducible.
+        posterior mean). ``generator`` makes the draws reproducible. A model whose
+        ``posterior_sees_target`` is set (the conditional ladder) draws
+        :math:`z_s \sim p(z \mid c)` from its prior given the condition instead:
+        ``x`` then gives only the batch and the size.
 
         With ``tile`` (for a model of fixed size: its ``(H, W)``; for a fully
         convolutional one any side, e.g. 512, which bounds the memory) an image is
@@ -459,7 +465,7 @@ class PathModel(nn.Module):
             return self.reconstruct(x, condition), None
         self.check_input(x)
         features = self.repair_features(x, condition)
-        chunk = max(1, min(n_samples, TILE_PIXELS_IN_FLIGHT // max(1, x[0].numel() * len(x))))
+        chunk = _samples_in_flight(x, n_samples)
         count, mean, m2 = 0, torch.zeros_like(x), torch.zeros_like(x)
         for start in range(0, n_samples, chunk):  # Chan et al.'s merge of per-chunk means and squared deviations
             s = min(chunk, n_samples - start)
@@ -471,3 +477,9 @@ class PathModel(nn.Module):
             m2 = m2 + (decoded - chunk_mean).square().sum(dim=0) + delta.square() * (count * s / total)
             count = total
         return mean, (m2 / max(count - 1, 1)).sqrt()
+
+
+def _samples_in_flight(x: Tensor, n_samples: int) -> int:
+    """How many top-down draws of the batch ``x`` go through the model at once: at most
+    :data:`TILE_PIXELS_IN_FLIGHT` pixels (so memory does not grow with the number of samples)."""
+    return max(1, min(n_samples, TILE_PIXELS_IN_FLIGHT // max(1, x[0].numel() * len(x))))
