@@ -9,12 +9,14 @@ of the noisy images with the 8 flips/rotations, Adam with a cosine decay and
 an EMA of the weights, under SURE (default) or the blind-spot objective; or
 (``--objective ladder``) a ladder VAE (``--ladder-widths``, 16-channel codes per
 level, the finest at full resolution) whose likelihood is the noise model, trained with the ELBO and repairing
-with the mean of ``--samples`` posterior samples (the budget is set with
-``--minutes``: training stops at the first epoch end past it). Set12
+with the mean of ``--samples`` posterior samples; or (``--objective vae``) the
+single-level noise-model VAE on the same U-Net (a 32-channel Gaussian code per
+pixel, the same likelihood and repair). The budget is set with ``--minutes``:
+training stops at the first epoch end past it. Set12
 is then denoised under the protocol of ``../shared/datasets/README.md``
 (``vaerepair.protocol``), and the table compares with the published figures.
 
-Run: python benchmarks/self_supervised_photos.py [--objective sure|blindspot|ladder] [--epochs 8]
+Run: python benchmarks/self_supervised_photos.py [--objective sure|blindspot|ladder|vae] [--epochs 8]
      [--patches-per-epoch 2000] [--threads 2] [--minutes M]
 Writes runs/self_supervised_photos/<objective>/ (checkpoints, result.json).
 """
@@ -56,9 +58,9 @@ class TimeBudget(vr.Callback):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--objective", choices=("sure", "blindspot", "ladder"), default="sure")
+    parser.add_argument("--objective", choices=("sure", "blindspot", "ladder", "vae"), default="sure")
     parser.add_argument("--ladder-widths", type=int, nargs="+", default=[32, 32, 32, 32])
-    parser.add_argument("--samples", type=int, default=32, help="ladder: posterior samples per repair")
+    parser.add_argument("--samples", type=int, default=32, help="ladder, vae: posterior samples per repair")
     parser.add_argument("--minutes", type=float, default=None, help="stop at the first epoch end past this")
     parser.add_argument("--sigma", type=float, default=25.0, help="0..255 units")
     parser.add_argument("--epochs", type=int, default=8)
@@ -84,6 +86,9 @@ def main() -> None:
         model = vr.ladder_vae(widths=tuple(args.ladder_widths), latent_channels=16, sigma=sigma,
                               full_resolution=True, repair_samples=args.samples)
         objective: object = vr.ELBO()
+    elif args.objective == "vae":  # the single-level noise-model VAE, on the SURE model's U-Net
+        model = vr.noise_model_vae(sigma, widths=(32, 64, 128), latent_channels=32, repair_samples=args.samples)
+        objective = vr.ELBO()
     else:
         model = vr.models.build(vr.models.ModelSpec(kind="dae", image_shape=(1, None, None), arch="unet",
                                                     hidden=(32, 64, 128), latent_dim=32, likelihood="gaussian"))
