@@ -12,6 +12,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import save_image
 
+import vaerepair as vr
 from vaerepair.cli import main
 
 
@@ -278,3 +279,17 @@ def build_parser_args(argv: list[str]):
     from vaerepair.cli import build_parser
 
     return build_parser().parse_args(argv)
+
+
+def test_a_conv_net_with_its_default_widths_and_a_residual_dae_train(mnist_root: Path, tmp_path: Path, capsys):
+    """--arch conv without --hidden used to fail ("the conv arch needs hidden=(C1, C2), got (400,)"): its
+    default widths are the factory's (32, 64)."""
+    i = TRAIN.index("--hidden")
+    args = [a if a != "2" else "1" for a in TRAIN[:i] + TRAIN[i + 2 :]]  # one epoch, the default widths
+    assert main([*args, "--arch", "conv", "--root", str(mnist_root), "--out", str(tmp_path / "c")]) == 0
+    assert vr.load_model(tmp_path / "c" / "best.pt").spec["hidden"] == [32, 64]
+    assert main([*args, "--arch", "unet", "--residual", "--likelihood", "gaussian", "--sigma", "0.1", "--root",
+                 str(mnist_root), "--out", str(tmp_path / "r")]) == 0
+    assert vr.load_model(tmp_path / "r" / "best.pt").residual
+    assert main([*args, "--kind", "vae", "--residual", "--root", str(mnist_root), "--out", str(tmp_path / "v")]) == 2
+    assert "--residual is a point-mass model's" in capsys.readouterr().err

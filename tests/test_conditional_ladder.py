@@ -191,3 +191,19 @@ def test_the_cli_trains_a_conditional_ladder_with_flows_and_draws_its_completion
     assert main(["train", "--dataset", "mnist", "--root", str(mnist_root), "--kind", "ladder", "--condition",
                  "label", "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
     assert "--kind ladder takes --condition image" in capsys.readouterr().err
+
+
+def test_predictive_repairs_add_the_likelihood_noise_to_the_decoded_draws() -> None:
+    model = _model(seed=6).eval()
+    clean, corrupted, mask = _batch(3, b=64, size=(8, 8))
+    c = model.condition.prepare(corrupted, mask)
+    means = model.sample_repairs(corrupted, 50, c, generator=torch.Generator().manual_seed(0))
+    draws = model.sample_repairs(corrupted, 50, c, generator=torch.Generator().manual_seed(0), predictive=True)
+    residual = draws - means  # the same latents (the same generator stream before each level's noise) ...
+    # ... so the residual is the likelihood's own N(0, sigma^2) noise: its std is the model's sigma (0.3)
+    assert abs(float(residual.std()) - 0.3) < 0.01 and abs(float(residual.mean())) < 0.01
+    with pytest.raises(TypeError, match="predictive must be True or False"):
+        model.sample_repairs(corrupted, 2, c, predictive="yes")
+    bernoulli = vr.ladder_vae(widths=(4,), latent_channels=1, likelihood="bernoulli")
+    with pytest.raises(ValueError, match="has no sample\\(\\)"):
+        bernoulli.sample_repairs(torch.rand(2, 1, 8, 8), 2, predictive=True)

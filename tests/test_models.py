@@ -177,3 +177,32 @@ def test_specs_written_flat_before_the_kinds_had_their_own_still_build_the_same_
     assert ladder.likelihood.sigma == 0.3 and build(flat_ladder).likelihood.sigma == 0.3
     assert spec_differences(flat_ladder, ladder.to_dict()) == []
     assert spec_differences(flat_vae, spec.to_dict()) == []
+
+
+def test_a_residual_model_whose_network_outputs_zero_returns_its_input_exactly() -> None:
+    """A residual (noise-predicting) point-mass model, as DnCNN: the repair is the input minus the network's
+    output; the objectives train it unchanged."""
+    model = vr.autoencoder(arch="unet", image_shape=(1, None, None), hidden=(8, 16), latent_dim=8,
+                           likelihood="gaussian", sigma=0.1, residual=True)
+    assert model.residual and build(model.spec).residual
+    last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    x = torch.rand(2, 1, 19, 23)
+    assert torch.equal(model.repair(x), x)  # f = 0: the input itself
+    torch.nn.init.normal_(last.weight, std=0.1)
+    q = model.encode(x)
+    f = model.decoder(q.mean)
+    torch.testing.assert_close(model.reconstruct(x), x - f)  # otherwise x - f(x)
+    noisy = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    for objective in (vr.Reconstruction(), vr.objectives.SURE(0.1), vr.objectives.BlindSpot()):
+        result = objective(model, noisy, x if isinstance(objective, vr.Reconstruction) else noisy)
+        result.loss.backward()
+        assert torch.isfinite(result.loss) and last.weight.grad is not None
+        model.zero_grad()
+    with pytest.raises(ValueError, match="residual=True is a point-mass model's"):
+        ModelSpec(kind="vae", residual=True)
+    with pytest.raises(ValueError, match="needs a Gaussian or Poisson-Gaussian likelihood"):
+        vr.autoencoder(residual=True)  # Bernoulli
+    with pytest.raises(ValueError, match="pass residual_of=x"):
+        model.decode(q.mean)

@@ -32,7 +32,7 @@ __all__ = ["VARIATIONAL", "SELF_SUPERVISED", "DEFAULT_WIDTHS", "widths", "build_
 VARIATIONAL = ("vae", "ladder")  # model kinds trained with the ELBO
 SELF_SUPERVISED = ("noise2noise", "blindspot", "sure")  # --objective values that train on noisy images only
 # --hidden when it is not given: per model kind and architecture
-DEFAULT_WIDTHS = {"ladder": (32, 32, 32), "unet": (32, 64, 128), "mlp": (400,), "conv": (400,)}
+DEFAULT_WIDTHS = {"ladder": (32, 32, 32), "unet": (32, 64, 128), "mlp": (400,), "conv": (32, 64)}
 
 
 def widths(args: argparse.Namespace) -> tuple[int, ...]:
@@ -52,6 +52,8 @@ def build_model(args: argparse.Namespace, image_shape: tuple[int, int, int], n_c
     """The model ``--kind`` asks for, for images of ``image_shape`` ``(C, H, W)`` (``H = W = 0``: photographs of
     any size, ``--data``)."""
     photos, c, hidden = args.data is not None, image_shape[0], widths(args)
+    if args.residual and args.kind not in ("ae", "dae"):
+        raise CLIError(f"--residual is a point-mass model's (--kind dae or ae): a {args.kind} decodes its latent")
     if args.kind == "ladder":
         if not photos and (args.arch != "mlp" or args.spatial or args.global_flows):
             raise CLIError("--kind ladder has its own network: drop --arch, --spatial and --global-flows (its --flows "
@@ -76,12 +78,12 @@ def build_model(args: argparse.Namespace, image_shape: tuple[int, int, int], n_c
     if photos:
         return build(ModelSpec(kind="dae", image_shape=(c, 0, 0), latent_dim=args.latent_dim, arch="unet",
                                hidden=hidden, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
-                               learn_sigma=args.learn_sigma, activation=args.activation))
+                               learn_sigma=args.learn_sigma, activation=args.activation, residual=args.residual))
     return build(ModelSpec(
         kind=args.kind, image_shape=image_shape, latent_dim=args.latent_dim, arch=args.arch, hidden=hidden,
         features=args.features, likelihood=args.likelihood, sigma=args.sigma, link=args.link,
         learn_sigma=args.learn_sigma, activation=args.activation, spatial=args.spatial, condition=args.condition,
-        n_classes=n_classes, n_flows=args.flows, amortized=not args.global_flows,
+        n_classes=n_classes, n_flows=args.flows, amortized=not args.global_flows, residual=args.residual,
     ))
 
 

@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
     p.add_argument("--flows", type=A.nonnegative_int, default=0,
                    help="vae: K planar-flow layers after the Gaussian posterior (report 003); ladder: K layers on "
                         "every level's posterior, shared by its pixels")
+    p.add_argument("--residual", action="store_true",
+                   help="ae, dae: a residual (noise-predicting) network, as DnCNN: the repair is the input minus "
+                        "its output (needs --likelihood gaussian)")
     p.add_argument("--global-flows", action="store_true",
                    help="with --flows: layers shared by all images (default: amortised, one set per image)")
     p.add_argument("--condition", choices=CONDITION_KINDS, default=None,
@@ -77,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = 
     p.add_argument("--latent-dim", type=A.positive_int, default=defaults.get("latent_dim", 20))
     p.add_argument("--hidden", type=A.widths, default=A.widths(defaults["hidden"]) if "hidden" in defaults else None,
                    help="MLP hidden widths, the conv stages' widths, a U-Net's or a ladder's levels, comma-separated "
-                        "(default: 400 for an MLP or conv net, 32,64,128 for a U-Net, 32,32,32 for a ladder)")
+                        "(default: 400 for an MLP, 32,64 for a conv net, 32,64,128 for a U-Net, 32,32,32 for a ladder)")
     p.add_argument("--features", type=A.positive_int, default=defaults.get("features", 256),
                    help="conv encoder feature size")
     p.add_argument("--spatial", action="store_true",

@@ -219,6 +219,13 @@ class GaussianImage:
         """The pixel means ``mu``."""
         return self.loc
 
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        r"""Images drawn from the distribution, :math:`\mu + \sigma \varepsilon`, shaped like the means."""
+        from vaerepair.distributions.gaussian import standard_normal
+
+        eps = standard_normal(self.loc.shape, generator, self.loc.device, self.loc.dtype)
+        return self.loc + self.scale * eps
+
     def log_prob(self, x: Tensor) -> Tensor:
         """Log-density of targets ``x``, summed over ``(C, H, W)``: ``(..., B)``."""
         _check_target(x, self.loc, "Gaussian")

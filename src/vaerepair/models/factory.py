@@ -76,6 +76,8 @@ class ModelSpec:
             features (``True``) or global (``False``).
         repair_samples: posterior samples behind ``model.repair`` (0: decode the
             posterior mean; a noise-model VAE repairs with the mean of decoded samples).
+        residual: ``ae``/``dae`` only: a residual (noise-predicting) network, as DnCNN: the
+            repair is the input minus the network's output.
     """
 
     kind: str = "dae"
@@ -98,6 +100,7 @@ class ModelSpec:
     n_flows: int = 0
     amortized: bool = True
     repair_samples: int = 0
+    residual: bool = False
     flows: InitVar[int | None] = None  # the old spelling of n_flows
 
     def __post_init__(self, flows: int | None = None) -> None:
@@ -123,6 +126,8 @@ class ModelSpec:
             if self.arch != "conv":
                 raise ValueError("spatial=True needs arch='conv'")
             raise ValueError("spatial=True is available for the point-mass autoencoder (kind 'ae'/'dae') only")
+        if self.residual and self.kind == "vae":
+            raise ValueError("residual=True is a point-mass model's (kind 'ae'/'dae'): a VAE decodes its latent")
         if self.n_flows and self.kind != "vae":
             raise ValueError(f"n_flows={self.n_flows} needs kind='vae' (a stochastic posterior), got {self.kind!r}")
         if self.arch == "unet" and self.spatial:
@@ -137,7 +142,7 @@ class ModelSpec:
         if self.repair_samples:
             raise ValueError(f"repair_samples={self.repair_samples} needs kind='vae' (a point-mass posterior has "
                              "one repair)")
-        return AutoencoderSpec(**shared, likelihood=likelihood, spatial=self.spatial)
+        return AutoencoderSpec(**shared, likelihood=likelihood, spatial=self.spatial, residual=self.residual)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists, numbers, strings): safe in a ``weights_only`` checkpoint."""

@@ -69,6 +69,11 @@ class LatentVariableModel(PathModel):
             decoder (which then takes ``D + E`` inputs).
         spec: plain-value description used to rebuild the model from a
             checkpoint (set by :func:`vaerepair.models.build`).
+        residual: a residual (noise-predicting) model, as DnCNN: the decoder's
+            output :math:`f` is subtracted from the input, the likelihood's mean is
+            :math:`x - f(x)` (a decoder that outputs zero returns its input
+            exactly). The likelihood must take one parameter per pixel through the
+            identity link (a Gaussian or Poisson-Gaussian noise model).
 
     Example:
         >>> from vaerepair import nets, distributions as dist
@@ -87,8 +92,17 @@ class LatentVariableModel(PathModel):
         prior: nn.Module | None = None,
         condition: Condition | None = None,
         spec: dict[str, Any] | None = None,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(residual, bool):
+            raise TypeError(f"residual must be True or False, got {residual!r}")
+        if residual and (getattr(likelihood, "params_per_pixel", 1) != 1
+                         or getattr(likelihood, "link", "identity") != "identity"):
+            raise ValueError(f"a residual model subtracts the decoder's output from its input, which needs a "
+                             f"likelihood of one parameter per pixel through the identity link (a Gaussian noise "
+                             f"model), got {likelihood!r}")
+        self.residual = residual
         image_shape = getattr(encoder, "image_shape", None)
         if image_shape is None or len(image_shape) != 3:
             raise ValueError(
@@ -141,18 +155,26 @@ class LatentVariableModel(PathModel):
             features = torch.cat([features, embedding], dim=1)
         return self.posterior(features)
 
-    def decode(self, z: Tensor, condition: Tensor | None = None) -> Any:
+    def decode(self, z: Tensor, condition: Tensor | None = None, residual_of: Tensor | None = None) -> Any:
         """The likelihood p(x | z) (or p(x | z, c)) for latents ``(B, D)`` or ``(S, B, D)``
-        (spatial codes: ``(B, L, H, W)`` or ``(S, B, L, H, W)``)."""
+        (spatial codes: ``(B, L, H, W)`` or ``(S, B, L, H, W)``); a residual model needs the images the code
+        is of, ``residual_of`` ``(B, C, H, W)``: its likelihood's mean is ``residual_of - decoder(z)``."""
         embedding = self._embed(condition)
         if embedding is not None:
             z = torch.cat([z, embedding.expand(*z.shape[:-1], embedding.shape[-1])], dim=-1)
         event = self.latent_event_dims
         if z.dim() == event + 1:
-            return self.likelihood(self.decoder(z))
-        lead = z.shape[:-event]
-        params = self.decoder(z.reshape(-1, *z.shape[-event:]))
-        return self.likelihood(params.reshape(*lead, *params.shape[1:]))
+            params = self.decoder(z)
+        else:
+            lead = z.shape[:-event]
+            params = self.decoder(z.reshape(-1, *z.shape[-event:]))
+            params = params.reshape(*lead, *params.shape[1:])
+        if self.residual:
+            if residual_of is None:
+                raise ValueError("a residual model's output is its input minus the decoder's: pass residual_of=x "
+                                 "(the images the code is of), or repair with model.repair(x)")
+            params = residual_of - params
+        return self.likelihood(params)
 
     @torch.no_grad()
     def sample(
@@ -176,17 +198,18 @@ class LatentVariableModel(PathModel):
         z = prior.sample(n, device=ref.device, dtype=ref.dtype, generator=generator, **extra)
         return self.decode(z, condition).mean
 
-    def bottom_up(self, x: Tensor, condition: Tensor | None = None) -> tuple[Any, Tensor | None]:
-        """The posterior q(z | x) (with the condition, which the decoder needs too)."""
-        return self.encode(x, condition), condition
+    def bottom_up(self, x: Tensor, condition: Tensor | None = None) -> tuple[Any, Tensor | None, Tensor | None]:
+        """The posterior q(z | x), with the condition (which the decoder needs too) and, for a residual model,
+        the images (which its output subtracts the decoder's from)."""
+        return self.encode(x, condition), condition, x if self.residual else None
 
-    def top_down(self, features: tuple[Any, Tensor | None], n_samples: int | None = None, *,
+    def top_down(self, features: tuple[Any, Tensor | None, Tensor | None], n_samples: int | None = None, *,
                  latents: Sequence[Tensor | None] | None = None, mean: bool = False,
                  generator: torch.Generator | None = None) -> LatentPath:
         """A path of length one: z drawn from q (or given, or its mean), scored under the prior, decoded."""
-        q, condition = features
+        q, condition, x = features
         z = _single_draw(q, n_samples, latents, mean, generator)
-        return LatentPath((LatentLevel(z, q, self.prior, self.latent_event_dims),), self.decode(z, condition))
+        return LatentPath((LatentLevel(z, q, self.prior, self.latent_event_dims),), self.decode(z, condition, x))
 
     @property
     def receptive_radius(self) -> int | None:

@@ -171,10 +171,14 @@ class AutoencoderSpec(_SingleLatentSpec):
         condition_features: the image condition's embedding size.
         spatial: conv only: a latent that is a ``H/4 x W/4`` map with
             ``latent_dim / (H/4 * W/4)`` channels.
+        residual: a residual (noise-predicting) network, as DnCNN: the repair is
+            the input minus the network's output (a Gaussian or Poisson-Gaussian
+            likelihood through the identity link).
     """
 
     kind: str = "dae"
     spatial: bool = False
+    residual: bool = False
 
     KINDS: ClassVar[tuple[str, ...]] = ("ae", "dae")
     FOREIGN_DEFAULTS: ClassVar[dict[str, Any]] = {"n_flows": 0, "amortized": True, "repair_samples": 0}
@@ -187,6 +191,12 @@ class AutoencoderSpec(_SingleLatentSpec):
             raise ValueError("spatial=True needs arch='conv'")
         if self.condition is not None and self.spatial:
             raise ValueError("a conditional model cannot be spatial (the condition joins a latent vector)")
+        if not isinstance(self.residual, bool):
+            raise TypeError(f"residual must be True or False, got {self.residual!r}")
+        if self.residual and (self.likelihood.name not in ("gaussian", "poisson-gaussian")
+                              or self.likelihood.link != "identity"):
+            raise ValueError(f"residual=True subtracts the network's output from its input: it needs a Gaussian or "
+                             f"Poisson-Gaussian likelihood through the identity link, got {self.likelihood}")
 
     def build(self) -> LatentVariableModel:
         """The model this spec describes."""
@@ -194,12 +204,13 @@ class AutoencoderSpec(_SingleLatentSpec):
         if self.arch == "unet":
             unet, head = self._unet(likelihood)
             return LatentVariableModel(unet, SpatialPointMassPosterior(unet.out_channels, self.latent_dim), head,
-                                       likelihood, spec=self.to_dict())
+                                       likelihood, spec=self.to_dict(), residual=self.residual)
         condition = self._condition()
         extra = condition.out_features if condition is not None else 0  # joins the features and the latent
         encoder, decoder, features, code_head = self._networks(extra, self.spatial)
         posterior = PointMassPosterior(features + extra, self.latent_dim, head=code_head)
-        return LatentVariableModel(encoder, posterior, decoder, likelihood, condition=condition, spec=self.to_dict())
+        return LatentVariableModel(encoder, posterior, decoder, likelihood, condition=condition, spec=self.to_dict(),
+                                   residual=self.residual)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,7 +227,7 @@ class VAESpec(_SingleLatentSpec):
         repair_samples: posterior samples behind ``model.repair`` (0: decode the
             posterior mean; a noise-model VAE repairs with the mean of decoded samples).
 
-    The other fields are :class:`AutoencoderSpec`'s, without ``spatial``.
+    The other fields are :class:`AutoencoderSpec`'s, without ``spatial`` and ``residual``.
     """
 
     kind: str = "vae"
@@ -225,7 +236,7 @@ class VAESpec(_SingleLatentSpec):
     repair_samples: int = 0
 
     KINDS: ClassVar[tuple[str, ...]] = ("vae",)
-    FOREIGN_DEFAULTS: ClassVar[dict[str, Any]] = {"spatial": False}
+    FOREIGN_DEFAULTS: ClassVar[dict[str, Any]] = {"spatial": False, "residual": False}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -274,19 +274,36 @@ class PathModel(nn.Module):
 
     @torch.no_grad()
     def sample_repairs(self, x: Tensor, n: int, condition: Tensor | None = None,
-                       generator: torch.Generator | None = None) -> Tensor:
+                       generator: torch.Generator | None = None, predictive: bool = False) -> Tensor:
         r"""``n`` plausible repairs of each image, ``(n, B, C, H, W)``: the decoded means of ``n`` draws of
         the posterior path (diverse for a VAE; all equal for a point-mass posterior), in eval mode; for a model
-        whose ``posterior_sees_target`` is set, of the prior path given the condition."""
+        whose ``posterior_sees_target`` is set, of the prior path given the condition.
+
+        ``predictive=True`` draws each image from the likelihood itself,
+        :math:`x_s \sim p(x \mid z_s)` (a Gaussian likelihood: the decoded mean plus
+        its noise), instead of taking its mean: draws of the target's distribution,
+        whose spread includes what the model leaves to the likelihood. Use it for a
+        model trained on clean targets (the conditional ladder), whose calibrated
+        intervals need that spread; for a noise-model VAE the draws would be noisy
+        observations, not clean images.
+        """
         n = check_count(n, "n")
         self.check_input(x)
+        if not isinstance(predictive, bool):
+            raise TypeError(f"predictive must be True or False, got {predictive!r}")
         was_training = self.training
         self.eval()
         try:
             features = self.repair_features(x, condition)  # once; the draws go through top-down in chunks
             chunk = _samples_in_flight(x, n)
-            return torch.cat([self.top_down(features, min(chunk, n - start), generator=generator).likelihood.mean
-                              for start in range(0, n, chunk)])
+            draws = []
+            for start in range(0, n, chunk):
+                image = self.top_down(features, min(chunk, n - start), generator=generator).likelihood
+                if predictive and not callable(getattr(image, "sample", None)):
+                    raise ValueError(f"predictive=True draws from the likelihood, and {type(image).__name__} has "
+                                     "no sample(); a Gaussian likelihood has one")
+                draws.append(image.sample(generator) if predictive else image.mean)
+            return torch.cat(draws)
         finally:
             self.train(was_training)
 
