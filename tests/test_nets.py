@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import vaerepair as vr
 from vaerepair import nets
 
 
@@ -82,3 +83,27 @@ def test_conv_widths_are_hidden_as_everywhere_and_the_old_keyword_warns() -> Non
     assert old.feature_shape == nets.ConvEncoder((1, 8, 8), hidden=(4, 6), out_features=None).feature_shape == (6, 2, 2)
     with pytest.warns(DeprecationWarning, match="ConvDecoder"):
         nets.ConvDecoder(3, (1, 8, 8), channels=(6, 4))
+
+
+def test_networks_declare_the_fully_convolutional_protocol_that_models_read() -> None:
+    from vaerepair.nets import ConvHead, FullyConvolutional, FullyConvolutionalEncoder, MLPEncoder, UNetEncoder
+
+    unet, head = UNetEncoder(1, widths=(8, 16)), ConvHead(4, 1, hidden=8)
+    assert isinstance(unet, FullyConvolutionalEncoder) and isinstance(head, FullyConvolutional)
+    assert not isinstance(MLPEncoder(), FullyConvolutionalEncoder)
+
+    class MyEncoder(torch.nn.Module):  # a user's own network: declaring the attributes is enough
+        image_shape, out_channels, multiple, receptive_radius = (1, None, None), 8, 1, 1
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    model = vr.models.LatentVariableModel(MyEncoder(), vr.distributions.SpatialPointMassPosterior(8, 4), head,
+                                          vr.distributions.Gaussian(0.1))
+    assert model.receptive_radius == 1 + head.receptive_radius and model.multiple == 1
+    x = torch.rand(1, 1, 40, 36)
+    torch.testing.assert_close(model.repair(x, tile=24), model.repair(x))  # exact tiles from the declared radius

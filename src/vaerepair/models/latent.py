@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from vaerepair._checks import check_count, shape_str
 from vaerepair.models.conditions import Condition
 from vaerepair.models.path import TILE_PIXELS_IN_FLIGHT, LatentLevel, LatentPath, PathModel, _single_draw
+from vaerepair.nets.protocols import FullyConvolutional, FullyConvolutionalEncoder
 
 __all__ = ["LatentVariableModel", "LatentModel", "PosteriorLike", "ImageDistribution", "TILE_PIXELS_IN_FLIGHT"]
 
@@ -213,14 +214,17 @@ class LatentVariableModel(PathModel):
 
     @property
     def receptive_radius(self) -> int | None:
-        """For a fully convolutional model: how far (in pixels) an output pixel can see into the input."""
-        radii = [getattr(self.encoder, "receptive_radius", None), getattr(self.decoder, "receptive_radius", None)]
-        return None if None in radii else sum(r for r in radii if r is not None)
+        """For a fully convolutional model (a :class:`~vaerepair.nets.FullyConvolutionalEncoder` and a
+        :class:`~vaerepair.nets.FullyConvolutional` decoder): how far (in pixels) an output pixel can see into
+        the input; ``None`` otherwise."""
+        if isinstance(self.encoder, FullyConvolutionalEncoder) and isinstance(self.decoder, FullyConvolutional):
+            return int(self.encoder.receptive_radius) + int(self.decoder.receptive_radius)
+        return None
 
     @property
     def multiple(self) -> int:
-        """The encoder's downsampling factor (tiles are aligned to it)."""
-        return int(getattr(self.encoder, "multiple", 1))
+        """The encoder's downsampling factor (tiles are aligned to it); 1 for an encoder that declares none."""
+        return int(self.encoder.multiple) if isinstance(self.encoder, FullyConvolutionalEncoder) else 1
 
     def _embed(self, condition: Tensor | None) -> Tensor | None:
         """The condition's embedding ``(B, E)``; checks that one is given exactly when the model is conditional."""
@@ -244,7 +248,8 @@ def _check_spatial(encoder: nn.Module, posterior: nn.Module, decoder: nn.Module,
     """The channel counts of a spatial-code model agree, and it has no (vector) condition."""
     if condition is not None:
         raise ValueError("a model with a spatial code cannot be conditional (a condition joins a latent vector)")
-    enc, post_in = getattr(encoder, "out_channels", None), getattr(posterior, "in_channels", None)
+    enc = encoder.out_channels if isinstance(encoder, FullyConvolutionalEncoder) else None
+    post_in = getattr(posterior, "in_channels", None)
     if enc is not None and post_in is not None and enc != post_in:
         raise ValueError(f"the encoder gives {enc}-channel feature maps but the posterior expects "
                          f"in_channels={post_in}; build the posterior with in_channels={enc}")
