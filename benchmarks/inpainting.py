@@ -88,7 +88,7 @@ def measure(model: torch.nn.Module, clean: torch.Tensor, samples: int = 100, bat
         best = hole_sq.argmin(0)
         sums["best_sq"].append((draws[best, torch.arange(len(x))] - x).square())
         sums["inside"].append(vr.metrics.interval_coverage(draws, x, 0.9, reduction="none", mask=m))
-        if sigma is not None:  # images drawn from p(x | c): the decoded means plus the likelihood's noise
+        if sigma is not None:  # images drawn from p(x | c), as sample_repairs(predictive=True): means plus noise
             noisy = draws + float(sigma) * torch.randn(draws.shape, generator=g)
             sums["inside_predictive"].append(vr.metrics.interval_coverage(noisy, x, 0.9, reduction="none", mask=m))
         std = draws.std(0)
@@ -146,11 +146,13 @@ def main() -> None:
         picture(args.out / f"inpainting_{name}.png", model, test[:8])
         print(f"{name}: {json.dumps({k: round(v, 4) for k, v in results[name].items()})}", flush=True)
     print(f"\nFashion-MNIST, block:12, first {len(test)} test images, 100 repairs per image, {args.threads} threads")
-    print(f"{'':8}{'hole PSNR: mean':>16}{'one draw':>10}{'best of 16':>12}{'90% cover':>11}{'std in':>8}"
-          f"{'std out':>9}{'train s':>9}")
+    print(f"{'':8}{'hole PSNR: mean':>16}{'one draw':>10}{'best of 16':>12}{'90% cover':>11}{'p(x|c)':>8}"
+          f"{'std in':>8}{'std out':>9}{'train s':>9}")
     for name, r in results.items():
+        predictive = r.get("coverage_hole_predictive", float("nan"))
         print(f"{name:8}{r['psnr_hole_mean']:16.2f}{r['psnr_hole_one']:10.2f}{r['psnr_hole_best16']:12.2f}"
-              f"{r['coverage_hole']:11.3f}{r['std_hole']:8.3f}{r['std_outside']:9.3f}{r['train_seconds']:9.0f}")
+              f"{r['coverage_hole']:11.3f}{predictive:8.3f}{r['std_hole']:8.3f}{r['std_outside']:9.3f}"
+              f"{r['train_seconds']:9.0f}")
     (args.out / "inpainting.json").write_text(json.dumps(results, indent=1))
     if len(results) == 2:
         gap = results["ladder"]["psnr_hole_best16"] - results["cvae"]["psnr_hole_best16"]
