@@ -204,6 +204,16 @@ LADDER_API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
     "interval_coverage(level)": ("ladder", [0.0, 1.0, 1.5, -0.5, NAN, "0.9"], lambda v: vr.metrics.interval_coverage(
         torch.rand(5, 2, 1, 4, 4), torch.rand(2, 1, 4, 4), level=v)),
     "interval_coverage(mask)": ("ladder", ["float", "shape", "empty", "list"], _mask_coverage),
+    "LikelihoodSpec(junk)": ("ladder", [{"name": "laplace"}, {"sigma": -1}, {"sigma": NAN}, {"link": "exp"},
+                                        {"learn_sigma": "yes"}, {"gain": -0.1}],
+                             lambda v: vr.models.LikelihoodSpec(**v)),
+    "VAESpec.from_dict(junk)": ("ladder", [{"kind": "dae"}, {"spatial": True}, {"likelihood": {"name": "x"}},
+                                           {"likelihood": 3}, {"n_flows": -1}, {"depth": 2}, "not a dict"],
+                                lambda v: vr.models.VAESpec.from_dict(v if isinstance(v, str) else
+                                                                      {"kind": "vae", **v})),
+    "autoencoder(residual)": ("ladder", ["bernoulli", "sigmoid link", "a string"], lambda v: vr.autoencoder(
+        residual=v == "a string" and "yes" or True, likelihood="gaussian" if v != "bernoulli" else "bernoulli",
+        link="sigmoid" if v == "sigmoid link" else "identity")),
     "ladder_vae(condition)": ("ladder", ["label", "mask", "", 3, True], lambda v: vr.ladder_vae(condition=v)),
     "ladder_vae(flows)": ("ladder", [-1, 1.5, NAN, "2", None], lambda v: vr.ladder_vae(flows=v)),
     "inpainter.repair(condition)": ("ladder", ["none", "one channel", "wrong size", "wrong rows", "nan", "int",
