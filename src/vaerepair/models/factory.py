@@ -197,7 +197,7 @@ def build(spec: ModelSpec | AutoencoderSpec | VAESpec | LadderSpec | dict[str, A
     dict (``model.spec``, a checkpoint's), read by the spec class its ``kind`` names."""
     if isinstance(spec, dict):
         kind = spec.get("kind", "dae")
-        if kind not in SPECS:
+        if not isinstance(kind, str) or kind not in SPECS:
             ModelSpec(kind=kind)  # the error that lists the kinds
         spec = SPECS[kind].from_dict(spec)  # type: ignore[attr-defined]
     if isinstance(spec, ModelSpec):
