@@ -122,7 +122,7 @@ def test_train_evaluate_a_conditional_vae(mnist_root: Path, tmp_path: Path, cond
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["psnr_missing"] > metrics["test"]["psnr_missing_input"] - 50  # a number, not NaN
     samples = _read(str(out / "samples.png"))
-    rows = 10 if condition == "label" else 5  # one row per class / clean, corrupted, three completions
+    rows = 10  # one row per class / clean, corrupted, eight completions
     scale = 64 // 28 + 1 if condition == "label" else 96 // 28 + 1
     assert samples.shape[-2] == rows * 28 * scale + (rows + 1) * 2
     assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--root", str(mnist_root), "--n", "8",
