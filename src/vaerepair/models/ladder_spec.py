@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vaerepair._checks import check_count, check_positive
 from vaerepair.models.ladder import LadderVAE
-from vaerepair.models.likelihood_spec import LikelihoodSpec, nest_likelihood
+from vaerepair.models.likelihood_spec import LikelihoodSpec, nest_likelihood, spec_from_fields
 from vaerepair.nets.activations import ACTIVATIONS
 
 __all__ = ["LadderSpec", "ladder_vae"]
@@ -95,12 +95,7 @@ class LadderSpec:
         nested (its name, ``sigma``, ``gain`` and ``link`` beside the other fields) reads too."""
         if not isinstance(d, dict):
             raise TypeError(f"a ladder spec must be a dict, got {type(d).__name__}")
-        d = nest_likelihood(d)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"ladder spec has unknown fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return spec_from_fields(cls, nest_likelihood(d), "ladder spec")
 
     def build(self) -> LadderVAE:
         """The model this spec describes."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from torch import nn
@@ -22,7 +22,7 @@ from vaerepair.distributions import (
 from vaerepair.flows import PlanarFlowPosterior
 from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
 from vaerepair.models.latent import LatentVariableModel
-from vaerepair.models.likelihood_spec import LikelihoodSpec, nest_likelihood
+from vaerepair.models.likelihood_spec import LikelihoodSpec, nest_likelihood, spec_from_fields
 from vaerepair.nets import ConvDecoder, ConvEncoder, ConvHead, MLPDecoder, MLPEncoder, UNetEncoder
 from vaerepair.nets.activations import ACTIVATIONS
 
@@ -109,11 +109,7 @@ class _SingleLatentSpec:
                 if value != default:
                     raise ValueError(f"{name}={value!r} does not apply to kind {d.get('kind')!r}: "
                                      f"{cls.__name__} has no {name}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"model spec has unknown fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return spec_from_fields(cls, d, "model spec")
 
     def _condition(self) -> Condition | None:
         act = ACTIVATIONS[self.activation]

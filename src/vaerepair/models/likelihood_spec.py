@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
 from vaerepair._checks import check_positive
 from vaerepair.distributions import Bernoulli, ContinuousBernoulli, Gaussian, PoissonGaussianLikelihood
 
-__all__ = ["LikelihoodSpec", "LIKELIHOODS", "LIKELIHOOD_FIELDS", "nest_likelihood"]
+__all__ = ["LikelihoodSpec", "LIKELIHOODS", "LIKELIHOOD_FIELDS", "nest_likelihood", "spec_from_fields"]
+
+_Spec = TypeVar("_Spec")
 
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "poisson-gaussian")
 # the flat fields a spec written before the likelihood was nested held: (old name, LikelihoodSpec field)
@@ -72,11 +74,16 @@ class LikelihoodSpec:
         if not isinstance(d, dict):
             raise TypeError(f"a likelihood spec must be a dict like {{'name': 'gaussian', 'sigma': 0.1}}, got "
                             f"{type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"likelihood spec has unknown fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return spec_from_fields(cls, d, "likelihood spec")
+
+
+def spec_from_fields(cls: type[_Spec], d: dict[str, Any], what: str) -> _Spec:
+    """The dataclass spec ``cls(**d)``; a key that is not one of its fields is an error naming it."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"{what} has unknown fields {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**d)
 
 
 def nest_likelihood(d: dict[str, Any]) -> dict[str, Any]:
