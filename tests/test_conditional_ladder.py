@@ -109,6 +109,8 @@ def test_the_conditional_ladder_refuses_what_it_cannot_take() -> None:
         model.repair(corrupted, corrupted)
     with pytest.raises(ValueError, match="one map per image, of the images' size"):
         model.repair(corrupted, c[:, :, :8])
+    with pytest.raises(ValueError, match="condition must be a tensor with one row per image \\(3\\), got list"):
+        model.repair(corrupted, [c])  # used to fail deep: 'list' object has no attribute 'shape'
     with pytest.raises(ValueError, match="mask must have the images' shape"):
         model.condition.prepare(corrupted, mask[:2])
     with pytest.raises(ValueError, match="samples given condition="):

@@ -397,8 +397,9 @@ class PathModel(nn.Module):
         if tile is not None:
             return self._repair_tiles(x, condition, batch_size, tile, overlap, options)
         self.check_input(x, any_float=True)
-        if condition is not None and len(condition) != len(x):
-            raise ValueError(f"condition must have one row per image ({len(x)}), got {shape_str(condition.shape)}")
+        if condition is not None and (not isinstance(condition, Tensor) or len(condition) != len(x)):
+            got = shape_str(condition.shape) if isinstance(condition, Tensor) else type(condition).__name__
+            raise ValueError(f"condition must be a tensor with one row per image ({len(x)}), got {got}")
         if len(x) == 0:
             return (x.clone(), x.clone()) if return_std else x.clone()
         device = next((p.device for p in self.parameters()), x.device)
