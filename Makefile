@@ -21,6 +21,7 @@ docs: install
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 benchmarks: install data
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[bench]"
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/quality.py
 	$(PY) benchmarks/distributed_step.py

@@ -3,6 +3,12 @@
     python scripts/train_pretrained.py grey    # Train400 (400 grey 180x180), sigma ~ U(0, 55/255)
     python scripts/train_pretrained.py colour  # LIVE1 (29 RGB photos), sigma ~ U(0, 55/255)
 
+    # the shipped grey model's second stage: from its first stage's weights, bf16 autocast, 90 epochs of 16 000
+    python scripts/train_pretrained.py grey --init src/vaerepair/weights/grey.pt --precision bf16 \
+        --epochs 90 --patches-per-epoch 16000 --lr 5e-4 --out runs/pretrained_stage2
+    python scripts/train_pretrained.py grey ... --resume    # continue it from its last.pt, exactly
+    python scripts/train_pretrained.py grey --curve runs/pretrained_stage2/grey/last.pt   # its learning curve
+
 Each model is the U-Net photo denoiser (``arch="unet"``, widths 32/64/128,
 a 32-channel spatial point-mass code, Gaussian likelihood: the loss is the
 squared error) trained by the library's own Trainer on random 48x48 patches
@@ -11,6 +17,13 @@ the weights. A few whole images are held out for validation (the Set12 test
 images are never seen). The EMA weights of the best validation epoch are
 exported as a weights-only vaerepair checkpoint to
 ``src/vaerepair/weights/<name>.pt``.
+
+Every epoch's record also holds the process's CPU seconds (``cpu_seconds``:
+both threads; a paused process does not count) and, for the grey model, the
+Set12 PSNR at sigma 25 under the protocol of ``../shared/datasets/README.md``
+with the EMA weights (``set12_psnr_25``: observed for the learning curve, never
+used to choose a checkpoint). ``--curve`` plots validation and Set12 PSNR
+against CPU-hours, counting the training time of the ``--init`` weights.
 """
 
 from __future__ import annotations
@@ -19,19 +32,72 @@ import argparse
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import vaerepair as vr
 from vaerepair.cli.train import centre_crop
 from vaerepair.data import ImageFolder, train_val_split
+from vaerepair.protocol import evaluate_protocol
 from vaerepair.training import PatchSource
-from vaerepair.training.callbacks import EMA, LRSchedule
-from vaerepair.training.checkpoint import load_model, save_checkpoint
+from vaerepair.training.callbacks import EMA, Callback, LRSchedule
+from vaerepair.training.checkpoint import load_checkpoint, load_model, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
 SETS = {"grey": ("train400", "L", 20), "colour": ("live1", "RGB", 3)}
+
+
+class CPUTime(Callback):
+    """Adds the epoch's process CPU seconds (all threads) to its record."""
+
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        self.start = time.process_time()
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, float]) -> None:
+        record["cpu_seconds"] = time.process_time() - self.start
+
+
+class Set12Curve(Callback):
+    """Set12 PSNR at sigma 25 under the protocol, with the weights validation measured (the EMA's)."""
+
+    def __init__(self, images: list[torch.Tensor]) -> None:
+        self.images, self.psnr = images, float("nan")
+
+    def on_validation_end(self, trainer: Any) -> None:  # called before the EMA swaps its weights back
+        self.psnr = float(evaluate_protocol(trainer.model.repair, self.images, 25)["psnr"])  # type: ignore[arg-type]
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, float]) -> None:
+        record["set12_psnr_25"] = self.psnr
+
+
+def plot_curve(path: Path, out: Path) -> None:
+    """Validation and Set12 PSNR against CPU-hours of the run in ``path`` (a ``last.pt``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = load_checkpoint(path)
+    records = data["history"]["records"]
+    start_hours = float(data.get("metadata", {}).get("init_cpu_hours", 0.0))
+    hours, total = [], start_hours
+    for r in records:
+        total += r["cpu_seconds"] / 3600
+        hours.append(total)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(hours, [r["val_psnr"] for r in records], label="validation (20 held-out Train400 images, sigma 0-55)")
+    if "set12_psnr_25" in records[0]:
+        ax.plot(hours, [r["set12_psnr_25"] for r in records], label="Set12, sigma 25 (protocol)")
+        ax.axhline(29.97, color="grey", linestyle="--", linewidth=1, label="BM3D, Set12 sigma 25")
+    ax.set_xlabel("CPU-hours (2 threads: 2 CPU-hours per hour)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(f"{len(records)} epochs, {hours[-1]:.2f} CPU-hours -> {out}")
 
 
 def main() -> None:
@@ -46,7 +112,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "pretrained")
     parser.add_argument("--export", type=Path, default=ROOT / "src" / "vaerepair" / "weights")
+    parser.add_argument("--init", type=Path, default=None, help="start from the weights of this checkpoint")
+    parser.add_argument("--precision", choices=["bf16"], default=None, help="autocast the training steps")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/<name>/last.pt")
+    parser.add_argument("--curve", type=Path, default=None, help="plot the learning curve of this last.pt and stop")
+    parser.add_argument("--curve-out", type=Path, default=ROOT / "docs" / "images" / "grey_learning_curve.png")
     args = parser.parse_args()
+    if args.curve is not None:
+        plot_curve(args.curve, args.curve_out)
+        return
     torch.set_num_threads(args.threads)
     folder, mode, n_val = SETS[args.name]
     photos = ImageFolder(args.data / folder, mode=mode)
@@ -54,25 +128,38 @@ def main() -> None:
     channels = 1 if mode == "L" else 3
     model = vr.models.build(vr.models.ModelSpec(kind="dae", image_shape=(channels, None, None), arch="unet",
                                                 hidden=(32, 64, 128), latent_dim=32, likelihood="gaussian"))
+    init_meta: dict[str, Any] = {}
+    if args.init is not None:
+        start = load_checkpoint(args.init)
+        model.load_state_dict(start["model"])
+        init_meta = dict(start.get("pretrained", {}))
+    # the first stage's wall minutes at 2 threads, as CPU-hours
+    init_cpu_hours = float(init_meta.get("cpu_hours", 2 * init_meta.get("train_minutes", 0.0) / 60))
     steps = args.epochs * math.ceil(args.patches_per_epoch / args.batch_size)
     trainer = vr.Trainer(
         model, vr.objectives.Reconstruction(), vr.corruptions.GaussianNoise((0.0, 55 / 255)),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device="cpu", seed=0,
         checkpoint_dir=args.out / args.name, monitor="val_psnr", eval_batch_size=8,
+        precision=args.precision,
         callbacks=[EMA(0.999), LRSchedule(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
-            opt, steps, eta_min=args.lr / 100), interval="step")],
-        metadata={"trained_on": folder, "sigma_range_255": [0, 55]},
+            opt, steps, eta_min=args.lr / 100), interval="step"), CPUTime()]
+        + ([Set12Curve(list(ImageFolder(args.data / "set12", mode="L")))] if args.name == "grey" else []),
+        metadata={"trained_on": folder, "sigma_range_255": [0, 55], "init": str(args.init),
+                  "init_cpu_hours": init_cpu_hours},
     )
     side = min(min(s) for s in val.sizes)
     start = time.perf_counter()
     trainer.fit(PatchSource(list(train), args.patch, patches_per_epoch=args.patches_per_epoch, augment=True),
-                val=torch.stack([centre_crop(im, side) for im in val]))
+                val=torch.stack([centre_crop(im, side) for im in val]),
+                resume=args.out / args.name / "last.pt" if args.resume else None)
     minutes = (time.perf_counter() - start) / 60
     best = load_model(args.out / args.name / "best.pt", ema=True)
     record = max(trainer.history.records, key=lambda r: r["val_psnr"])
+    cpu_hours = init_cpu_hours + sum(r.get("cpu_seconds", 0.0) for r in trainer.history.records) / 3600
     meta = {"name": args.name, "trained_on": folder, "mode": mode, "sigma_range": [0.0, 55 / 255],
             "patch": args.patch, "epochs": args.epochs, "patches_per_epoch": args.patches_per_epoch,
             "train_minutes": round(minutes, 1), "val_psnr": round(record["val_psnr"], 3),
+            "cpu_hours": round(cpu_hours, 2), "init": init_meta or None, "precision": args.precision,
             "script": "scripts/train_pretrained.py"}
     args.export.mkdir(parents=True, exist_ok=True)
     path = save_checkpoint(args.export / f"{args.name}.pt", {"model_spec": best.spec, "model": best.state_dict(),

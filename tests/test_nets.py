@@ -107,3 +107,23 @@ def test_networks_declare_the_fully_convolutional_protocol_that_models_read() ->
     assert model.receptive_radius == 1 + head.receptive_radius and model.multiple == 1
     x = torch.rand(1, 1, 40, 36)
     torch.testing.assert_close(model.repair(x, tile=24), model.repair(x))  # exact tiles from the declared radius
+
+
+def test_photo_nets_compute_channels_last_with_the_values_of_the_contiguous_layout() -> None:
+    """The U-Net and the head keep their convolution weights channels-last (oneDNN's fast layout on CPUs);
+    a copy moved back to the contiguous layout gives the same features, and a checkpoint round trip keeps them."""
+    torch.manual_seed(0)
+    unet, head = nets.UNetEncoder(1), nets.ConvHead(32, 1)
+    for net in (unet, head):
+        convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+        assert any(not w.is_contiguous() for w in convs)  # (a layout of one input channel is both)
+    x = torch.rand(2, 1, 37, 53)
+    plain = nets.UNetEncoder(1)
+    plain.load_state_dict(unet.state_dict())
+    plain.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(unet(x), plain(x), rtol=1e-5, atol=1e-5)
+    again = nets.UNetEncoder(1)
+    again.load_state_dict(plain.state_dict())  # weights saved contiguous load into the channels-last layout
+    assert again.first[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(again(x), unet(x), rtol=0, atol=0)

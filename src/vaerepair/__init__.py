@@ -23,6 +23,7 @@ from vaerepair import (
 )
 from vaerepair.corruptions import BlockErasure, GaussianNoise, PixelInversion, RandomMask, SaltAndPepper
 from vaerepair.data import ImageDataset, load, train_val_split
+from vaerepair.memory import keep_freed_memory
 from vaerepair.metrics import psnr, ssim
 from vaerepair.models import (
     LadderVAE,
@@ -49,6 +50,7 @@ __all__ = [
     "flows",
     "metrics",
     "estimate_noise_sigma",
+    "keep_freed_memory",
     "models",
     "nets",
     "objectives",

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from vaerepair._checks import shape_str
+from vaerepair.memory import keep_freed_memory
 
 __all__ = ["tile_starts", "blend_weights", "repair_tiled"]
 
@@ -107,20 +108,21 @@ def repair_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | tuple[in
     weight_rows = {top: blend_weights(height[top], overlap, margin, top == rows[0], top == rows[-1]) for top in rows}
     weight_cols = {left: blend_weights(width[left], overlap, margin, left == cols[0], left == cols[-1])
                    for left in cols}
-    places = sorted(((i, top, left) for i in range(b) for top in rows for left in cols),
-                    key=lambda p: (height[p[1]], width[p[2]]))
-    for (th_k, tw_k), group in groupby(places, key=lambda p: (height[p[1]], width[p[2]])):
-        same = list(group)
-        for k in range(0, len(same), batch_size):
-            chunk = same[k : k + batch_size]
-            tiles = torch.stack([x[i, :, top : top + th_k, left : left + tw_k] for i, top, left in chunk])
-            repaired = fn(tiles)
-            expected = (len(tiles), c_out, th_k, tw_k)
-            if tuple(repaired.shape) != expected:
-                raise ValueError(f"the repair of tiles {shape_str(tiles.shape)} gave {shape_str(repaired.shape)}, "
-                                 f"expected {shape_str(expected)}")
-            for (i, top, left), y in zip(chunk, repaired.to(out.device, out.dtype), strict=True):
-                wt = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(out.device, out.dtype)
-                out[i, :, top : top + th_k, left : left + tw_k] += y * wt
-                total[i, :, top : top + th_k, left : left + tw_k] += wt
+    with keep_freed_memory():  # the tiles' buffers, freed and allocated again, stay in the process
+        places = sorted(((i, top, left) for i in range(b) for top in rows for left in cols),
+                        key=lambda p: (height[p[1]], width[p[2]]))
+        for (th_k, tw_k), group in groupby(places, key=lambda p: (height[p[1]], width[p[2]])):
+            same = list(group)
+            for k in range(0, len(same), batch_size):
+                chunk = same[k : k + batch_size]
+                tiles = torch.stack([x[i, :, top : top + th_k, left : left + tw_k] for i, top, left in chunk])
+                repaired = fn(tiles)
+                expected = (len(tiles), c_out, th_k, tw_k)
+                if tuple(repaired.shape) != expected:
+                    raise ValueError(f"the repair of tiles {shape_str(tiles.shape)} gave {shape_str(repaired.shape)}, "
+                                     f"expected {shape_str(expected)}")
+                for (i, top, left), y in zip(chunk, repaired.to(out.device, out.dtype), strict=True):
+                    wt = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(out.device, out.dtype)
+                    out[i, :, top : top + th_k, left : left + tw_k] += y * wt
+                    total[i, :, top : top + th_k, left : left + tw_k] += wt
     return out / total

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from vaerepair._checks import check_count, check_image_scale, check_images, shape_str
 from vaerepair.distributions import validation_enabled
 from vaerepair.distributions.kl import kl_divergence
+from vaerepair.memory import keep_freed_memory
 from vaerepair.models.conditions import Condition
 
 __all__ = ["LatentLevel", "LatentPath", "PathModel", "latent_path", "posterior_images", "check_latents",
@@ -273,6 +274,7 @@ class PathModel(nn.Module):
         return cast(Tensor, self.repair_path(x, condition, mean=True).likelihood.mean)
 
     @torch.no_grad()
+    @keep_freed_memory()
     def sample_repairs(self, x: Tensor, n: int, condition: Tensor | None = None,
                        generator: torch.Generator | None = None, predictive: bool = False) -> Tensor:
         r"""``n`` plausible repairs of each image, ``(n, B, C, H, W)``: the decoded means of ``n`` draws of
@@ -326,6 +328,7 @@ class PathModel(nn.Module):
                generator: torch.Generator | None = None, ensemble: int = 1) -> list[Any]: ...
 
     @torch.no_grad()
+    @keep_freed_memory()  # large activations freed and allocated again reuse their pages
     def repair(self, x: Tensor | list[Tensor], condition: Tensor | None = None, batch_size: int = 512,
                tile: int | tuple[int, int] | None = None, overlap: int | None = None, *,
                n_samples: int | None = None, return_std: bool = False,
