@@ -386,3 +386,23 @@ def test_likelihood_targets_are_checked_in_one_pass_and_non_finite_ones_named(va
         with pytest.raises(ValueError, match=message):  # before: a NaN target passed the range check
             p.log_prob(x)
     assert torch.isfinite(Bernoulli()(torch.zeros(3, 1, 6, 6)).log_prob(torch.rand(3, 1, 6, 6))).all()
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), -float("inf")])
+def test_the_gradient_check_flags_any_non_finite_gradient_of_any_dtype(bad: float | None) -> None:
+    """The NaN guard's one-pass check (the gradient scaler's) against the oracle isfinite().all(), with
+    gradients of two dtypes; a non-finite value in either group is found."""
+    from vaerepair.training.guard import Guard
+
+    params = [torch.nn.Parameter(torch.zeros(300, 7)), torch.nn.Parameter(torch.zeros(5, dtype=torch.float64)),
+              torch.nn.Parameter(torch.zeros(2))]
+    for p in params[:2]:
+        p.grad = torch.randn_like(p)
+    for where in (0, 1):
+        if bad is not None:
+            params[where].grad.view(-1)[3] = bad
+        flag = Guard._gradient_flags(params)
+        oracle = all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+        assert flag is not None and bool(torch.isfinite(flag)) == oracle == (bad is None)
+        params[where].grad = torch.randn_like(params[where])
+    assert Guard._gradient_flags([torch.nn.Parameter(torch.zeros(2))]) is None

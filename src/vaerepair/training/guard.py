@@ -75,8 +75,6 @@ class Guard:
         self.dist = dist or Distributed()
         self.received: int | None = None  # a signal this process received during fit
         self.stop_signal: int | None = None  # the signal acted on (in a group: once every process knows)
-        self._armed = False  # whether the gradient hooks sum this step's gradients (see watching)
-        self._sums: list[Tensor] = []
 
     # ----------------------------------------------------------------- checks
 
@@ -133,37 +131,30 @@ class Guard:
             "nan_policy='skip'."
         )
 
-    def _gradient_flags(self, params: list[nn.Parameter]) -> Tensor | None:
-        """A scalar that is NaN or Inf when any gradient holds one (NaN and Inf propagate through sums); ``None``
-        without gradients. The per-tensor sums come from :meth:`watching`'s hooks, taken as backward wrote each
-        gradient (still in cache: no second pass over memory); else one pass here."""
-        with_grad = [p.grad for p in params if p.grad is not None]
-        if not with_grad:
+    @staticmethod
+    def _gradient_flags(params: list[nn.Parameter]) -> Tensor | None:
+        """A scalar that is Inf when any gradient holds a NaN or an Inf, else 0; ``None`` without gradients.
+
+        One pass over the gradients in one call per dtype: the check of the
+        gradient scaler (``torch._amp_foreach_non_finite_check_and_unscale_``,
+        its scale 1), cheaper on an MLP step than a sum per gradient (1.4-2.3 %
+        of the step against 1.5-5.8 %, noisy, 2 threads); where torch lacks it,
+        a sum per gradient (NaN and Inf propagate through sums)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
             return None
-        sums = self._sums if self._armed and len(self._sums) == len(with_grad) else [g.sum() for g in with_grad]
-        self._armed = False
-        return torch.stack(sums).sum()
-
-    def arm(self, check: bool) -> None:
-        """Before ``backward``: whether this step is checked (the hooks then sum each gradient as it is written)."""
-        self._armed = check
-        self._sums = []
-
-    @contextmanager
-    def watching(self, params: list[nn.Parameter]) -> Iterator[None]:
-        """During ``fit``: a hook on each parameter sums its gradient on armed steps, right after backward
-        accumulates it (a check after backward would read every gradient back from memory: 3 % of an MLP step)."""
-        def summed(p: Tensor) -> None:
-            if self._armed and p.grad is not None:
-                self._sums.append(p.grad.detach().sum())
-
-        handles = [p.register_post_accumulate_grad_hook(summed) for p in params if p.requires_grad]
+        device = grads[0].device
+        found, one = torch.zeros((), device=device), torch.ones((), device=device)
+        dtypes = {g.dtype for g in grads}
         try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-            self._armed = False
+            if any(g.device != device for g in grads):
+                raise RuntimeError("gradients on several devices")
+            for dtype in dtypes:
+                torch._amp_foreach_non_finite_check_and_unscale_(
+                    grads if len(dtypes) == 1 else [g for g in grads if g.dtype == dtype], found, one)
+        except (AttributeError, RuntimeError):  # an older or other torch, or a model across devices
+            return torch.stack([g.sum().to(found.device, torch.float32) for g in grads]).sum()
+        return torch.where(found > 0, torch.inf, 0.0)
 
     @staticmethod
     def first_batch(loss: Any, terms: dict[str, Any], batch_size: int) -> None:

@@ -184,7 +184,7 @@ class Trainer:
         else:
             progress = self._start()
         self.callbacks.call("on_fit_start", self)
-        with self.guard.listening(), self.guard.watching(self.trainable):
+        with self.guard.listening():
             for epoch in range(len(self.history) + 1, self.target_epoch + 1):
                 self.epoch, t0 = epoch, time.perf_counter()
                 if progress is None:
@@ -243,7 +243,6 @@ class Trainer:
         # as a hand-written loop does: the old gradients are dropped just before backward
         self.optimizer.zero_grad(set_to_none=True)
         checked = self.guard.due(step, last=step == n_steps, forced=forced)
-        self.guard.arm(checked and self.precision.checks_gradients)
         self.precision.backward(result.loss if batch.weight == 1.0 else result.loss * batch.weight,
                                 self._backward_inputs)
         self.step_taken = not checked or self.guard.verify(
