@@ -229,3 +229,32 @@ def test_a_negative_noise_level_is_refused_by_the_parser(capsys):
 def test_self_supervised_objectives_need_a_folder(capsys):
     assert main(["train", "--objective", "sure", "--noise-sigma", "25", "--limit", "10"]) == 2
     assert "trains on noisy images only, from a folder: give --data DIR" in capsys.readouterr().err
+
+
+def test_denoise_takes_folders_and_files_and_writes_one_output_per_input(tmp_path: Path, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    _png(one / "a.png", 24, 20), _png(one / "b.png", 18, 30)
+    (one / "notes.txt").write_text("not an image")
+    (one / "sub").mkdir()
+    _png(one / "sub" / "deep.png", 16, 16)  # subfolders are not read
+    _png(two / "c.png", 20, 20)
+    out = tmp_path / "out"
+    assert main(["denoise", "--model", "grey", str(one), str(two / "c.png"), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_repaired.png", "b_repaired.png", "c_repaired.png"]
+    assert _shape(out / "b_repaired.png") == (18, 30)
+    single = tmp_path / "single"
+    single.mkdir()
+    _png(single / "only.png", 20, 20)
+    assert main(["denoise", "--model", "grey", str(single), "-o", str(tmp_path / "out2")]) == 0  # a folder: a folder
+    assert (tmp_path / "out2" / "only_repaired.png").exists()
+
+    _png(two / "a.png", 20, 20)  # same name as one/a.png: refused, nothing overwritten
+    before = (out / "a_repaired.png").read_bytes()
+    assert main(["denoise", "--model", "grey", str(one), str(two), "-o", str(out)]) == 2
+    assert "would both be written to a_repaired.png" in capsys.readouterr().err
+    assert (out / "a_repaired.png").read_bytes() == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["denoise", "--model", "grey", str(empty), "-o", str(out)]) == 2
+    assert "holds no image files" in capsys.readouterr().err

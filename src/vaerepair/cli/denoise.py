@@ -14,7 +14,7 @@ from vaerepair.cli import arguments as A
 from vaerepair.cli.build import named_model
 from vaerepair.cli.common import CLIError, prepare_output_file, prepare_output_folder
 from vaerepair.cli.evaluate import add_samples_argument
-from vaerepair.data import read_image
+from vaerepair.data import IMAGE_SUFFIXES, read_image
 from vaerepair.models import PathModel
 
 __all__ = ["AUTO_TILE", "AUTO_TILE_PIXELS", "add_arguments", "run"]
@@ -25,11 +25,12 @@ AUTO_TILE = 512
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path,
-                   help="PNG, JPEG, BMP or TIFF files (8- or 16-bit), or .npy float arrays in [0, 1] units (unclipped)")
+                   help="PNG, JPEG, BMP or TIFF files (8- or 16-bit), .npy float arrays in [0, 1] units (unclipped), "
+                        "or folders of them (their image files, not their subfolders)")
     p.add_argument("--model", "-m", default=None, help="a shipped model (see `vaerepair models`)")
     p.add_argument("--checkpoint", "-c", type=Path, default=None)
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output file (one input) or folder (several inputs)")
+                   help="output file (one input file) or folder (several inputs, or a folder)")
     p.add_argument("--convert", action="store_true",
                    help="repair a colour image with a grey model as grey (BT.601), a grey one with a colour model "
                         "as RGB (default: an error)")
@@ -100,8 +101,24 @@ def _write(path: Path, image: Tensor, deep: bool) -> None:
     Image.fromarray(pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)).save(path)
 
 
+def expand_inputs(inputs: list[Path]) -> tuple[list[Path], bool]:
+    """The input files, a folder replaced by its image files (sorted), and whether the outputs go to a folder
+    (several inputs or any folder)."""
+    files: list[Path] = []
+    for path in inputs:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy"))
+        if not found:
+            raise CLIError(f"the folder {str(path)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)} or .npy)")
+        files += found
+    return files, len(files) > 1 or any(path.is_dir() for path in inputs)
+
+
 def run(args: argparse.Namespace) -> None:
     """Repair each input file and write the result (and, for a VAE, its per-pixel uncertainty)."""
+    args.inputs, to_folder = expand_inputs(args.inputs)
     model = named_model(args)
     if model.condition is not None:
         raise CLIError(
@@ -119,7 +136,7 @@ def run(args: argparse.Namespace) -> None:
         if (model.repair_samples if args.samples is None else args.samples) < 2:
             raise CLIError("--std-out needs posterior samples: give --samples N with N >= 2 (e.g. 100)")
         prepare_output_file(args.std_out, "--std-out")
-    if len(args.inputs) > 1:
+    if to_folder:
         stems: dict[str, Path] = {}
         for path in args.inputs:  # NAME_repaired.png each: two inputs of one name would overwrite each other
             if path.stem in stems:
@@ -143,7 +160,7 @@ def run(args: argparse.Namespace) -> None:
                 repaired = model.repair(x, tile=tile, overlap=args.overlap, **sampled)[0]
         else:
             repaired = _repair_fixed_size(model, x, path, args, sampled)
-        out = args.output if len(args.inputs) == 1 else args.output / f"{path.stem}_repaired{_suffix(path)}"
+        out = args.output / f"{path.stem}_repaired{_suffix(path)}" if to_folder else args.output
         _write(out, repaired, deep)
         print(f"{path} -> {out}")
 
