@@ -425,6 +425,10 @@ PHOTO_BAD: dict[str, list[list[str]]] = {
                         ["IMAGE", "-m", "nonexistent", "-o", "out.png"], ["IMAGE", "-o", "out.png"],
                         ["IMAGE", "-m", "grey", "-c", "CHECKPOINT", "-o", "out.png"],
                         ["COLOUR", "-m", "grey", "-o", "out.png"], ["IMAGE", "-m", "colour", "-o", "out.png"]],
+    "denoise FOLDER": [["EMPTY", "-m", "grey", "-o", "DIR/folder_out"], ["PHOTOS", "-m", "grey", "-o", "FILE"],
+                       ["PHOTOS", "PHOTOS", "-m", "grey", "-o", "DIR/twice"],
+                       ["PHOTOS", "-m", "grey", "-o", "DIR/p", "--std-out", "std.png"],
+                       ["PHOTOS", "missing", "-m", "grey", "-o", "DIR/m"]],
 }
 
 
@@ -530,7 +534,8 @@ def main() -> None:
     write_png((torch.rand(1, 30, 26) * 255).to(torch.uint8), str(workdir / "image2.png"))
     names = {"CHECKPOINT": str(checkpoint), "IMAGE": str(image), "PHOTOS": str(workdir / "photos"),
              "COLOUR": str(workdir / "colour.png"), "LADDER": str(workdir / "ladder" / "best.pt"),
-             "IMAGE2": str(workdir / "image2.png")}
+             "IMAGE2": str(workdir / "image2.png"), "EMPTY": str(workdir / "empty")}
+    (workdir / "empty").mkdir()
 
     def resolve(arg: str) -> str:
         if arg in names:

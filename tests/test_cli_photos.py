@@ -258,3 +258,6 @@ def test_denoise_takes_folders_and_files_and_writes_one_output_per_input(tmp_pat
     empty.mkdir()
     assert main(["denoise", "--model", "grey", str(empty), "-o", str(out)]) == 2
     assert "holds no image files" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"  # a missing input is named before any output is written
+    assert main(["denoise", "--model", "grey", str(single), str(tmp_path / "missing.png"), "-o", str(fresh)]) == 2
+    assert "missing.png' does not exist" in capsys.readouterr().err and not fresh.exists()

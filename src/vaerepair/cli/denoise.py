@@ -106,6 +106,8 @@ def expand_inputs(inputs: list[Path]) -> tuple[list[Path], bool]:
     (several inputs or any folder)."""
     files: list[Path] = []
     for path in inputs:
+        if not path.exists():  # before any output is written
+            raise CLIError(f"input image {str(path)!r} does not exist")
         if not path.is_dir():
             files.append(path)
             continue
