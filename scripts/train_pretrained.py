@@ -7,7 +7,8 @@
     python scripts/train_pretrained.py grey --init src/vaerepair/weights/grey.pt --precision bf16 \
         --epochs 90 --patches-per-epoch 16000 --lr 5e-4 --out runs/pretrained_stage2
     python scripts/train_pretrained.py grey ... --resume    # continue it from its last.pt, exactly
-    python scripts/train_pretrained.py grey --curve runs/pretrained_stage2/grey/last.pt   # its learning curve
+    python scripts/train_pretrained.py grey --curve runs/pretrained_stage2/grey/last.pt \
+        --curve-start 29.14 29.47   # its learning curve, from the first stage's validation and Set12 PSNRs
 
 Each model is the U-Net photo denoiser (``arch="unet"``, widths 32/64/128,
 a 32-channel spatial point-mass code, Gaussian likelihood: the loss is the
@@ -72,8 +73,9 @@ class Set12Curve(Callback):
         record["set12_psnr_25"] = self.psnr
 
 
-def plot_curve(path: Path, out: Path) -> None:
-    """Validation and Set12 PSNR against CPU-hours of the run in ``path`` (a ``last.pt``)."""
+def plot_curve(path: Path, out: Path, start: tuple[float, float] | None = None) -> None:
+    """Validation and Set12 PSNR against CPU-hours of the run in ``path`` (a ``last.pt``); ``start``: the
+    validation and Set12 PSNRs of its ``--init`` weights, drawn at the CPU-hours they took."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,10 +88,13 @@ def plot_curve(path: Path, out: Path) -> None:
     for r in records:
         total += r["cpu_seconds"] / 3600
         hours.append(total)
+    val, set12 = [r["val_psnr"] for r in records], [r.get("set12_psnr_25") for r in records]
+    if start is not None:
+        hours, val, set12 = [start_hours, *hours], [start[0], *val], [start[1], *set12]
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(hours, [r["val_psnr"] for r in records], label="validation (20 held-out Train400 images, sigma 0-55)")
+    ax.plot(hours, val, marker=".", label="validation (20 held-out Train400 images, sigma 0-55)")
     if "set12_psnr_25" in records[0]:
-        ax.plot(hours, [r["set12_psnr_25"] for r in records], label="Set12, sigma 25 (protocol)")
+        ax.plot(hours, set12, marker=".", label="Set12, sigma 25 (protocol)")
         ax.axhline(29.97, color="grey", linestyle="--", linewidth=1, label="BM3D, Set12 sigma 25")
     ax.set_xlabel("CPU-hours (2 threads: 2 CPU-hours per hour)")
     ax.set_ylabel("PSNR (dB)")
@@ -117,9 +122,11 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue from <out>/<name>/last.pt")
     parser.add_argument("--curve", type=Path, default=None, help="plot the learning curve of this last.pt and stop")
     parser.add_argument("--curve-out", type=Path, default=ROOT / "docs" / "images" / "grey_learning_curve.png")
+    parser.add_argument("--curve-start", type=float, nargs=2, default=None, metavar=("VAL", "SET12"),
+                        help="the --init weights' validation and Set12 PSNR, the curve's first point")
     args = parser.parse_args()
     if args.curve is not None:
-        plot_curve(args.curve, args.curve_out)
+        plot_curve(args.curve, args.curve_out, tuple(args.curve_start) if args.curve_start else None)
         return
     torch.set_num_threads(args.threads)
     folder, mode, n_val = SETS[args.name]
