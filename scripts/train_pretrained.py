@@ -92,7 +92,9 @@ def plot_curve(path: Path, out: Path, start: tuple[float, float] | None = None) 
     if start is not None:
         hours, val, set12 = [start_hours, *hours], [start[0], *val], [start[1], *set12]
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(hours, val, marker=".", label="validation (20 held-out Train400 images, sigma 0-55)")
+    held_out = {"train400": "20 held-out Train400 images", "live1": "3 held-out LIVE1 photos"}.get(
+        data.get("metadata", {}).get("trained_on", ""), "held-out images")
+    ax.plot(hours, val, marker=".", label=f"validation ({held_out}, sigma 0-55)")
     if "set12_psnr_25" in records[0]:
         ax.plot(hours, set12, marker=".", label="Set12, sigma 25 (protocol)")
         ax.axhline(29.97, color="grey", linestyle="--", linewidth=1, label="BM3D, Set12 sigma 25")
