@@ -10,8 +10,8 @@ page faults and 7.1 s of kernel time for 8.1 s of user time.
 
 :func:`keep_freed_memory` turns glibc's ``mmap`` for large blocks off and its
 heap trimming down for the duration of the loop, so freed blocks are reused
-from the heap: 0.2 million faults, 0.9 s of kernel time, at the price of a
-higher peak (the heap's free blocks are not returned while it runs). On exit it
+from the heap: 0.09 million faults, 0.2 s of kernel time, and about the same
+peak (the heap's free blocks are not returned while it runs). On exit it
 restores the defaults and returns the free heap to the kernel
 (``malloc_trim``). Without glibc (macOS, Windows, musl) it does nothing.
 
