@@ -406,3 +406,18 @@ def test_the_gradient_check_flags_any_non_finite_gradient_of_any_dtype(bad: floa
         assert flag is not None and bool(torch.isfinite(flag)) == oracle == (bad is None)
         params[where].grad = torch.randn_like(params[where])
     assert Guard._gradient_flags([torch.nn.Parameter(torch.zeros(2))]) is None
+
+
+def test_the_gradient_check_falls_back_to_sums_where_torch_lacks_the_scaler_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from vaerepair.training.guard import Guard
+
+    def missing(*args: object) -> None:
+        raise RuntimeError("not supported here")
+
+    monkeypatch.setattr(torch, "_amp_foreach_non_finite_check_and_unscale_", missing)
+    param = torch.nn.Parameter(torch.zeros(4))
+    param.grad = torch.ones(4)
+    assert bool(torch.isfinite(Guard._gradient_flags([param])))
+    param.grad[2] = float("nan")
+    assert not bool(torch.isfinite(Guard._gradient_flags([param])))

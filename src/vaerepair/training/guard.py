@@ -144,16 +144,16 @@ class Guard:
         if not grads:
             return None
         device = grads[0].device
+        if any(g.device != device for g in grads):  # a model across devices
+            return _summed(grads, device)
         found, one = torch.zeros((), device=device), torch.ones((), device=device)
         dtypes = {g.dtype for g in grads}
         try:
-            if any(g.device != device for g in grads):
-                raise RuntimeError("gradients on several devices")
             for dtype in dtypes:
                 torch._amp_foreach_non_finite_check_and_unscale_(
                     grads if len(dtypes) == 1 else [g for g in grads if g.dtype == dtype], found, one)
-        except (AttributeError, RuntimeError):  # an older or other torch, or a model across devices
-            return torch.stack([g.sum().to(found.device, torch.float32) for g in grads]).sum()
+        except (AttributeError, RuntimeError):  # an older or other torch, or gradients it does not take
+            return _summed(grads, device)
         return torch.where(found > 0, torch.inf, 0.0)
 
     @staticmethod
@@ -209,3 +209,8 @@ class Guard:
         saved = (f"{saved_to} holds the state; continue with fit(..., resume={saved_to!r})" if saved_to
                  else "no checkpoint_dir was given, so nothing was saved")
         return TrainingInterrupted(f"{name} stopped training at {where}; {saved}", name, where, saved_to)
+
+
+def _summed(grads: list[Tensor], device: torch.device) -> Tensor:
+    """The sum of every gradient on ``device``: NaN or Inf when any gradient holds one (they propagate)."""
+    return torch.stack([g.sum().to(device, torch.float32) for g in grads]).sum()
