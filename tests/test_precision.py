@@ -33,6 +33,20 @@ def test_autocast_on_cpu_trains_close_to_full_precision(precision: str) -> None:
     assert trainer.scaler.is_enabled() == (precision == "fp16")
 
 
+def test_no_precision_computes_in_the_model_dtype_even_inside_a_callers_autocast() -> None:
+    """precision=None spares the disabled autocast only where autocast is already off; inside a caller's
+    bf16 region it still turns autocast off, so the step computes in float32 as documented."""
+    seen: list[torch.dtype] = []
+    model = vr.autoencoder((1, 12, 12), latent_dim=4, hidden=(32,), likelihood="gaussian", sigma=0.3)
+    model.decoder.register_forward_hook(lambda module, args, out: seen.append(out.dtype) if module.training else None)
+    trainer = vr.Trainer(model, vr.Reconstruction(), vr.GaussianNoise(0.2), epochs=1, batch_size=32, progress=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trainer.fit(DATA)
+    assert seen[-3:] == [torch.float32] * 3  # the epoch's 3 steps (96 images, batch 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the control: the same step under the caller's autocast
+        assert model.decoder(torch.zeros(2, 4)).dtype == torch.bfloat16
+
+
 def test_fp16_scaler_state_is_checkpointed_and_restored(tmp_path: Path) -> None:
     _, trainer, _ = _fit("fp16", checkpoint_dir=tmp_path)
     trainer.scaler.update(new_scale=123.0)  # a scale a fresh scaler would not have

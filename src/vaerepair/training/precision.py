@@ -11,7 +11,7 @@ validation runs without autocast.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -42,6 +42,9 @@ class Precision:
         self._unscaled = False
 
     def autocast(self) -> AbstractContextManager[Any]:
+        """The forward pass's context: autocast to ``dtype``, or (without a precision) autocast off."""
+        if self.dtype is None and not torch.is_autocast_enabled(self.device_type):
+            return nullcontext()  # already off: spares the per-step enter/exit of a disabled autocast
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
 
     def compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
