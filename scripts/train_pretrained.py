@@ -7,6 +7,9 @@
     python scripts/train_pretrained.py grey --init src/vaerepair/weights/grey.pt --precision bf16 \
         --epochs 90 --patches-per-epoch 16000 --lr 5e-4 --out runs/pretrained_stage2
     python scripts/train_pretrained.py grey ... --resume    # continue it from its last.pt, exactly
+    # the non-blind grey model (the noise level joins the input as a map), from the blind model's weights
+    python scripts/train_pretrained.py grey-sigma --init src/vaerepair/weights/grey.pt --precision bf16 \
+        --epochs 40 --patches-per-epoch 16000 --lr 3e-4 --out runs/pretrained_sigma
     python scripts/train_pretrained.py grey --curve runs/pretrained_stage2/grey/last.pt \
         --curve-start 29.14 29.47   # its learning curve, from the first stage's validation and Set12 PSNRs
 
@@ -47,7 +50,8 @@ from vaerepair.training.checkpoint import load_checkpoint, load_model, save_chec
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
-SETS = {"grey": ("train400", "L", 20), "colour": ("live1", "RGB", 3)}
+SETS = {"grey": ("train400", "L", 20), "grey-sigma": ("train400", "L", 20), "colour": ("live1", "RGB", 3)}
+NOISE_LEVEL_INPUT = {"grey-sigma"}  # non-blind: the noise level joins the input as a map (FFDNet)
 
 
 class CPUTime(Callback):
@@ -70,10 +74,27 @@ class Set12Curve(Callback):
 
     def on_validation_end(self, trainer: Any) -> None:  # called before the EMA swaps its weights back
         for sigma in self.SIGMAS:
-            self.psnr[sigma] = float(evaluate_protocol(trainer.model.repair, self.images, sigma)["psnr"])  # type: ignore[arg-type]
+            self.psnr[sigma] = float(evaluate_protocol(repair_given(trainer.model, sigma), self.images, sigma)["psnr"])
 
     def on_epoch_end(self, trainer: Any, record: dict[str, float]) -> None:
         record.update({f"set12_psnr_{s}": v for s, v in self.psnr.items()})
+
+
+def repair_given(model: Any, sigma: float) -> Any:
+    """``model.repair``, told the noise level ``sigma`` (0..255) when the model takes one."""
+    if model.condition is None:
+        return model.repair
+    return lambda x: model.repair(x, torch.full((len(x),), sigma / 255))
+
+
+def load_widened(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a blind model's weights into a model whose input has the noise-level map as one more channel: the
+    weights of that channel start at 0, so the model starts as the blind one and learns what the map adds."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].dim() == 4 and value.dim() == 4 and own[key].shape[1] == value.shape[1] + 1:
+            state[key] = torch.cat([value, torch.zeros_like(value[:, :1])], dim=1)
+    model.load_state_dict(state)
 
 
 def training_noise(focus: tuple[float, float] | None) -> vr.corruptions.Corruption:
@@ -149,12 +170,13 @@ def main() -> None:
     photos = ImageFolder(args.data / folder, mode=mode)
     train, val = train_val_split(photos, val_fraction=n_val / len(photos), seed=0)
     channels = 1 if mode == "L" else 3
-    model = vr.models.build(vr.models.ModelSpec(kind="dae", image_shape=(channels, None, None), arch="unet",
-                                                hidden=(32, 64, 128), latent_dim=32, likelihood="gaussian"))
+    model = vr.models.build(vr.models.ModelSpec(
+        kind="dae", image_shape=(channels, None, None), arch="unet", hidden=(32, 64, 128), latent_dim=32,
+        likelihood="gaussian", condition="noise_level" if args.name in NOISE_LEVEL_INPUT else None))
     init_meta: dict[str, Any] = {}
     if args.init is not None:
         start = load_checkpoint(args.init)
-        model.load_state_dict(start["model"])
+        load_widened(model, dict(start["model"]))
         init_meta = dict(start.get("pretrained", {}))
     # the first stage's wall minutes at 2 threads, as CPU-hours
     init_cpu_hours = float(init_meta.get("cpu_hours", 2 * init_meta.get("train_minutes", 0.0) / 60))
@@ -166,7 +188,7 @@ def main() -> None:
         precision=args.precision,
         callbacks=[EMA(0.999), LRSchedule(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, steps, eta_min=args.lr / 100), interval="step"), CPUTime()]
-        + ([Set12Curve(list(ImageFolder(args.data / "set12", mode="L")))] if args.name == "grey" else []),
+        + ([Set12Curve(list(ImageFolder(args.data / "set12", mode="L")))] if mode == "L" else []),
         metadata={"trained_on": folder, "sigma_range_255": [0, 55], "sigma_focus_255": args.sigma_focus,
                   "init": str(args.init),
                   "init_cpu_hours": init_cpu_hours},

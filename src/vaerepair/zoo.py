@@ -2,13 +2,17 @@
 
 Each is a weights-only vaerepair checkpoint in ``vaerepair/weights/`` written
 by ``scripts/train_pretrained.py`` (the script in the repository that trained
-it): a fully convolutional blind Gaussian denoiser (``arch="unet"``) whose
-``repair`` takes images ``(B, C, H, W)`` of any size in [0, 1].
+it): a fully convolutional Gaussian denoiser (``arch="unet"``) whose
+``repair`` takes images ``(B, C, H, W)`` of any size in [0, 1]. The blind ones
+(``grey``, ``colour``) take nothing else; a non-blind one (``grey-sigma``) takes
+the noise level of each image as its condition (:class:`~vaerepair.models.NoiseLevel`):
+``repair(x, torch.full((B,), 25 / 255))``, or ``model.condition.prepare(x)`` to
+estimate it.
 
 Example:
     >>> import vaerepair as vr
     >>> " ".join(m.name for m in vr.pretrained())
-    'colour grey'
+    'colour grey grey-sigma'
     >>> model = vr.pretrained("grey")
     >>> model.repair(torch.rand(1, 1, 37, 53)).shape
     torch.Size([1, 1, 37, 53])
@@ -38,11 +42,13 @@ class PretrainedModel(NamedTuple):
     trained_on: str
     sigma_range: tuple[float, float]  # the noise standard deviations it was trained on, in [0, 1] units
     path: Path
+    takes_sigma: bool = False  # non-blind: the noise level of each image is its condition (NoiseLevel)
 
     def describe(self) -> str:
         lo, hi = (round(s * 255) for s in self.sigma_range)
         kind = "grey" if self.channels == 1 else "colour"
-        return (f"{self.name}: blind Gaussian denoiser for {kind} photos of any size, sigma {lo}-{hi}/255, "
+        how = "non-blind (told sigma, or estimating it)" if self.takes_sigma else "blind"
+        return (f"{self.name}: {how} Gaussian denoiser for {kind} photos of any size, sigma {lo}-{hi}/255, "
                 f"trained on {self.trained_on}")
 
 
@@ -54,7 +60,7 @@ def _info(name: str, path: Path, data: dict[str, Any]) -> PretrainedModel:
     meta, spec = data.get("pretrained") or {}, data["model_spec"]
     lo, hi = meta.get("sigma_range", (0.0, 0.0))
     return PretrainedModel(name, int(spec["image_shape"][0]), str(meta.get("trained_on", "?")),
-                           (float(lo), float(hi)), path)
+                           (float(lo), float(hi)), path, spec.get("condition") == "noise_level")
 
 
 @overload

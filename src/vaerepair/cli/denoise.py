@@ -15,7 +15,7 @@ from vaerepair.cli.build import named_model
 from vaerepair.cli.common import CLIError, prepare_output_file, prepare_output_folder
 from vaerepair.cli.evaluate import add_samples_argument
 from vaerepair.data import IMAGE_SUFFIXES, read_image
-from vaerepair.models import PathModel
+from vaerepair.models import NoiseLevel, PathModel
 
 __all__ = ["AUTO_TILE", "AUTO_TILE_PIXELS", "add_arguments", "run"]
 
@@ -46,6 +46,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a VAE, one input: also write the per-pixel standard deviation of the samples (in the "
                         "image's 0..1 units, as an image: bright is uncertain) to this file")
     p.add_argument("--seed", type=A.seed, default=0, help="the posterior samples' seed")
+    p.add_argument("--noise-sigma", type=noise_level, default=None, metavar="SIGMA|auto",
+                   help="a non-blind model (`vaerepair models` says which): the inputs' noise level on the 0..255 "
+                        "scale, or auto (the default) to estimate it from each image")
+
+
+def noise_level(text: str) -> float | None:
+    """``--noise-sigma``: a level on the 0..255 scale, or ``auto`` (``None``: estimate it per image)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a noise level on the 0..255 scale like 25, or auto, "
+                                         f"got {text!r}") from None
+    if not (0 <= value <= 255):
+        raise argparse.ArgumentTypeError(f"a noise level on the 0..255 scale lies in [0, 255], got {text!r}")
+    return value
 
 
 def _read(path: Path, channels: int, convert: bool = False) -> tuple[Tensor, bool]:
@@ -122,11 +139,16 @@ def run(args: argparse.Namespace) -> None:
     """Repair each input file and write the result (and, for a VAE, its per-pixel uncertainty)."""
     args.inputs, to_folder = expand_inputs(args.inputs)
     model = named_model(args)
-    if model.condition is not None:
+    noise_level_of = model.condition if isinstance(model.condition, NoiseLevel) else None
+    takes_sigma = noise_level_of is not None
+    if model.condition is not None and not takes_sigma:
         raise CLIError(
             f"{str(args.checkpoint)!r} holds a conditional model ({type(model.condition).__name__}), which needs "
             "a label or a mask per image; repair with the Python API: model.repair(x, model.condition.prepare(...))"
         )
+    if args.noise_sigma is not None and not takes_sigma:
+        raise CLIError(f"the model is blind: it takes no --noise-sigma (got {args.noise_sigma:g}); a non-blind "
+                       "model such as --model grey-sigma does (see `vaerepair models`)")
     c, h, w = model.image_shape
     sampled = {"n_samples": args.samples, "generator": torch.Generator().manual_seed(args.seed),
                "ensemble": args.ensemble}
@@ -151,20 +173,26 @@ def run(args: argparse.Namespace) -> None:
     for path in args.inputs:
         image, deep = _read(path, c, args.convert)
         x = image.unsqueeze(0)
+        condition, told = None, ""
+        if noise_level_of is not None:  # the noise level given, or estimated from the image
+            condition = (torch.full((1,), args.noise_sigma / 255) if args.noise_sigma is not None
+                         else noise_level_of.prepare(x))
+            how = "" if args.noise_sigma is not None else ", estimated"
+            told = f" (noise sigma {float(condition[0]) * 255:.1f}/255{how})"
         if h is None:  # fully convolutional: any size, tiled when large
             tile = args.tile if args.tile else (AUTO_TILE if x.shape[-2] * x.shape[-1] > AUTO_TILE_PIXELS else None)
             if args.std_out is not None:
-                mean, std = model.repair(x, tile=tile, overlap=args.overlap, return_std=True, **sampled)
+                mean, std = model.repair(x, condition, tile=tile, overlap=args.overlap, return_std=True, **sampled)
                 repaired = mean[0]
                 _write(args.std_out, std[0], deep)
                 print(f"{path} -> {args.std_out} (per-pixel standard deviation)")
             else:
-                repaired = model.repair(x, tile=tile, overlap=args.overlap, **sampled)[0]
+                repaired = model.repair(x, condition, tile=tile, overlap=args.overlap, **sampled)[0]
         else:
             repaired = _repair_fixed_size(model, x, path, args, sampled)
         out = args.output / f"{path.stem}_repaired{_suffix(path)}" if to_folder else args.output
         _write(out, repaired, deep)
-        print(f"{path} -> {out}")
+        print(f"{path} -> {out}{told}")
 
 
 def _suffix(path: Path) -> str:

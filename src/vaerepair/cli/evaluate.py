@@ -16,6 +16,7 @@ from vaerepair.cli.common import CLIError
 from vaerepair.cli.pictures import print_table, write_grid
 from vaerepair.data import ImageFolder
 from vaerepair.data import load_dataset as load
+from vaerepair.models import NoiseLevel
 from vaerepair.objectives import ELBO, Reconstruction
 from vaerepair.protocol import evaluate_protocol
 from vaerepair.training import Trainer, load_checkpoint, load_model
@@ -45,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma", dest="_noise_sigma_spelled_sigma", type=A.sigmas, default=None,
                    help=argparse.SUPPRESS)  # before --noise-sigma; --sigma is train's likelihood scale
     p.add_argument("--tile", type=A.positive_int, default=None, help="with --data: repair tile by tile")
+    p.add_argument("--estimate-sigma", action="store_true",
+                   help="with --data, a non-blind model: estimate each noisy image's noise level instead of telling "
+                        "the model the protocol's --noise-sigma")
     p.add_argument("--dataset", type=A.dataset, default=None, help="default: the one it was trained on")
     p.add_argument("--root", default=None)
     p.add_argument("--corruption", type=A.corruption, default=None, help="default: the one it was trained with")
@@ -100,6 +104,13 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _noise_level(model: Any, x: torch.Tensor, sigma: float, estimate: bool) -> torch.Tensor | None:
+    """A non-blind model's condition: the protocol's ``sigma`` (0..255), or the estimate from each noisy image."""
+    if not isinstance(model.condition, NoiseLevel):
+        return None
+    return model.condition.prepare(x) if estimate else torch.full((len(x),), sigma / 255)
+
+
 def _evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """``vaerepair evaluate --data DIR --noise-sigma S``: the denoising literature's protocol on a photo folder."""
     model = named_model(args)
@@ -110,9 +121,11 @@ def _evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     results = {}
     for sigma in args.noise_sigma:
         check_noise_range(model, (sigma / 255, sigma / 255))
-        results[str(sigma)] = evaluate_protocol(lambda x: model.repair(x, tile=args.tile, ensemble=args.ensemble),
-                                                list(photos), sigma,
-                                                names=[p.name for p in photos.paths])
+        def repair(x: torch.Tensor, sigma: float = sigma) -> torch.Tensor:
+            return model.repair(x, _noise_level(model, x, sigma, args.estimate_sigma), tile=args.tile,
+                                ensemble=args.ensemble)
+
+        results[str(sigma)] = evaluate_protocol(repair, list(photos), sigma, names=[p.name for p in photos.paths])
     print(f"\n{str(args.data)!r}: {len(photos)} images, protocol of the denoising literature "
           "(NumPy seed 0 per image, unclipped noise, 8-bit output, peak 255)")
     print(f"{'sigma':>6}{'noisy PSNR':>12}{'PSNR':>8}{'SSIM':>8}")

@@ -11,6 +11,7 @@ from vaerepair import corruptions as corr
 from vaerepair.data import ImageDataset
 from vaerepair.models import LabelCondition, LadderVAE, LatentVariableModel, PathModel
 from vaerepair.plots import save_image_rows, save_repair_grid, save_samples_grid
+from vaerepair.training.sources import condition_of
 
 __all__ = ["conditions", "write_grid", "write_samples", "write_uncertainty", "print_table"]
 
@@ -23,7 +24,7 @@ def conditions(
     out = corruption.to(device)(clean, generator=torch.Generator(device).manual_seed(seed), return_mask=True)
     if model.condition is None:
         return out, None
-    return out, model.condition.prepare(out.images, out.mask, data.labels.to(device))
+    return out, condition_of(model.condition, out.images, out.mask, data.labels.to(device), clean)
 
 
 def write_grid(

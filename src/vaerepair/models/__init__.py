@@ -1,7 +1,7 @@
 """Models: the latent path every model gives, one single-latent class, the ladder VAE, the built-in
 configurations, and conditions for conditional models."""
 
-from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
+from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition, NoiseLevel
 from vaerepair.models.factory import (
     MODEL_KINDS,
     SPECS,
@@ -46,6 +46,7 @@ __all__ = [
     "Condition",
     "LabelCondition",
     "ImageCondition",
+    "NoiseLevel",
     "CONDITION_KINDS",
     "MODEL_KINDS",
 ]

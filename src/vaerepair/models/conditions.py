@@ -8,7 +8,9 @@ A condition module does two things:
 * ``forward(c)`` embeds it as features ``(B, E)``, which the model
   concatenates to the encoder's features (before the posterior head) and to
   the latent (before the decoder): the condition enters both the encoder and
-  the decoder, as in a conditional VAE.
+  the decoder, as in a conditional VAE. A condition that ``joins_input``
+  (the noise level of :class:`NoiseLevel`) enters the encoder's input instead,
+  as ``E`` constant maps beside the image's channels (FFDNet's noise-level map).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from torch import Tensor, nn
 
 from vaerepair._checks import check_count, check_images, shape_str
 
-__all__ = ["Condition", "LabelCondition", "ImageCondition", "ImageMaskMap", "CONDITION_KINDS"]
+__all__ = ["Condition", "LabelCondition", "ImageCondition", "ImageMaskMap", "NoiseLevel", "CONDITION_KINDS"]
 
-CONDITION_KINDS = ("label", "image")
+CONDITION_KINDS = ("label", "image", "noise_level")
 
 
 class Condition(nn.Module):
@@ -32,10 +34,18 @@ class Condition(nn.Module):
     Attributes:
         out_features: the embedding size ``E``.
         needs_labels: :meth:`prepare` reads the labels (the Trainer then keeps them).
+        needs_clean: :meth:`prepare` takes the clean images too (``clean=``), where the Trainer has them.
+        per_image: the raw condition's rows do not depend on pixel positions (a label, a noise level): a
+            tiled repair gives every tile its image's row, and the self-ensemble's flips leave it as it is.
+        joins_input: the embedding enters the encoder's input as ``E`` constant maps beside the image's
+            channels, rather than the features and the latent.
     """
 
     out_features: int
     needs_labels: bool = False
+    needs_clean: bool = False
+    per_image: bool = False
+    joins_input: bool = False
 
     def prepare(self, corrupted: Tensor, mask: Tensor, labels: Tensor | None = None) -> Tensor:
         """The raw condition of a batch.
@@ -60,6 +70,7 @@ class LabelCondition(Condition):
     """
 
     needs_labels = True
+    per_image = True
     _ref: Tensor
 
     def __init__(self, n_classes: int = 10) -> None:
@@ -201,3 +212,63 @@ class ImageMaskMap(Condition):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"
+
+
+class NoiseLevel(Condition):
+    r"""Condition on the noise level :math:`\sigma` of each image: a non-blind denoiser (FFDNet's noise-level map).
+
+    The raw condition is one :math:`\sigma \ge 0` per image ``(B,)``, in the
+    images' units (``25 / 255`` for sigma 25 on the 0..255 scale); ``forward``
+    returns it as ``(B, 1)``, and the model joins it to the encoder's input as a
+    constant map: ``E = 1``. :meth:`prepare` measures it: with the clean images
+    (what the Trainer has), the root mean square of the noise,
+    :math:`\hat\sigma_b = \sqrt{\operatorname{mean}_i (\tilde x_{bi} - x_{bi})^2}`
+    (the maximum-likelihood estimate of a white Gaussian noise's level); without
+    them, the blind estimate of :func:`vaerepair.estimate_noise_sigma`.
+
+    Example:
+        >>> cond = NoiseLevel()
+        >>> clean = torch.rand(2, 1, 64, 64)
+        >>> noisy = clean + 0.1 * torch.randn(2, 1, 64, 64)
+        >>> cond(cond.prepare(noisy, torch.ones_like(noisy, dtype=torch.bool), clean=clean)).shape
+        torch.Size([2, 1])
+    """
+
+    needs_clean = True
+    per_image = True
+    joins_input = True
+    out_features = 1
+
+    def prepare(self, corrupted: Tensor, mask: Tensor | None = None, labels: Tensor | None = None,
+                clean: Tensor | None = None) -> Tensor:
+        """The noise level of each image ``(B,)``: measured against ``clean``, else estimated blind."""
+        check_images(corrupted, "corrupted")
+        if clean is None:
+            from vaerepair.noise_level import estimate_noise_sigma
+
+            return estimate_noise_sigma(corrupted)
+        if not isinstance(clean, Tensor) or clean.shape != corrupted.shape:
+            got = shape_str(clean.shape) if isinstance(clean, Tensor) else type(clean).__name__
+            raise ValueError(f"clean must have the corrupted images' shape {shape_str(corrupted.shape)}, got {got}")
+        return (corrupted - clean).square().flatten(1).mean(dim=1).sqrt()
+
+    def forward(self, condition: Tensor) -> Tensor:
+        """The noise levels ``(B, 1)`` from ``(B,)`` or ``(B, 1)``, checked."""
+        if not isinstance(condition, Tensor) or condition.dim() not in (1, 2) or (
+                condition.dim() == 2 and condition.shape[1] != 1):
+            got = shape_str(condition.shape) if isinstance(condition, Tensor) else type(condition).__name__
+            raise ValueError(f"a noise-level condition is one sigma per image, (B,) or (B, 1), in the images' units "
+                             f"(25 / 255 for sigma 25 on the 0..255 scale), got {got}; "
+                             "model.condition.prepare(noisy) estimates it")
+        if not condition.is_floating_point():
+            raise TypeError(f"noise levels must be floats (25 / 255, not 25), got {condition.dtype}")
+        if condition.numel() and not bool((torch.isfinite(condition) & (condition >= 0)).all()):
+            raise ValueError(f"noise levels must be finite and >= 0, got values in [{float(condition.min()):.4g}, "
+                             f"{float(condition.max()):.4g}]")
+        if condition.numel() and float(condition.max()) > 1.0:
+            raise ValueError(f"noise levels are in the images' units ([0, 1] images: sigma 25 is 25 / 255 = 0.098), "
+                             f"got {float(condition.max()):.4g}; divide 0..255 levels by 255")
+        return condition.reshape(-1, 1)
+
+    def extra_repr(self) -> str:
+        return "joins the input as a constant map"

@@ -117,7 +117,15 @@ class LatentVariableModel(PathModel):
                     "condition must be a vaerepair.models.Condition (LabelCondition, ImageCondition or a subclass), "
                     f"got {type(condition).__name__}"
                 )
-            extra = condition.out_features
+            if condition.joins_input:  # E more input channels: the images have the encoder's channels less E
+                c_in = int(image_shape[0]) - condition.out_features
+                if c_in < 1:
+                    raise ValueError(f"a condition that joins the input adds {condition.out_features} channel(s) to "
+                                     f"the images: the encoder must take more than that, got {image_shape[0]}; build "
+                                     f"it for C + {condition.out_features} input channels")
+                image_shape = (c_in, *image_shape[1:])
+            else:
+                extra = condition.out_features
         cond = f" + {extra} condition features" if extra else ""
         enc_out = getattr(encoder, "out_features", None)
         post_in = getattr(posterior, "in_features", None)
@@ -150,8 +158,13 @@ class LatentVariableModel(PathModel):
 
     def encode(self, x: Tensor, condition: Tensor | None = None) -> Any:
         """The posterior q(z | x) (or q(z | x, c)) for images ``(B, C, H, W)``."""
-        features = self.encoder(x)
         embedding = self._embed(condition)
+        if embedding is not None and self.condition is not None and self.condition.joins_input:
+            if len(embedding) != len(x):
+                raise ValueError(f"condition must have one row per image ({len(x)}), got {len(embedding)}")
+            maps = embedding.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+            return self.posterior(self.encoder(torch.cat([x, maps], dim=1)))
+        features = self.encoder(x)
         if embedding is not None:
             features = torch.cat([features, embedding], dim=1)
         return self.posterior(features)
@@ -159,8 +172,10 @@ class LatentVariableModel(PathModel):
     def decode(self, z: Tensor, condition: Tensor | None = None, residual_of: Tensor | None = None) -> Any:
         """The likelihood p(x | z) (or p(x | z, c)) for latents ``(B, D)`` or ``(S, B, D)``
         (spatial codes: ``(B, L, H, W)`` or ``(S, B, L, H, W)``); a residual model needs the images the code
-        is of, ``residual_of`` ``(B, C, H, W)``: its likelihood's mean is ``residual_of - decoder(z)``."""
-        embedding = self._embed(condition)
+        is of, ``residual_of`` ``(B, C, H, W)``: its likelihood's mean is ``residual_of - decoder(z)``.
+        A condition that joins the input (a noise level) entered the code already: the decoder takes none."""
+        joined = self.condition is not None and self.condition.joins_input
+        embedding = None if joined else self._embed(condition)
         if embedding is not None:
             z = torch.cat([z, embedding.expand(*z.shape[:-1], embedding.shape[-1])], dim=-1)
         event = self.latent_event_dims
@@ -245,9 +260,10 @@ class LatentVariableModel(PathModel):
 
 
 def _check_spatial(encoder: nn.Module, posterior: nn.Module, decoder: nn.Module, condition: Condition | None) -> None:
-    """The channel counts of a spatial-code model agree, and it has no (vector) condition."""
-    if condition is not None:
-        raise ValueError("a model with a spatial code cannot be conditional (a condition joins a latent vector)")
+    """The channel counts of a spatial-code model agree, and it has no condition that joins a latent vector."""
+    if condition is not None and not condition.joins_input:
+        raise ValueError("a model with a spatial code cannot be conditional (a condition joins a latent vector), "
+                         "unless the condition joins the input (a NoiseLevel)")
     enc = encoder.out_channels if isinstance(encoder, FullyConvolutionalEncoder) else None
     post_in = getattr(posterior, "in_channels", None)
     if enc is not None and post_in is not None and enc != post_in:

@@ -20,7 +20,7 @@ from vaerepair.distributions import (
     spatial_head,
 )
 from vaerepair.flows import PlanarFlowPosterior
-from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition
+from vaerepair.models.conditions import CONDITION_KINDS, Condition, ImageCondition, LabelCondition, NoiseLevel
 from vaerepair.models.latent import LatentVariableModel
 from vaerepair.models.likelihood_spec import LikelihoodSpec, nest_likelihood, spec_from_fields
 from vaerepair.nets import ConvDecoder, ConvEncoder, ConvHead, MLPDecoder, MLPEncoder, UNetEncoder
@@ -73,10 +73,13 @@ class _SingleLatentSpec:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
         if self.condition is not None and self.condition not in CONDITION_KINDS:
             raise ValueError(f"unknown condition {self.condition!r}; known: None, {', '.join(CONDITION_KINDS)}")
+        if self.condition == "noise_level" and (self.arch != "unet" or self.kind == "vae"):
+            raise ValueError(f"condition='noise_level' (a noise-level map beside the input) is the U-Net denoiser's: "
+                             f"kind 'dae' (or 'ae') with arch='unet', got kind {self.kind!r}, arch {self.arch!r}")
         if self.arch == "unet":
-            if self.condition is not None:
-                raise ValueError("arch='unet' is unconditional, without flows, and always spatial "
-                                 "(leave spatial=False)")
+            if self.condition not in (None, "noise_level"):
+                raise ValueError("arch='unet' is unconditional (or takes condition='noise_level'), without flows, "
+                                 "and always spatial (leave spatial=False)")
             object.__setattr__(self, "image_shape", (int(self.image_shape[0]), None, None))
         else:
             if None in tuple(self.image_shape):
@@ -117,6 +120,8 @@ class _SingleLatentSpec:
             return LabelCondition(self.n_classes)
         if self.condition == "image":
             return ImageCondition(self.image_shape, features=self.condition_features, activation=act)
+        if self.condition == "noise_level":
+            return NoiseLevel()
         return None
 
     def _networks(self, extra: int, spatial: bool = False) -> tuple[nn.Module, nn.Module, int, nn.Module | None]:
@@ -141,7 +146,8 @@ class _SingleLatentSpec:
 
     def _unet(self, likelihood: nn.Module) -> tuple[UNetEncoder, ConvHead]:
         act = ACTIVATIONS[self.activation]
-        unet = UNetEncoder(self.image_shape[0], widths=self.hidden, norm=self.norm, activation=act)
+        extra = NoiseLevel.out_features if self.condition == "noise_level" else 0  # the noise-level map's channel
+        unet = UNetEncoder(self.image_shape[0] + extra, widths=self.hidden, norm=self.norm, activation=act)
         head = ConvHead(self.latent_dim, self.image_shape[0], hidden=self.hidden[0], activation=act,
                         params_per_pixel=getattr(likelihood, "params_per_pixel", 1))
         return unet, head
@@ -200,7 +206,8 @@ class AutoencoderSpec(_SingleLatentSpec):
         if self.arch == "unet":
             unet, head = self._unet(likelihood)
             return LatentVariableModel(unet, SpatialPointMassPosterior(unet.out_channels, self.latent_dim), head,
-                                       likelihood, spec=self.to_dict(), residual=self.residual)
+                                       likelihood, condition=self._condition(), spec=self.to_dict(),
+                                       residual=self.residual)
         condition = self._condition()
         extra = condition.out_features if condition is not None else 0  # joins the features and the latent
         encoder, decoder, features, code_head = self._networks(extra, self.spatial)

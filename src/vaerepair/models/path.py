@@ -371,38 +371,48 @@ class PathModel(nn.Module):
         ``ensemble=8`` (self-ensemble) repairs the 8 flips and rotations by 90
         degrees of each image and averages the 8 repairs mapped back: 8 times the
         time, for a repair that no longer depends on the image's orientation
-        (square images for a model of fixed size; no condition).
+        (square images for a model of fixed size; no condition but one per image).
+
+        A condition with one row per image that does not depend on pixel positions
+        (``model.condition.per_image``: a label, a :class:`~vaerepair.models.NoiseLevel`)
+        also goes with tiles (each tile gets its image's row), the self-ensemble
+        and lists of images.
         """
         check_count(batch_size, "batch_size")
         if ensemble not in (1, 8) or isinstance(ensemble, bool):
             raise ValueError(f"ensemble must be 1 (off) or 8 (the 8 flips and rotations by 90 degrees), got "
                              f"{ensemble!r}")
-        if ensemble == 8 and (return_std or condition is not None):
-            raise ValueError("ensemble=8 averages plain repairs: it takes no return_std and no condition (an image "
-                             "condition would need the same flips); repair with ensemble=1 for those")
+        per_image = self._condition_per_image()
+        if ensemble == 8 and (return_std or (condition is not None and not per_image)):
+            raise ValueError("ensemble=8 averages plain repairs: it takes no return_std, and no condition but one per "
+                             "image (a label, a noise level: an image condition would need the same flips); repair "
+                             "with ensemble=1 for those")
         samples = self._repair_samples(n_samples, return_std)
         options: dict[str, Any] = {"n_samples": samples, "return_std": return_std, "generator": generator}
         if isinstance(x, list):
+            if condition is not None and not per_image:
+                raise ValueError("a list of images takes no condition but one per image (a label, a noise level); "
+                                 "repair models conditioned on images batch by batch")
             if condition is not None:
-                raise ValueError("a list of images takes no condition; repair conditional models batch by batch")
+                self._check_condition_rows(condition, len(x))
             for i, im in enumerate(x):
                 if not isinstance(im, Tensor) or im.dim() != 3:
                     what = f"shape {shape_str(im.shape)}" if isinstance(im, Tensor) else type(im).__name__
                     raise TypeError(f"a list of images must hold tensors (C, H, W), got {what} at index {i}; "
                                     "give a batch as one tensor (B, C, H, W)")
-            out = [self.repair(im.unsqueeze(0), batch_size=batch_size, tile=tile, overlap=overlap, ensemble=ensemble,
-                               **options) for im in x]
+            out = [self.repair(im.unsqueeze(0), condition[i : i + 1] if condition is not None else None,
+                               batch_size=batch_size, tile=tile, overlap=overlap, ensemble=ensemble, **options)
+                   for i, im in enumerate(x)]
             return [(m[0], s[0]) for m, s in out] if return_std else [m[0] for m in out]
         if isinstance(x, Tensor):  # before tiling, so the message names the image, not a tile
             check_image_scale(x, "x", fix="a NaN or Inf pixel would spread through the network: fix or drop that image")
+        if condition is not None and isinstance(x, Tensor):
+            self._check_condition_rows(condition, len(x))
         if ensemble == 8:
-            return self._self_ensemble(x, batch_size, tile, overlap, samples, generator)
+            return self._self_ensemble(x, condition, batch_size, tile, overlap, samples, generator)
         if tile is not None:
             return self._repair_tiles(x, condition, batch_size, tile, overlap, options)
         self.check_input(x, any_float=True)
-        if condition is not None and (not isinstance(condition, Tensor) or len(condition) != len(x)):
-            got = shape_str(condition.shape) if isinstance(condition, Tensor) else type(condition).__name__
-            raise ValueError(f"condition must be a tensor with one row per image ({len(x)}), got {got}")
         if len(x) == 0:
             return (x.clone(), x.clone()) if return_std else x.clone()
         device = next((p.device for p in self.parameters()), x.device)
@@ -425,10 +435,28 @@ class PathModel(nn.Module):
             return mean
         return mean, torch.cat([cast(Tensor, s) for _, s in parts]).to(x.device, x.dtype)
 
+    def _condition_per_image(self) -> bool:
+        """Whether the model's condition has one row per image that tiles and flips leave as it is."""
+        return bool(getattr(getattr(self, "condition", None), "per_image", False))
+
+    @staticmethod
+    def _check_condition_rows(condition: Any, n: int) -> None:
+        if not isinstance(condition, Tensor) or len(condition) != n:
+            got = shape_str(condition.shape) if isinstance(condition, Tensor) else type(condition).__name__
+            raise ValueError(f"condition must be a tensor with one row per image ({n}), got {got}")
+
     def _repair_tiles(self, x: Tensor, condition: Tensor | None, batch_size: int, tile: int | tuple[int, int],
                       overlap: int | None, options: dict[str, Any]) -> Any:
         if condition is not None:
-            raise ValueError("tiled repair takes no condition (a condition belongs to a whole image)")
+            if not self._condition_per_image():
+                raise ValueError("tiled repair takes no condition but one per image (a label, a noise level): an "
+                                 "image condition belongs to a whole image")
+            # every tile of an image gets the image's row: the images are tiled one by one
+            parts = [self._repair_tiles(x[i : i + 1], None, batch_size, tile, overlap,
+                                        {**options, "condition_row": condition[i : i + 1]}) for i in range(len(x))]
+            if options["return_std"]:
+                return torch.cat([m for m, _ in parts]), torch.cat([sd for _, sd in parts])
+            return torch.cat(parts)
         from vaerepair.tiling import repair_tiled
 
         return_std = options["return_std"]
@@ -442,8 +470,12 @@ class PathModel(nn.Module):
         th, tw = (tile, tile) if isinstance(tile, int) else tile
         in_flight = max(1, min(batch_size, TILE_PIXELS_IN_FLIGHT // (th * tw)))  # memory bound by the tiles
 
+        options = dict(options)
+        row = options.pop("condition_row", None)
+
         def fn(t: Tensor) -> Tensor:  # mean and std tiled together, as 2 C channels
-            out = self.repair(t, batch_size=in_flight, **options)
+            rows = row.expand(len(t), *row.shape[1:]) if row is not None else None
+            out = self.repair(t, rows, batch_size=in_flight, **options)
             return torch.cat(out, dim=1) if return_std else out
 
         c = x.shape[1]
@@ -451,8 +483,8 @@ class PathModel(nn.Module):
                             out_channels=2 * c if return_std else c)
         return (both[:, :c], both[:, c:]) if return_std else both
 
-    def _self_ensemble(self, x: Tensor, batch_size: int, tile: Any, overlap: int | None, samples: int,
-                       generator: torch.Generator | None) -> Tensor:
+    def _self_ensemble(self, x: Tensor, condition: Tensor | None, batch_size: int, tile: Any, overlap: int | None,
+                       samples: int, generator: torch.Generator | None) -> Tensor:
         """The mean of the repairs of the 8 flips and rotations of ``x`` ``(B, C, H, W)``, each mapped back."""
         self.check_input(x, any_float=True)
         if not self.fully_convolutional and x.shape[-2] != x.shape[-1]:
@@ -464,7 +496,7 @@ class PathModel(nn.Module):
             for flip in (False, True):
                 seen = torch.rot90(x, turns, dims=(-2, -1))
                 seen = seen.flip(-1) if flip else seen
-                out = cast(Tensor, self.repair(seen, None, batch_size, tile, overlap, n_samples=samples,
+                out = cast(Tensor, self.repair(seen, condition, batch_size, tile, overlap, n_samples=samples,
                                                generator=generator))
                 out = torch.rot90(out.flip(-1) if flip else out, -turns, dims=(-2, -1))
                 total = out if total is None else total + out

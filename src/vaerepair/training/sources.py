@@ -102,9 +102,15 @@ def to_unit_float(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     return x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)
 
 
-def condition_of(condition: Any, x_in: Tensor, mask: Tensor | None, labels: Tensor | None) -> Tensor | None:
-    """A conditional model's condition for a batch (``None`` for an unconditional model)."""
-    return condition.prepare(x_in, mask, labels) if condition is not None else None
+def condition_of(condition: Any, x_in: Tensor, mask: Tensor | None, labels: Tensor | None,
+                 clean: Tensor | None = None) -> Tensor | None:
+    """A conditional model's condition for a batch (``None`` for an unconditional model); ``clean``: the clean
+    images of ``x_in`` where they are known (a condition that ``needs_clean`` measures against them)."""
+    if condition is None:
+        return None
+    if getattr(condition, "needs_clean", False):
+        return condition.prepare(x_in, mask, labels, clean=clean)
+    return condition.prepare(x_in, mask, labels)
 
 
 def labels_of(data: Any, condition: Any, name: str) -> Tensor | None:
@@ -180,7 +186,7 @@ class BatchSource:
 
     def _batch(self, x: Tensor, labels: Tensor | None, need_mask: bool, target: Tensor | None = None) -> Batch:
         ctx = self.ctx
-        mask = None
+        mask, known_clean = None, target is None  # a pair of noisy observations has no clean image
         if target is not None:  # noisy observations: the input as it is, the target given
             x_in, x = x, target
             mask = torch.zeros_like(x, dtype=torch.bool) if need_mask else None
@@ -198,7 +204,7 @@ class BatchSource:
             mask = mask[part] if mask is not None else None
             labels = labels[part] if labels is not None else None
             weight = ctx.dist.world_size * len(x) / n_global  # DDP averages over processes
-        return Batch(x_in, x, condition_of(ctx.condition, x_in, mask, labels), weight)
+        return Batch(x_in, x, condition_of(ctx.condition, x_in, mask, labels, x if known_clean else None), weight)
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self._step, "corruption": self._corrupt_gen.get_state()}

@@ -168,7 +168,7 @@ class Validator:
 
     def condition_for(self, fixed: FixedCorruption) -> Tensor | None:
         """The condition of every image of ``fixed`` (``None`` for an unconditional model)."""
-        return condition_of(self.condition, fixed.corrupted, fixed.mask, fixed.labels)
+        return condition_of(self.condition, fixed.corrupted, fixed.mask, fixed.labels, fixed.clean)
 
     def _batches(self, fixed: FixedCorruption) -> Any:
         """``(target, input, mask, condition, clean or None)`` per evaluation batch."""
@@ -177,7 +177,7 @@ class Validator:
             labels = fixed.labels[part] if fixed.labels is not None else None
             x_in, mask = fixed.corrupted[part], fixed.mask[part]
             clean = fixed.clean[part] if fixed.clean is not None else None
-            yield (fixed.objective_target[part], x_in, mask, condition_of(self.condition, x_in, mask, labels),
+            yield (fixed.objective_target[part], x_in, mask, condition_of(self.condition, x_in, mask, labels, clean),
                    clean)
 
     def repair_quality(self, fixed: FixedCorruption | list[FixedCorruption]) -> dict[str, float]:

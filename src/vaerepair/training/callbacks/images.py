@@ -49,12 +49,13 @@ class ImageGrid(Callback):
         part = slice(0, self.n)
         corrupted, mask = fixed.corrupted[part], fixed.mask[part]
         labels = fixed.labels[part] if fixed.labels is not None else None
+        clean = fixed.clean[part] if fixed.clean is not None else None
         model = cast("LatentModel", trainer.model)
         was_training = trainer.model.training
         trainer.model.eval()
         try:
             with torch.no_grad():
-                repaired = model.reconstruct(corrupted, condition_of(trainer.condition, corrupted, mask, labels))
+                repaired = model.reconstruct(corrupted, condition_of(trainer.condition, corrupted, mask, labels, clean))
         finally:
             trainer.model.train(was_training)
         path = self.folder / self.pattern.format(epoch=epoch)
