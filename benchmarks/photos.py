@@ -6,8 +6,9 @@ Protocol (``../shared/datasets/README.md``, :mod:`vaerepair.protocol`): each
 image read as 8-bit grey, NumPy seed 0 per image, unclipped Gaussian noise of
 sigma / 255, the repair clipped and rounded to 8 bits, PSNR with peak 255, mean
 over the 12 images; also the repair of the noisy images as 8-bit files hold them
-(clipped and rounded before the repair), the self-ensemble (``repair(..., ensemble=8)``) and the
-error of the blind noise-level estimate (:func:`vaerepair.estimate_noise_sigma`).
+(clipped and rounded before the repair), the self-ensemble (``repair(..., ensemble=8)``), the
+non-blind ``grey-sigma`` model told sigma and estimating it (its condition, :class:`vaerepair.models.NoiseLevel`)
+and the error of the blind noise-level estimate (:func:`vaerepair.estimate_noise_sigma`).
 BM3D's row is the published one (DnCNN paper, TIP 2017);
 with PyPI ``bm3d`` installed, ``--bm3d N`` also measures it on the first N
 images beside the grey model on the same images. The colour model is measured
@@ -162,6 +163,15 @@ def main() -> None:
     if not args.no_ensemble:  # the 8 flips and rotations averaged: 8x the repair time
         rows["vaerepair grey, ensemble=8"] = tuple(float(evaluate_protocol(  # type: ignore[arg-type]
             lambda x: grey.repair(x, ensemble=8), images, s)["psnr"]) for s in SIGMAS)
+    if "grey-sigma" in {m.name for m in vr.pretrained()}:  # the non-blind model: told sigma, or estimating it
+        told = vr.pretrained("grey-sigma")
+        rows["vaerepair grey-sigma, sigma given (non-blind)"] = tuple(float(evaluate_protocol(  # type: ignore[arg-type]
+            lambda x, s=s: told.repair(x, torch.full((len(x),), s / 255)), images, s)["psnr"]) for s in SIGMAS)
+        rows["vaerepair grey-sigma, sigma estimated (--noise-sigma auto)"] = tuple(float(evaluate_protocol(  # type: ignore[arg-type]
+            lambda x: told.repair(x, told.condition.prepare(x)), images, s)["psnr"]) for s in SIGMAS)
+        rows["vaerepair grey-sigma, sigma given, on the noisy 8-bit files"] = tuple(float(evaluate_protocol(  # type: ignore[arg-type]
+            lambda x, s=s: told.repair(to_8bit(x).float() / 255, torch.full((len(x),), s / 255)), images,
+            s)["psnr"]) for s in SIGMAS)
     # the blind noise-level estimate (vr.estimate_noise_sigma) on the protocol's noisy images, 0..255 units
     estimates = {s: [float(vr.estimate_noise_sigma(protocol_noise(im, s)[None])) * 255 for im in images]
                  for s in SIGMAS}

@@ -76,6 +76,13 @@ def _model() -> Any:
     return vr.autoencoder((1, 28, 28), latent_dim=4, hidden=(16,))
 
 
+def _noise_level_repair(value: Any) -> Any:
+    """A non-blind U-Net's repair of two images told ``value`` as their noise levels."""
+    model = vr.models.build(vr.models.ModelSpec(kind="dae", image_shape=(1, None, None), arch="unet", hidden=(4, 8),
+                                                latent_dim=2, likelihood="gaussian", condition="noise_level"))
+    return model.repair(torch.rand(2, 1, 16, 16), value)
+
+
 def _fit_nan(kind: str) -> Any:
     trainer = vr.Trainer(_model(), vr.Reconstruction(), vr.GaussianNoise(0.1), epochs=1, batch_size=4,
                          device="cpu", progress=False)
@@ -105,6 +112,9 @@ API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
     "autoencoder(hidden)": ("models", BAD_COUNTS, lambda v: vr.autoencoder(hidden=(v,))),
     "repair(batch_size)": ("models", BAD_COUNTS, lambda v: _model().repair(torch.rand(3, 1, 28, 28), batch_size=v)),
     "repair(images)": ("models", BAD_IMAGES, lambda v: _model().repair(_images(v))),
+    "repair(noise level)": ("models", [torch.tensor([0.1]), torch.tensor([25, 25]), torch.tensor([-0.1, 0.1]),
+                                       torch.tensor([NAN, 0.1]), torch.tensor([25.0, 25.0]), torch.zeros(2, 2),
+                                       0.1, "0.1", None], _noise_level_repair),
     "ELBO(beta)": ("objectives", [-1.0, NAN, INF, "1", None], lambda v: vr.ELBO(beta=v)),
     "ELBO(n_samples)": ("objectives", BAD_COUNTS, lambda v: vr.ELBO(n_samples=v)),
     "IWAE(k)": ("objectives", BAD_COUNTS, lambda v: vr.objectives.IWAE(k=v)),
@@ -425,6 +435,12 @@ PHOTO_BAD: dict[str, list[list[str]]] = {
                         ["IMAGE", "-m", "nonexistent", "-o", "out.png"], ["IMAGE", "-o", "out.png"],
                         ["IMAGE", "-m", "grey", "-c", "CHECKPOINT", "-o", "out.png"],
                         ["COLOUR", "-m", "grey", "-o", "out.png"], ["IMAGE", "-m", "colour", "-o", "out.png"]],
+    "denoise --noise-sigma": [["IMAGE", "-m", "grey", "-o", "out.png", "--noise-sigma", "25"],
+                              ["IMAGE", "-m", "grey-sigma", "-o", "out.png", "--noise-sigma", "-1"],
+                              ["IMAGE", "-m", "grey-sigma", "-o", "out.png", "--noise-sigma", "nan"],
+                              ["IMAGE", "-m", "grey-sigma", "-o", "out.png", "--noise-sigma", "300"],
+                              ["IMAGE", "-m", "grey-sigma", "-o", "out.png", "--noise-sigma", "loud"],
+                              ["COLOUR", "-m", "grey-sigma", "-o", "out.png"]],
     "denoise FOLDER": [["EMPTY", "-m", "grey", "-o", "DIR/folder_out"], ["PHOTOS", "-m", "grey", "-o", "FILE"],
                        ["PHOTOS", "PHOTOS", "-m", "grey", "-o", "DIR/twice"],
                        ["PHOTOS", "-m", "grey", "-o", "DIR/p", "--std-out", "std.png"],

@@ -33,6 +33,7 @@ against CPU-hours, counting the training time of the ``--init`` weights.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -124,20 +125,35 @@ def plot_curve(path: Path, out: Path, start: tuple[float, float] | None = None) 
     val, set12 = [r["val_psnr"] for r in records], [r.get("set12_psnr_25") for r in records]
     if start is not None:
         hours, val, set12 = [start_hours, *hours], [start[0], *val], [start[1], *set12]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    at_15 = "set12_psnr_15" in records[0]  # runs that also observed Set12 at sigma 15: a second panel
+    fig, axes = plt.subplots(1, 2 if at_15 else 1, figsize=(10 if at_15 else 6, 3.6), squeeze=False)
+    ax = axes[0, 0]
     held_out = {"train400": "20 held-out Train400 images", "live1": "3 held-out LIVE1 photos"}.get(
         data.get("metadata", {}).get("trained_on", ""), "held-out images")
-    ax.plot(hours, val, marker=".", label=f"validation ({held_out}, sigma 0-55)")
+    focus = data.get("metadata", {}).get("sigma_focus_255")
+    noise = f"sigma 0-55, half of it {focus[0]:g}-{focus[1]:g}" if focus else "sigma 0-55"
+    ax.plot(hours, val, marker=".", label=f"validation ({held_out}, {noise})")
     if "set12_psnr_25" in records[0]:
         ax.plot(hours, set12, marker=".", label="Set12, sigma 25 (protocol)")
         ax.axhline(29.97, color="grey", linestyle="--", linewidth=1, label="BM3D, Set12 sigma 25")
-    ax.set_xlabel("CPU-hours (2 threads: 2 CPU-hours per hour)")
-    ax.set_ylabel("PSNR (dB)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    if at_15:
+        at15 = axes[0, 1]
+        at15.plot(hours[-len(records):], [r["set12_psnr_15"] for r in records], marker=".", color="C2",
+                  label="Set12, sigma 15 (protocol)")
+        at15.axhline(32.37, color="grey", linestyle="--", linewidth=1, label="BM3D, Set12 sigma 15")
+    for panel in axes[0]:
+        panel.set_xlabel("CPU-hours (2 threads: 2 CPU-hours per hour)")
+        panel.set_ylabel("PSNR (dB)")
+        panel.legend(fontsize=7)
+        panel.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
-    print(f"{len(records)} epochs, {hours[-1]:.2f} CPU-hours -> {out}")
+    keys = ("epoch", "val_psnr", "set12_psnr_25", "set12_psnr_15", "cpu_seconds", "seconds", "lr")
+    out.with_suffix(".json").write_text(json.dumps({
+        "run": str(path), "metadata": data.get("metadata", {}), "init_cpu_hours": start_hours,
+        "start": [None if math.isnan(v) else v for v in start] if start is not None else None,
+        "records": [{k: round(float(r[k]), 4) for k in keys if k in r} for r in records]}, indent=1))
+    print(f"{len(records)} epochs, {hours[-1]:.2f} CPU-hours -> {out} (numbers: {out.with_suffix('.json')})")
 
 
 def main() -> None:
@@ -158,7 +174,8 @@ def main() -> None:
     parser.add_argument("--curve", type=Path, default=None, help="plot the learning curve of this last.pt and stop")
     parser.add_argument("--curve-out", type=Path, default=ROOT / "docs" / "images" / "grey_learning_curve.png")
     parser.add_argument("--curve-start", type=float, nargs=2, default=None, metavar=("VAL", "SET12"),
-                        help="the --init weights' validation and Set12 PSNR, the curve's first point")
+                        help="the --init weights' validation and Set12 PSNR, the curve's first point (nan: "
+                             "not comparable, e.g. validation under another noise mixture)")
     parser.add_argument("--sigma-focus", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="half of the patches draw sigma from U(LOW, HIGH) (0-255 scale), half from U(0, 55)")
     args = parser.parse_args()

@@ -65,7 +65,10 @@ class ModelSpec:
             :class:`~vaerepair.models.conditions.LabelCondition`) or ``"image"``
             (the corrupted image and its mask,
             :class:`~vaerepair.models.conditions.ImageCondition`): a conditional
-            (V)AE whose encoder and decoder both see the condition.
+            (V)AE whose encoder and decoder both see the condition; or, for the
+            ``"unet"`` denoiser (kind ``dae``/``ae``), ``"noise_level"``: each
+            image's noise level joins its input as a constant map
+            (:class:`~vaerepair.models.conditions.NoiseLevel`, a non-blind denoiser).
         n_classes: the label condition's number of classes.
         condition_features: the image condition's embedding size.
         n_flows: ``vae`` only: ``K`` planar-flow layers after the Gaussian

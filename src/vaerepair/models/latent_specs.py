@@ -168,7 +168,8 @@ class AutoencoderSpec(_SingleLatentSpec):
         likelihood: the likelihood's :class:`~vaerepair.models.LikelihoodSpec`.
         norm: ``"group"`` or ``None`` (conv and U-Net).
         activation: ``"relu"``, ``"silu"``, ``"gelu"`` or ``"tanh"``.
-        condition: ``None``, ``"label"`` or ``"image"``: a conditional model.
+        condition: ``None``, ``"label"`` or ``"image"``: a conditional model; ``"noise_level"``
+            (``arch="unet"`` only): a non-blind denoiser told each image's noise level (:class:`NoiseLevel`).
         n_classes: the label condition's number of classes.
         condition_features: the image condition's embedding size.
         spatial: conv only: a latent that is a ``H/4 x W/4`` map with
