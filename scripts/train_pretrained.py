@@ -142,7 +142,7 @@ def plot_curve(path: Path, out: Path, start: tuple[float, float] | None = None) 
                   label="Set12, sigma 15 (protocol)")
         at15.axhline(32.37, color="grey", linestyle="--", linewidth=1, label="BM3D, Set12 sigma 15")
     for panel in axes[0]:
-        panel.set_xlabel("CPU-hours (2 threads: 2 CPU-hours per hour)")
+        panel.set_xlabel("CPU-hours (the process's CPU time, all its threads)")
         panel.set_ylabel("PSNR (dB)")
         panel.legend(fontsize=7)
         panel.grid(alpha=0.3)
