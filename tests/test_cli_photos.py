@@ -41,6 +41,7 @@ def test_models_lists_the_shipped_models(capsys):
     out = capsys.readouterr().out
     assert "grey: blind Gaussian denoiser for grey photos of any size, sigma 0-55/255, trained on train400" in out
     assert "colour: blind Gaussian denoiser for colour photos" in out
+    assert "grey-sigma: non-blind (told sigma, or estimating it) Gaussian denoiser for grey photos" in out
 
 
 def test_train_evaluate_and_denoise_on_a_folder(folder: Path, tmp_path: Path, capsys):

@@ -190,27 +190,29 @@ def test_validation_at_full_size_on_photos_of_several_sizes():
 
 def test_shipped_models_are_listed_small_and_weights_only():
     shipped = {m.name: m for m in vr.pretrained()}
-    assert set(shipped) == {"grey", "colour"}
-    assert shipped["grey"].channels == 1 and shipped["colour"].channels == 3
+    assert set(shipped) == {"grey", "grey-sigma", "colour"}
+    assert shipped["grey"].channels == shipped["grey-sigma"].channels == 1 and shipped["colour"].channels == 3
+    assert [name for name, info in shipped.items() if info.takes_sigma] == ["grey-sigma"]
     for info in shipped.values():
         assert info.path.parent == WEIGHTS_DIR and info.path.stat().st_size <= 5e6
         assert info.sigma_range == pytest.approx((0.0, 55 / 255))
         torch.load(info.path, weights_only=True)  # tensors and plain values only
-    with pytest.raises(ValueError, match="no pretrained model 'gray'; shipped: colour, grey"):
+    with pytest.raises(ValueError, match="no pretrained model 'gray'; shipped: colour, grey, grey-sigma"):
         vr.pretrained("gray")
 
 
-@pytest.mark.parametrize("name,channels", [("grey", 1), ("colour", 3)])
+@pytest.mark.parametrize("name,channels", [("grey", 1), ("grey-sigma", 1), ("colour", 3)])
 def test_shipped_models_repair_a_321x481_photo(name, channels):
     model = vr.pretrained(name)
     clean = torch.linspace(0, 1, 481).expand(channels, 321, 481).clone()
     clean[:, 100:200, 150:300] = 0.8  # a flat square on a ramp
     noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
-    repaired = model.repair(noisy[None])[0]
+    told = torch.full((1,), 25 / 255) if model.condition is not None else None  # the non-blind model: sigma given
+    repaired = model.repair(noisy[None], told)[0]
     assert repaired.shape == clean.shape
     assert float(vr.psnr(repaired.clamp(0, 1)[None], clean[None])) > float(vr.psnr(noisy[None], clean[None])) + 8
     with pytest.raises(ValueError, match=f"{channels} channel"):
-        model.repair(torch.rand(1, 4 - channels, 20, 20))
+        model.repair(torch.rand(1, 4 - channels, 20, 20), told)
 
 
 def test_shipped_grey_model_on_set12_images():
@@ -218,6 +220,17 @@ def test_shipped_grey_model_on_set12_images():
     model = vr.pretrained("grey")
     result = evaluate_protocol(model.repair, list(set12), 25)
     assert result["psnr"] > result["psnr_input"] + 7  # 20.4 dB noisy; BM3D gives about 30 on Set12
+
+
+def test_shipped_non_blind_model_told_sigma_on_set12_images():
+    """grey-sigma told the protocol's sigma, and estimating it, on two Set12 images: both repair, and telling it
+    the true level is not worse than its own estimate by more than rounding."""
+    set12 = list(ImageFolder(_shared("set12"), mode="L").subset([0, 4]))
+    model = vr.pretrained("grey-sigma")
+    told = evaluate_protocol(lambda x: model.repair(x, torch.full((len(x),), 25 / 255)), set12, 25)
+    estimated = evaluate_protocol(lambda x: model.repair(x, model.condition.prepare(x)), set12, 25)
+    assert told["psnr"] > told["psnr_input"] + 7
+    assert told["psnr"] > estimated["psnr"] - 0.05
 
 
 def test_a_noise_level_outside_the_training_range_warns():

@@ -53,7 +53,7 @@ class PretrainedModel(NamedTuple):
 
 
 def _available() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.pt"))}
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.pt"), key=lambda p: p.stem)}
 
 
 def _info(name: str, path: Path, data: dict[str, Any]) -> PretrainedModel:
