@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +283,22 @@ def _dihedral(p: torch.Tensor) -> list[torch.Tensor]:
     for q in (p, p.T):
         out += [q, q.flip(0), q.flip(1), q.flip(0).flip(1)]
     return out
+
+
+def test_the_photo_benchmarks_peak_memory_is_the_childs_own_not_its_parents():
+    """benchmarks/photos.py times repairs in fresh processes: their peak memory must not include the memory of
+    the process that started them (``ru_maxrss`` of a vfork-exec'd child does; ``VmHWM`` does not)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "photos.py"
+    spec = importlib.util.spec_from_file_location("photos_benchmark", path)
+    photos = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(photos)
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MB held by this (the parent) process
+    child = "import sys; sys.path.insert(0, sys.argv[1]); from photos import peak_rss_mb; print(peak_rss_mb())"
+    peak = float(subprocess.run([sys.executable, "-c", child, str(path.parent)], check=True, capture_output=True,
+                                text=True).stdout)
+    assert photos.peak_rss_mb() > 400 + float(ballast[0])  # the parent holds the ballast
+    assert peak < photos.peak_rss_mb() - 300  # the child, which imported torch and vaerepair, holds less
