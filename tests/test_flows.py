@@ -21,6 +21,7 @@ from vaerepair.flows import (
     planar_params,
     push_forward,
 )
+from vaerepair.flows.planar import split_layers
 from vaerepair.flows.density import energy, fit_flow, log_partition, two_gaussians, walled
 
 f64 = torch.float64
@@ -197,3 +198,53 @@ def test_energies_partition_functions_and_walls():
     assert log_partition(u2w, box=16.0, n=1601) - log_partition(u2w, box=8.0) == pytest.approx(0.0, abs=1e-3)
     z = torch.tensor([[0.0, 6.0]])
     assert torch.isfinite(energy("U3")(z)).all()  # log-sum-exp: no inf far from the modes
+
+
+@pytest.mark.parametrize("shape", [(7, 4), (3, 7, 4), (4,)])
+def test_global_layers_on_samples_take_the_rank_one_path_and_match_the_layer_by_layer_oracle(shape):
+    """Global layers push any (..., D) as one (N, D) matrix of rank-1 updates (the ELBO's draws come as
+    (S, B, D)); the result and its gradients equal K applications of planar_forward in float64."""
+    gen = torch.Generator().manual_seed(0)
+    u, w = torch.randn(3, 4, generator=gen, dtype=torch.float64), torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    b = torch.randn(3, generator=gen, dtype=torch.float64)
+    raw = [t.requires_grad_() for t in (u, w, b)]
+    z0 = torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def ours():
+        return push_forward(z0, split_layers(planar_params(*raw)))[:2]
+
+    def oracle():
+        z, total = z0, torch.zeros(shape[:-1], dtype=torch.float64)
+        for p in split_layers(planar_params(*raw)):
+            z, ld = planar_forward(z, p)
+            total = total + ld
+        return z, total
+
+    (za, la), (zb, lb) = ours(), oracle()
+    assert za.shape == zb.shape == shape and la.shape == lb.shape == shape[:-1]
+    torch.testing.assert_close(za, zb)
+    torch.testing.assert_close(la, lb)
+    ga = torch.autograd.grad(za.sum() + la.sum(), [z0, *raw])
+    gb = torch.autograd.grad(zb.sum() + lb.sum(), [z0, *raw])
+    for x, y in zip(ga, gb, strict=True):
+        torch.testing.assert_close(x, y)
+
+
+def test_global_layers_on_sample_shaped_latents_use_one_rank_one_update_per_layer():
+    """The ELBO's draws (S, B, D) through global layers: one addr per layer (whose backward is two
+    matrix-vector products), not a broadcast addcmul (whose backward multiplies and sums over the batch)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    layers = split_layers(planar_params(torch.randn(3, 4), torch.randn(3, 4), torch.randn(3)))
+    with Ops() as ops:
+        push_forward(torch.randn(2, 5, 4), layers)
+    assert ops.names.count("addr") == 3 and "addcmul" not in ops.names[: ops.names.index("stack")]

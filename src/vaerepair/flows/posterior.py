@@ -39,7 +39,10 @@ def push_forward(
     if not layers:
         return z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device), score
     if score is None:  # the training path: the K determinants in one batched computation after the layers
-        shared = z.dim() == 2 and all(p.w.dim() == 1 for p in layers)  # global layers on (N, D): rank-1 updates
+        lead = z.shape[:-1]
+        shared = all(p.w.dim() == 1 for p in layers)  # global layers: rank-1 updates of z as one (N, D) matrix
+        if shared:  # samples (S, B, D) too: the ELBO's draws come with a sample axis
+            z = z.reshape(-1, z.shape[-1])
         ts = []
         for p in layers:
             if shared:  # z + t u_hat^T as one op (and a matrix product backward), t = tanh(z w + b)
@@ -55,7 +58,10 @@ def push_forward(
         else:
             sp = torch.stack([p.softplus_wu.expand_as(tk) for p, tk in zip(layers, ts, strict=True)])
         # det J_k = t_k^2 + (1 - t_k^2) softplus(w_k^T u_k), as planar_step, for all k at once
-        return z, torch.log(torch.addcmul(sp, t.square(), 1.0 - sp)).sum(dim=0), None
+        log_det = torch.log(torch.addcmul(sp, t.square(), 1.0 - sp)).sum(dim=0)
+        if shared:
+            return z.reshape(*lead, z.shape[-1]), log_det.reshape(lead), None
+        return z, log_det, None
     log_det = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
     for p in layers:
         z, ld, score = planar_score_step(z, score, p)
