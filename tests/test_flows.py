@@ -21,8 +21,8 @@ from vaerepair.flows import (
     planar_params,
     push_forward,
 )
-from vaerepair.flows.planar import split_layers
 from vaerepair.flows.density import energy, fit_flow, log_partition, two_gaussians, walled
+from vaerepair.flows.planar import split_layers
 
 f64 = torch.float64
 
