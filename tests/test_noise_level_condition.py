@@ -116,18 +116,28 @@ def test_the_trainer_measures_each_patches_noise_level_against_its_clean_patch()
     assert float(levels.min()) > 0.09 and float(levels.max()) < 0.11  # sigma 0.1, measured on 1024+ pixels
 
 
-def test_noisy_pairs_have_no_clean_image_so_the_level_is_estimated() -> None:
+@pytest.mark.parametrize("pairs", [True, False])
+def test_noisy_observations_have_no_clean_image_so_the_level_is_estimated(pairs: bool) -> None:
+    """Noise2Noise pairs, and noisy images trained on as they are (no corruption): neither the second
+    observation nor the input itself is a clean image, so the noise level is estimated, not measured as 0."""
     model = _model()
     gen = torch.Generator().manual_seed(0)
     clean = torch.rand(8, 1, 32, 32, generator=gen) * 0.2 + 0.4
     first, second = (clean + 0.1 * torch.randn(8, 1, 32, 32, generator=gen) for _ in range(2))
     seen: list[torch.Tensor | None] = []
+    levels: list[torch.Tensor] = []
     prepare = model.condition.prepare
-    model.condition.prepare = lambda c, m=None, lab=None, clean=None: (seen.append(clean), prepare(c, m, lab,  # type: ignore[method-assign]
-                                                                                                   clean=clean))[1]
+
+    def spy(c, m=None, lab=None, clean=None):
+        seen.append(clean)
+        levels.append(prepare(c, m, lab, clean=clean))
+        return levels[-1]
+
+    model.condition.prepare = spy  # type: ignore[method-assign]
     trainer = vr.Trainer(model, vr.Reconstruction(), None, epochs=1, batch_size=4, progress=False, device="cpu")
-    trainer.fit(vr.data.NoisyImages(first, second))
-    assert seen and all(c is None for c in seen)  # the second observation is not a clean image
+    trainer.fit(vr.data.NoisyImages(first, second if pairs else None))
+    assert seen and all(c is None for c in seen)
+    assert float(torch.cat(levels).min()) > 0.05  # the estimate of sigma 0.1, not 0
 
 
 def test_noise_level_is_the_unet_denoisers_condition_only() -> None:

@@ -108,8 +108,8 @@ def condition_of(condition: Any, x_in: Tensor, mask: Tensor | None, labels: Tens
     images of ``x_in`` where they are known (a condition that ``needs_clean`` measures against them)."""
     if condition is None:
         return None
-    if getattr(condition, "needs_clean", False):
-        return condition.prepare(x_in, mask, labels, clean=clean)
+    if getattr(condition, "needs_clean", False):  # the uncorrupted input itself is no clean reference
+        return condition.prepare(x_in, mask, labels, clean=clean if clean is not x_in else None)
     return condition.prepare(x_in, mask, labels)
 
 
@@ -186,7 +186,8 @@ class BatchSource:
 
     def _batch(self, x: Tensor, labels: Tensor | None, need_mask: bool, target: Tensor | None = None) -> Batch:
         ctx = self.ctx
-        mask, known_clean = None, target is None  # a pair of noisy observations has no clean image
+        # the clean image is known where this source corrupts it; noisy observations (pairs or not) have none
+        mask, known_clean = None, target is None and ctx.corruption is not None
         if target is not None:  # noisy observations: the input as it is, the target given
             x_in, x = x, target
             mask = torch.zeros_like(x, dtype=torch.bool) if need_mask else None
