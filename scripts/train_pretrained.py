@@ -7,9 +7,12 @@
     python scripts/train_pretrained.py grey --init src/vaerepair/weights/grey.pt --precision bf16 \
         --epochs 90 --patches-per-epoch 16000 --lr 5e-4 --out runs/pretrained_stage2
     python scripts/train_pretrained.py grey ... --resume    # continue it from its last.pt, exactly
+    # the shipped grey model's third stage: half of the patches' noise from sigma 10-30, the rest from 0-55
+    python scripts/train_pretrained.py grey --init src/vaerepair/weights/grey.pt --precision bf16 \
+        --epochs 20 --patches-per-epoch 16000 --lr 2e-4 --sigma-focus 10 30 --out runs/focus
     # the non-blind grey model (the noise level joins the input as a map), from the blind model's weights
     python scripts/train_pretrained.py grey-sigma --init src/vaerepair/weights/grey.pt --precision bf16 \
-        --epochs 40 --patches-per-epoch 16000 --lr 3e-4 --out runs/pretrained_sigma
+        --epochs 16 --patches-per-epoch 16000 --lr 3e-4 --sigma-focus 10 30 --threads 1 --out runs/sigma
     python scripts/train_pretrained.py grey --curve runs/pretrained_stage2/grey/last.pt \
         --curve-start 29.14 29.47   # its learning curve, from the first stage's validation and Set12 PSNRs
 
