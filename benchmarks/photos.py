@@ -186,11 +186,11 @@ def main() -> None:
     if "grey-sigma" in {m.name for m in vr.pretrained()}:  # the non-blind model: told sigma, or estimating it
         told = vr.pretrained("grey-sigma")
         rows["vaerepair grey-sigma, sigma given (non-blind)"] = tuple(float(evaluate_protocol(  # type: ignore[arg-type]
-            lambda x, s=s: told.repair(x, torch.full((len(x),), s / 255)), images, s)["psnr"]) for s in SIGMAS)
+            lambda x, s=s: told.repair(x, told.condition.levels(x, s / 255)), images, s)["psnr"]) for s in SIGMAS)
         rows["vaerepair grey-sigma, sigma estimated (--noise-sigma auto)"] = tuple(float(evaluate_protocol(  # type: ignore[arg-type]
-            lambda x: told.repair(x, told.condition.prepare(x)), images, s)["psnr"]) for s in SIGMAS)
+            lambda x: told.repair(x, told.condition.levels(x)), images, s)["psnr"]) for s in SIGMAS)
         rows["vaerepair grey-sigma, sigma given, on the noisy 8-bit files"] = tuple(float(evaluate_protocol(  # type: ignore[arg-type]
-            lambda x, s=s: told.repair(to_8bit(x).float() / 255, torch.full((len(x),), s / 255)), images,
+            lambda x, s=s: told.repair(to_8bit(x).float() / 255, told.condition.levels(x, s / 255)), images,
             s)["psnr"]) for s in SIGMAS)
     # the blind noise-level estimate (vr.estimate_noise_sigma) on the protocol's noisy images, 0..255 units
     estimates = {s: [float(vr.estimate_noise_sigma(protocol_noise(im, s)[None])) * 255 for im in images]

@@ -88,7 +88,7 @@ def repair_given(model: Any, sigma: float) -> Any:
     """``model.repair``, told the noise level ``sigma`` (0..255) when the model takes one."""
     if model.condition is None:
         return model.repair
-    return lambda x: model.repair(x, torch.full((len(x),), sigma / 255))
+    return lambda x: model.repair(x, model.condition.levels(x, sigma / 255))
 
 
 def load_widened(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

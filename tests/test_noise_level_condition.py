@@ -60,13 +60,36 @@ def test_the_model_sees_the_noise_level_and_needs_it() -> None:
         model.repair(x, torch.full((3,), 0.1))
 
 
+def test_levels_gives_sigma_to_every_image_or_estimates_each() -> None:
+    noisy = torch.rand(3, 1, 32, 32)
+    torch.testing.assert_close(NoiseLevel().levels(noisy, 0.1), torch.full((3,), 0.1))
+    torch.testing.assert_close(NoiseLevel().levels(noisy), vr.estimate_noise_sigma(noisy))
+
+
+def test_noise_level_values_are_checked_outside_the_trainers_steps_only() -> None:
+    """Inside the Trainer's steps (validation off) the values are not read back (a device sync per step);
+    the shape check stays."""
+    from vaerepair.distributions import validation
+
+    with validation(False):
+        assert NoiseLevel()(torch.tensor([-1.0, 0.1])).shape == (2, 1)
+        with pytest.raises(ValueError, match="one sigma per image"):
+            NoiseLevel()(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        NoiseLevel()(torch.tensor([-1.0, 0.1]))
+
+
 def test_a_zero_weighted_noise_map_is_the_blind_model() -> None:
-    """What training from a blind model's weights starts at: the map's input weights 0, the same repairs."""
+    """What training from a blind model's weights starts at (scripts/train_pretrained.py's load_widened): the
+    map's input weights 0, the same repairs."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_pretrained.py"
+    spec = importlib.util.spec_from_file_location("train_pretrained", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     blind, sighted = _model(None), _model()
-    state = blind.state_dict()
-    widened = {k: torch.cat([v, torch.zeros_like(v[:, :1])], dim=1) if v.shape != sighted.state_dict()[k].shape else v
-               for k, v in state.items()}
-    sighted.load_state_dict(widened)
+    script.load_widened(sighted, dict(blind.state_dict()))
     x = torch.rand(2, 1, 24, 24)
     torch.testing.assert_close(sighted.repair(x, torch.tensor([0.0, 0.2])), blind.repair(x), rtol=0, atol=1e-6)
 

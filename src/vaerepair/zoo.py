@@ -6,7 +6,7 @@ it): a fully convolutional Gaussian denoiser (``arch="unet"``) whose
 ``repair`` takes images ``(B, C, H, W)`` of any size in [0, 1]. The blind ones
 (``grey``, ``colour``) take nothing else; a non-blind one (``grey-sigma``) takes
 the noise level of each image as its condition (:class:`~vaerepair.models.NoiseLevel`):
-``repair(x, torch.full((B,), 25 / 255))``, or ``model.condition.prepare(x)`` to
+``repair(x, model.condition.levels(x, 25 / 255))``, or ``model.condition.levels(x)`` to
 estimate it.
 
 Example:

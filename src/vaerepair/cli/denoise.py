@@ -175,8 +175,7 @@ def run(args: argparse.Namespace) -> None:
         x = image.unsqueeze(0)
         condition, told = None, ""
         if noise_level_of is not None:  # the noise level given, or estimated from the image
-            condition = (torch.full((1,), args.noise_sigma / 255) if args.noise_sigma is not None
-                         else noise_level_of.prepare(x))
+            condition = noise_level_of.levels(x, args.noise_sigma / 255 if args.noise_sigma is not None else None)
             how = "" if args.noise_sigma is not None else ", estimated"
             told = f" (noise sigma {float(condition[0]) * 255:.1f}/255{how})"
         if h is None:  # fully convolutional: any size, tiled when large

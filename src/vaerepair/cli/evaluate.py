@@ -108,7 +108,7 @@ def _noise_level(model: Any, x: torch.Tensor, sigma: float, estimate: bool) -> t
     """A non-blind model's condition: the protocol's ``sigma`` (0..255), or the estimate from each noisy image."""
     if not isinstance(model.condition, NoiseLevel):
         return None
-    return model.condition.prepare(x) if estimate else torch.full((len(x),), sigma / 255)
+    return model.condition.levels(x, None if estimate else sigma / 255)
 
 
 def _evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaerepair._checks import check_count, check_images, shape_str
+from vaerepair.distributions._validation import validation_enabled
 
 __all__ = ["Condition", "LabelCondition", "ImageCondition", "ImageMaskMap", "NoiseLevel", "CONDITION_KINDS"]
 
@@ -252,16 +253,26 @@ class NoiseLevel(Condition):
             raise ValueError(f"clean must have the corrupted images' shape {shape_str(corrupted.shape)}, got {got}")
         return (corrupted - clean).square().flatten(1).mean(dim=1).sqrt()
 
+    def levels(self, x: Tensor, sigma: float | None = None) -> Tensor:
+        """The condition of noisy images ``x`` ``(B, C, H, W)``: ``sigma`` (the images' units) for every image,
+        or (``None``) each image's blind estimate, ``(B,)``."""
+        if sigma is None:
+            return self.prepare(x)
+        return torch.full((len(x),), float(sigma), dtype=x.dtype, device=x.device)
+
     def forward(self, condition: Tensor) -> Tensor:
-        """The noise levels ``(B, 1)`` from ``(B,)`` or ``(B, 1)``, checked."""
+        """The noise levels ``(B, 1)`` from ``(B,)`` or ``(B, 1)``, checked (their values outside the Trainer's
+        steps, which would otherwise read the device every step)."""
         if not isinstance(condition, Tensor) or condition.dim() not in (1, 2) or (
                 condition.dim() == 2 and condition.shape[1] != 1):
             got = shape_str(condition.shape) if isinstance(condition, Tensor) else type(condition).__name__
             raise ValueError(f"a noise-level condition is one sigma per image, (B,) or (B, 1), in the images' units "
                              f"(25 / 255 for sigma 25 on the 0..255 scale), got {got}; "
-                             "model.condition.prepare(noisy) estimates it")
+                             "model.condition.levels(noisy) estimates it")
         if not condition.is_floating_point():
             raise TypeError(f"noise levels must be floats (25 / 255, not 25), got {condition.dtype}")
+        if not validation_enabled():
+            return condition.reshape(-1, 1)
         if condition.numel() and not bool((torch.isfinite(condition) & (condition >= 0)).all()):
             raise ValueError(f"noise levels must be finite and >= 0, got values in [{float(condition.min()):.4g}, "
                              f"{float(condition.max()):.4g}]")
