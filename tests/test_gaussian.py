@@ -69,26 +69,32 @@ def test_posterior_scale_stays_positive_and_finite(magnitude):
     assert torch.isfinite(q.kl_standard_normal()).all() and torch.isfinite(q.score(q.rsample())).all()
 
 
-def test_elbo_terms_equal_a_hand_written_elbo():
+@pytest.mark.parametrize(("beta", "n_samples", "free_bits"), [(2.5, 3, 0.0), (1.0, 1, 0.0), (0.5, 1, 0.0),
+                                                              (1.0, 1, 0.8), (1.0, 2, 0.8)])
+def test_elbo_terms_equal_a_hand_written_elbo(beta: float, n_samples: int, free_bits: float) -> None:
+    """One draw per image takes a path without a sample dimension: the same draws and values as (1, B)."""
     torch.set_default_dtype(torch.float64)
     try:
         model = vr.variational_autoencoder(latent_dim=4, hidden=(32,))
         x_in, x_t = torch.rand(5, 1, 28, 28), torch.rand(5, 1, 28, 28)
         torch.manual_seed(3)
-        result = vr.ELBO(beta=2.5, n_samples=3)(model, x_in, x_t)
+        result = vr.ELBO(beta=beta, n_samples=n_samples, free_bits=free_bits)(model, x_in, x_t)
         torch.manual_seed(3)
         h = model.encoder(x_in)
         loc, raw = model.posterior.head(h).chunk(2, dim=-1)
         scale = torch.nn.functional.softplus(raw) + 1e-4
-        z = loc + scale * torch.randn(3, *loc.shape)
-        logits = model.decoder(z.reshape(-1, 4)).reshape(3, 5, 1, 28, 28)
+        z = loc + scale * torch.randn(n_samples, *loc.shape)
+        logits = model.decoder(z.reshape(-1, 4)).reshape(n_samples, 5, 1, 28, 28)
         bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, x_t.expand_as(logits), reduction="none")
         recon = bce.sum(dim=(2, 3, 4)).mean(0)
         kl = td.kl_divergence(td.Normal(loc, scale), td.Normal(torch.zeros_like(loc), 1.0)).sum(-1)
         torch.testing.assert_close(result.terms["recon"], recon)
         torch.testing.assert_close(result.terms["kl"], kl)
-        torch.testing.assert_close(result.loss, (recon + 2.5 * kl).mean())
+        penalty = kl.clamp(min=free_bits * 4)  # free bits: at least free_bits nats for each of the 4 latents
+        assert free_bits == 0 or bool((penalty > kl).any())
+        torch.testing.assert_close(result.loss, (recon + beta * penalty).mean())
         torch.testing.assert_close(result.terms["elbo"], -(recon + kl))
+        assert all(t.shape == (5,) for t in result.terms.values())
     finally:
         torch.set_default_dtype(torch.float32)
 

@@ -77,7 +77,9 @@ class DiagonalGaussian:
 
         :math:`KL(q \,\|\, N(0, I)) = \tfrac12 \sum_d (\mu_d^2 + \sigma_d^2 - 1 - \log \sigma_d^2)`.
         """
-        return 0.5 * (self.loc.square() + self.scale.square() - 1.0 - 2.0 * self.scale.log()).sum(dim=self._event)
+        squares = torch.addcmul(self.loc.square(), self.scale, self.scale)  # mu^2 + sigma^2
+        n = math.prod(self.loc.shape[self.loc.dim() - self.event_dims:])
+        return squares.sub(self.scale.log(), alpha=2.0).sum(dim=self._event).sub(n).mul(0.5)
 
     def kl(self, other: DiagonalGaussian) -> Tensor:
         r"""Closed-form KL to another diagonal Gaussian ``other`` (e.g. a conditional prior), ``(..., B)``.

@@ -84,7 +84,9 @@ class LatentLevel:
         if self.q is None or self.p is None:
             return None
         closed = kl_divergence(self.q, self.p)
-        return None if closed is None else closed.expand(self.batch_shape)
+        if closed is None or closed.shape == self.batch_shape:
+            return closed
+        return closed.expand(self.batch_shape)
 
     def kl_estimate(self, closed_form: bool | None = None) -> Tensor:
         r"""The KL per draw: closed form (``True``), Monte Carlo :math:`\log q - \log p` (``False``), or the

@@ -76,16 +76,21 @@ class ELBO(ObjectiveBase):
     ) -> ObjectiveResult:
         check_batch(model, x_input, x_target, condition)
         require_prior(model, "the ELBO")
-        path = latent_path(model, posterior_images(model, x_input, x_target), condition, self.n_samples)  # (S, B, ...)
-        recon = -path.likelihood.log_prob(x_target).mean(dim=0)
+        # one draw per image is a path without a sample dimension (the same draws, fewer operations per step)
+        s = None if self.n_samples == 1 else self.n_samples
+        path = latent_path(model, posterior_images(model, x_input, x_target), condition, s)  # (S, B, ...) or (B, ...)
+        recon = _per_image(-path.likelihood.log_prob(x_target), s)
         closed_form = {"auto": None, "analytic": True, "mc": False}[self.kl]
-        levels = [level.kl_estimate(closed_form).mean(dim=0) for level in path.levels]  # each (B,)
+        levels = [_per_image(level.kl_estimate(closed_form), s) for level in path.levels]  # each (B,)
         kl = levels[0] if len(levels) == 1 else torch.stack(levels).sum(dim=0)
         penalty = kl if not self.free_bits else sum(
-            torch.clamp(k, min=self.free_bits * level.z[0, 0].numel())
+            torch.clamp(k, min=self.free_bits * level.z.shape[level.z.dim() - level.event_dims:].numel())
             for k, level in zip(levels, path.levels, strict=True))
-        loss = (recon + self.beta * penalty).mean()
-        terms = {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
+        beta = self.beta
+        bound = recon + kl  # -ELBO per image
+        per_image = bound if penalty is kl and beta == 1.0 else recon + beta * penalty
+        loss = per_image.mean()
+        terms = {"recon": recon, "kl": kl, "elbo": -bound}
         if len(levels) > 1:
             terms.update({f"kl_{i}": k for i, k in enumerate(levels)})
         return ObjectiveResult(loss, terms)
@@ -113,3 +118,8 @@ class ELBO(ObjectiveBase):
     def __repr__(self) -> str:
         bits = f", free_bits={self.free_bits}" if self.free_bits else ""
         return f"ELBO(beta={self.schedule!r}, kl={self.kl!r}, n_samples={self.n_samples}{bits})"
+
+
+def _per_image(values: Tensor, n_samples: int | None) -> Tensor:
+    """``(B,)`` values of a path without a sample dimension as they are; ``(S, B)`` averaged over the draws."""
+    return values if n_samples is None else values.mean(dim=0)

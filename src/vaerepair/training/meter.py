@@ -32,9 +32,10 @@ class EpochMeter:
         self.skipped = 0
 
     def add(self, result: ObjectiveResult, n: int) -> None:
-        self.loss_sum += result.loss.detach().float() * n
+        self.loss_sum.add_(result.loss.detach(), alpha=n)
         for k, v in result.terms.items():
-            self.term_values.setdefault(k, []).append(v.detach().float().reshape(-1))
+            v = v.detach()
+            self.term_values.setdefault(k, []).append(v if v.dim() == 1 else v.reshape(-1))
         self.seen += n
 
     def skip(self) -> None:
@@ -45,7 +46,7 @@ class EpochMeter:
         return float(self.loss_sum) / max(self.seen, 1)
 
     def _term_sums(self) -> dict[str, Tensor]:
-        return {k: torch.cat(v).sum() for k, v in self.term_values.items()}
+        return {k: torch.cat(v).float().sum() for k, v in self.term_values.items()}
 
     def record(self, n_images: int, dist: Distributed, count_skipped: bool, epoch: int = 0) -> dict[str, float]:
         """``train_loss`` and ``train_<term>`` (means over the epoch's ``n_images``, all processes).
