@@ -148,7 +148,7 @@ class Guard:
         device = grads[0].device
         if any(g.device != device for g in grads):  # a model across devices
             return _summed(grads, device)
-        if self._found is None or self._found.device != device:
+        if self._found is None or self._one is None or self._found.device != device:
             self._found, self._one = torch.zeros((), device=device), torch.ones((), device=device)
         found, one = self._found.zero_(), self._one
         dtypes = {g.dtype for g in grads}
