@@ -140,3 +140,34 @@ def test_learned_gaussian_scale_matches_torch_and_learns():
     assert lik.sigma.detach().item() == pytest.approx(rms, rel=0.02)  # the maximum-likelihood scale
     assert list(dict(lik.named_parameters())) == ["raw_sigma"]
     assert not list(D.Gaussian(sigma=0.3).parameters())
+
+
+def test_negative_log_likelihood_is_minus_log_prob_for_every_likelihood() -> None:
+    """The objectives' -log p(x | z): the likelihood's own neg_log_prob (no negation to undo) where it has one,
+    bit for bit -log_prob; else -log_prob, for users' likelihoods that give only log_prob."""
+    from vaerepair.distributions import (
+        Bernoulli,
+        ContinuousBernoulli,
+        Gaussian,
+        PoissonGaussianLikelihood,
+        negative_log_likelihood,
+    )
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 2, 5, 4, dtype=torch.float64)
+    params = torch.randn(2, 3, 2, 5, 4, dtype=torch.float64)  # a sample dimension in front: (S, B, C, H, W)
+    likelihoods = (Bernoulli(), ContinuousBernoulli(), Gaussian(0.3), Gaussian(0.3, learn_sigma=True).double(),
+                   PoissonGaussianLikelihood(0.1, 0.05))
+    for likelihood in likelihoods:
+        dist = likelihood(params)
+        nll = negative_log_likelihood(dist, x)
+        assert nll.shape == (2, 3)
+        assert torch.equal(nll, -dist.log_prob(x)), type(likelihood).__name__
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(params[0], x, reduction="none")
+    assert torch.equal(negative_log_likelihood(Bernoulli()(params[0]), x), bce.sum((1, 2, 3)))
+
+    class OnlyLogProb:  # a user's likelihood
+        def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sum(dim=(-3, -2, -1)) - 1.0
+
+    assert torch.equal(negative_log_likelihood(OnlyLogProb(), x), 1.0 - x.sum(dim=(1, 2, 3)))

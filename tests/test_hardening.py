@@ -15,7 +15,7 @@ import vaerepair as vr
 from vaerepair import corruptions as C
 from vaerepair.cli import main
 from vaerepair.sweep import beta_range
-from vaerepair.training import CheckpointError
+from vaerepair.training import CheckpointError, NonFiniteLossError
 
 DATA = torch.rand(64, 1, 12, 12, generator=torch.Generator().manual_seed(0))
 
@@ -423,3 +423,40 @@ def test_the_gradient_check_falls_back_to_sums_where_torch_lacks_the_scaler_chec
     assert float(Guard()._gradient_flags([param])) == 0
     param.grad[2] = float("nan")
     assert float(Guard()._gradient_flags([param])) > 0
+
+
+@pytest.mark.parametrize("free_reads", [True, False])
+@pytest.mark.parametrize("bad", ["none", "loss", "running", "gradient"])
+def test_the_guard_finds_every_non_finite_value_whether_it_reads_them_apart_or_gathered(free_reads: bool,
+                                                                                         bad: str) -> None:
+    """The CPU reads the loss, the running sum and the gradient flag one by one; a device where a read is a
+    synchronisation (CUDA) gathers them into one read: both find the same bad values, and a clean step after
+    a bad one passes (the flag is kept between checks and zeroed)."""
+    from vaerepair.training.guard import Guard
+
+    model = torch.nn.Linear(3, 2)
+    params = list(model.parameters())
+    for policy in ("skip", "raise"):
+        guard = Guard(policy, device=torch.device("cpu"))
+        guard.free_reads = free_reads
+        for p in params:
+            p.grad = torch.ones_like(p)
+        loss, running = torch.tensor(1.5), torch.tensor(3.0)
+        if bad == "loss":
+            loss = torch.tensor(float("nan"))
+        elif bad == "running":
+            running = torch.tensor(float("inf"))
+        elif bad == "gradient":
+            params[1].grad[0] = -float("inf")
+        if bad == "none":
+            assert guard.verify(loss, running, {}, params, model, True, "here")
+        elif policy == "skip":
+            assert not guard.verify(loss, running, {}, params, model, True, "here")
+        else:
+            what = "gradient at here .* in bias" if bad == "gradient" else "loss at here"
+            with pytest.raises(NonFiniteLossError, match=f"non-finite {what}"):
+                guard.verify(loss, running, {}, params, model, True, "here")
+        for p in params:
+            p.grad = torch.ones_like(p)
+        assert guard.verify(torch.tensor(1.0), torch.tensor(2.0), {}, params, model, True, "there")
+        assert guard.verify(torch.tensor(1.0), torch.tensor(2.0), {}, params, model, False, "there")

@@ -17,6 +17,7 @@ from vaerepair.distributions.likelihoods import (
     GaussianImage,
     PoissonGaussianImage,
     PoissonGaussianLikelihood,
+    negative_log_likelihood,
 )
 from vaerepair.distributions.posteriors import PointMass, PointMassPosterior, SpatialPointMassPosterior, spatial_head
 
@@ -38,6 +39,7 @@ __all__ = [
     "GaussianImage",
     "PoissonGaussianLikelihood",
     "PoissonGaussianImage",
+    "negative_log_likelihood",
     "validation",
     "validation_enabled",
 ]

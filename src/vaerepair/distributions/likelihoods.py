@@ -19,6 +19,7 @@ from vaerepair._checks import check_in_unit_interval, check_positive
 from vaerepair.distributions._validation import validation_enabled
 
 __all__ = [
+    "negative_log_likelihood",
     "Bernoulli",
     "BernoulliImage",
     "ContinuousBernoulli",
@@ -28,6 +29,22 @@ __all__ = [
     "PoissonGaussianLikelihood",
     "PoissonGaussianImage",
 ]
+
+
+def negative_log_likelihood(likelihood: object, x: Tensor) -> Tensor:
+    r""":math:`-\log p(x \mid z)` per image ``(..., B)``: the likelihood's own ``neg_log_prob`` where it has one
+    (the built-in Bernoulli and Gaussian: one negation fewer in the forward and backward pass of a training
+    step), else ``-log_prob(x)`` (users' own likelihoods)."""
+    own = getattr(likelihood, "neg_log_prob", None)
+    if callable(own):
+        result: Tensor = own(x)
+        return result
+    return -likelihood.log_prob(x)  # type: ignore[attr-defined]
+
+
+def _broadcast(x: Tensor, like: Tensor) -> Tensor:
+    """``x`` expanded to the shape of ``like`` (a leading sample dimension); as it is when the shapes agree."""
+    return x if x.shape == like.shape else x.expand_as(like)
 
 
 def _check_target(x: Tensor, like: Tensor, who: str) -> None:
@@ -90,11 +107,15 @@ class BernoulliImage(_LogitScores):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Log-likelihood of targets ``x`` in ``[0, 1]``, summed over ``(C, H, W)``: ``(..., B)``."""
+        return -self.neg_log_prob(x)
+
+    def neg_log_prob(self, x: Tensor) -> Tensor:
+        """``-log_prob(x)``, the binary cross-entropy summed over ``(C, H, W)``, without a negation: ``(..., B)``."""
         _check_target(x, self.logits, "Bernoulli")
         if validation_enabled():
             check_in_unit_interval(x, "targets of a Bernoulli likelihood")
-        bce = F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none")
-        return -bce.sum(dim=(-3, -2, -1))
+        return F.binary_cross_entropy_with_logits(self.logits, _broadcast(x, self.logits), reduction="none").sum(
+            dim=(-3, -2, -1))
 
 
 
@@ -187,7 +208,7 @@ class ContinuousBernoulliImage(_LogitScores):
         _check_target(x, self.logits, "ContinuousBernoulli")
         if validation_enabled():
             check_in_unit_interval(x, "targets of a continuous Bernoulli likelihood")
-        bce = F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none")
+        bce = F.binary_cross_entropy_with_logits(self.logits, _broadcast(x, self.logits), reduction="none")
         return (_log_normaliser(self.logits) - bce).sum(dim=(-3, -2, -1))
 
 
@@ -228,11 +249,16 @@ class GaussianImage:
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Log-density of targets ``x``, summed over ``(C, H, W)``: ``(..., B)``."""
+        return -self.neg_log_prob(x)
+
+    def neg_log_prob(self, x: Tensor) -> Tensor:
+        r"""``-log_prob(x)`` :math:`= \tfrac{1}{2\sigma^2}\|x - \mu\|^2 + D_x (\log\sigma + \tfrac12 \log 2\pi)`,
+        without a negation: ``(..., B)``."""
         _check_target(x, self.loc, "Gaussian")
         d = math.prod(self.loc.shape[-3:])
         sq = (x - self.loc).square().sum(dim=(-3, -2, -1))
         log_scale = self.scale.log() if isinstance(self.scale, Tensor) else math.log(self.scale)
-        return -0.5 * sq / self.scale**2 - d * (log_scale + 0.5 * math.log(2 * math.pi))
+        return 0.5 * sq / self.scale**2 + d * (log_scale + 0.5 * math.log(2 * math.pi))
 
     def x_score(self, x: Tensor) -> Tensor:
         r""":math:`\nabla_x \log p(x|z) = -(x - \mu)/\sigma^2`, shaped like the means."""

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from vaerepair._checks import check_count, check_positive
+from vaerepair.distributions.likelihoods import negative_log_likelihood
 from vaerepair.models.latent import LatentModel
 from vaerepair.models.path import latent_path, posterior_images
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch, require_prior
@@ -79,7 +80,7 @@ class ELBO(ObjectiveBase):
         # one draw per image is a path without a sample dimension (the same draws, fewer operations per step)
         s = None if self.n_samples == 1 else self.n_samples
         path = latent_path(model, posterior_images(model, x_input, x_target), condition, s)  # (S, B, ...) or (B, ...)
-        recon = _per_image(-path.likelihood.log_prob(x_target), s)
+        recon = _per_image(negative_log_likelihood(path.likelihood, x_target), s)
         closed_form = {"auto": None, "analytic": True, "mc": False}[self.kl]
         levels = [_per_image(level.kl_estimate(closed_form), s) for level in path.levels]  # each (B,)
         kl = levels[0] if len(levels) == 1 else torch.stack(levels).sum(dim=0)

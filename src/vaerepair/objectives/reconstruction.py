@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from vaerepair.distributions.likelihoods import negative_log_likelihood
 from vaerepair.models.latent import LatentModel
 from vaerepair.models.path import latent_path
 from vaerepair.objectives.base import ObjectiveBase, ObjectiveResult, check_batch, refuse_prior_repairs
@@ -37,7 +38,7 @@ class Reconstruction(ObjectiveBase):
     ) -> ObjectiveResult:
         check_batch(model, x_input, x_target, condition)
         refuse_prior_repairs(model, "Reconstruction")
-        recon = -latent_path(model, x_input, condition).likelihood.log_prob(x_target)
+        recon = negative_log_likelihood(latent_path(model, x_input, condition).likelihood, x_target)
         return ObjectiveResult(recon.mean(), {"recon": recon})
 
     def __repr__(self) -> str:

@@ -73,10 +73,12 @@ class Guard:
         self.nan_policy = nan_policy
         self.check_every = 1 if nan_policy == "skip" else (check_every or (1 if on_cpu else 50))
         self.dist = dist or Distributed()
+        self.free_reads = on_cpu  # a read of a CPU tensor costs no synchronisation: read each value apart
         self.received: int | None = None  # a signal this process received during fit
         self.stop_signal: int | None = None  # the signal acted on (in a group: once every process knows)
         self._found: Tensor | None = None  # the gradient check's flag and unit scale, kept between steps
         self._one: Tensor | None = None
+        self._uniform: tuple[list[nn.Parameter], int, bool] | None = None  # the parameters all of one device and dtype?
 
     # ----------------------------------------------------------------- checks
 
@@ -97,8 +99,13 @@ class Guard:
         ``gradients=False`` leaves the gradients to an fp16 scaler (which skips
         overflowing steps itself). ``where`` names the step in messages.
         """
-        total = running + loss.detach()  # NaN and Inf propagate through sums: one scalar says it all
         found = self._gradient_flags(params) if gradients else None  # > 0 where a gradient is not finite
+        if self.free_reads and not self.dist.enabled:  # no operation to gather what is read
+            bad_loss = not (math.isfinite(loss.item()) and math.isfinite(running.item()))
+            if not bad_loss and (found is None or found.item() == 0):
+                return True
+            return self._refuse(bad_loss, terms, params, model, where)
+        total = running + loss.detach()  # NaN and Inf propagate through sums: one scalar says it all
         if self.dist.enabled:  # one collective: the NaN flags and the stop flag of every process
             bad_grads = (found > 0).float() if found is not None else torch.zeros_like(total)
             stop = torch.full_like(total, self.received is not None, dtype=torch.float32)
@@ -108,10 +115,18 @@ class Guard:
             bad_loss = bool(flags[0] > 0)
             if not bad_loss and not bool(flags[1] > 0):
                 return True
-        else:  # two reads of the device (on the CPU, free; on CUDA, one check every check_every steps)
-            bad_loss = not math.isfinite(float(total))
-            if not bad_loss and (found is None or float(found) == 0):
+        else:  # one read of the device (a synchronisation every check_every steps)
+            flags = total.reshape(1) if found is None else torch.stack([total, found.to(total.device, total.dtype)])
+            values = flags.tolist()
+            bad_loss = not math.isfinite(values[0])
+            if not bad_loss and (found is None or values[1] == 0):
                 return True
+        return self._refuse(bad_loss, terms, params, model, where)
+
+    def _refuse(self, bad_loss: bool, terms: dict[str, Tensor], params: list[nn.Parameter], model: nn.Module,
+                where: str) -> bool:
+        """A check found a non-finite loss (``bad_loss``) or gradient: ``False`` (skip the step) under
+        ``nan_policy="skip"``, else raise :class:`NonFiniteLossError` naming the terms or parameters."""
         if self.nan_policy == "skip":
             return False
         if bad_loss:
@@ -145,13 +160,19 @@ class Guard:
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return None
+        if self._uniform is None or self._uniform[0] is not params or self._uniform[1] != len(params):
+            # a gradient has its parameter's device and dtype: the common case (one of each) is found once
+            self._uniform = (params, len(params), len({(p.device, p.dtype) for p in params}) == 1)
         device = grads[0].device
-        if any(g.device != device for g in grads):  # a model across devices
-            return _summed(grads, device)
+        if self._uniform[2]:
+            dtypes = {grads[0].dtype}
+        else:
+            if any(g.device != device for g in grads):  # a model across devices
+                return _summed(grads, device)
+            dtypes = {g.dtype for g in grads}
         if self._found is None or self._one is None or self._found.device != device:
             self._found, self._one = torch.zeros((), device=device), torch.ones((), device=device)
         found, one = self._found.zero_(), self._one
-        dtypes = {g.dtype for g in grads}
         try:
             for dtype in dtypes:
                 torch._amp_foreach_non_finite_check_and_unscale_(
