@@ -134,7 +134,7 @@ class PlanarFlowDistribution:
     def __init__(self, base: DiagonalGaussian, layers: list[PlanarParams]) -> None:
         self.base = base
         self.layers = layers
-        self._cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # (z_K, log q_K(z_K), z_0, base score)
+        self._cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # (z_K, log q_K(z_K), z_0, eps)
 
     @property
     def mean(self) -> Tensor:
@@ -149,7 +149,7 @@ class PlanarFlowDistribution:
         z0 = torch.addcmul(loc, scale, eps)
         log_q0 = -(0.5 * eps.square() + scale.log() + _HALF_LOG_2PI).sum(dim=-1)  # log q_0(z_0), with eps known
         z, log_det, _ = push_forward(z0, self.layers)
-        self._cache = (z, log_q0 - log_det, z0, -eps / scale)
+        self._cache = (z, log_q0 - log_det, z0, eps)  # the base score -eps / scale is formed only when asked
         return z
 
     def _invert(self, z: Tensor) -> Tensor:
@@ -168,7 +168,8 @@ class PlanarFlowDistribution:
     def score(self, z: Tensor) -> Tensor:
         r""":math:`\nabla_z \log q_K(z)`, shaped like ``z``."""
         if self._cache is not None and z is self._cache[0]:
-            return push_forward(self._cache[2], self.layers, self._cache[3])[2]  # type: ignore[return-value]
+            base_score = -self._cache[3] / self.base.scale
+            return push_forward(self._cache[2], self.layers, base_score)[2]  # type: ignore[return-value]
         z0 = self._invert(z.detach())
         return push_forward(z0, self.layers, self.base.score(z0))[2]  # type: ignore[return-value]
 
