@@ -118,6 +118,13 @@ API: dict[str, tuple[str, list[Any], Callable[[Any], Any]]] = {
     "ELBO(beta)": ("objectives", [-1.0, NAN, INF, "1", None], lambda v: vr.ELBO(beta=v)),
     "ELBO(n_samples)": ("objectives", BAD_COUNTS, lambda v: vr.ELBO(n_samples=v)),
     "IWAE(k)": ("objectives", BAD_COUNTS, lambda v: vr.objectives.IWAE(k=v)),
+    "negative_log_likelihood(likelihood)": ("objectives", [None, "bernoulli", 3.0, torch.rand(2, 1, 4, 4)],
+                                            lambda v: vr.distributions.negative_log_likelihood(
+                                                v, torch.rand(2, 1, 4, 4))),
+    "negative_log_likelihood(x)": ("objectives", [None, "images", [[0.5]], torch.rand(2, 1, 5, 4),
+                                                  torch.full((2, 1, 4, 4), NAN), torch.full((2, 1, 4, 4), 2.0)],
+                                   lambda v: vr.distributions.negative_log_likelihood(
+                                       vr.distributions.Bernoulli()(torch.zeros(2, 1, 4, 4)), v)),
     "Trainer(epochs)": ("trainer", BAD_COUNTS, lambda v: vr.Trainer(_model(), vr.Reconstruction(), epochs=v)),
     "Trainer(batch_size)": ("trainer", BAD_COUNTS,
                             lambda v: vr.Trainer(_model(), vr.Reconstruction(), batch_size=v)),

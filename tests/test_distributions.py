@@ -171,3 +171,20 @@ def test_negative_log_likelihood_is_minus_log_prob_for_every_likelihood() -> Non
             return x.sum(dim=(-3, -2, -1)) - 1.0
 
     assert torch.equal(negative_log_likelihood(OnlyLogProb(), x), 1.0 - x.sum(dim=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("likelihood", [None, "bernoulli", 3.0, torch.rand(2, 1, 4, 4)])
+def test_negative_log_likelihood_of_something_that_is_no_distribution_names_it(likelihood: object) -> None:
+    from vaerepair.distributions import negative_log_likelihood
+
+    with pytest.raises(TypeError, match=f"image distribution with log_prob.*got {type(likelihood).__name__}"):
+        negative_log_likelihood(likelihood, torch.rand(2, 1, 4, 4))
+
+
+@pytest.mark.parametrize("x", [None, "images", [[0.5]]])
+def test_a_likelihood_target_that_is_no_tensor_is_named(x: object) -> None:
+    from vaerepair.distributions import Bernoulli, Gaussian, negative_log_likelihood
+
+    for likelihood in (Bernoulli(), Gaussian(0.5)):
+        with pytest.raises(TypeError, match=f"target images must be a tensor .*got {type(x).__name__}"):
+            negative_log_likelihood(likelihood(torch.zeros(2, 1, 4, 4)), x)

@@ -39,7 +39,11 @@ def negative_log_likelihood(likelihood: object, x: Tensor) -> Tensor:
     if callable(own):
         result: Tensor = own(x)
         return result
-    return -likelihood.log_prob(x)  # type: ignore[attr-defined]
+    log_prob = getattr(likelihood, "log_prob", None)
+    if not callable(log_prob):
+        raise TypeError(f"likelihood must be an image distribution with log_prob(x), as a likelihood module gives for "
+                        f"decoder outputs (Bernoulli()(logits), model.decode(z)), got {type(likelihood).__name__}")
+    return -log_prob(x)  # type: ignore[no-any-return]
 
 
 def _broadcast(x: Tensor, like: Tensor) -> Tensor:
@@ -48,6 +52,8 @@ def _broadcast(x: Tensor, like: Tensor) -> Tensor:
 
 
 def _check_target(x: Tensor, like: Tensor, who: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{who}.log_prob: the target images must be a tensor (..., C, H, W), got {type(x).__name__}")
     if x.shape[-3:] != like.shape[-3:]:
         raise ValueError(
             f"{who}.log_prob: target images have shape {tuple(x.shape)} but the decoder produced "
