@@ -78,7 +78,6 @@ class Guard:
         self.stop_signal: int | None = None  # the signal acted on (in a group: once every process knows)
         self._found: Tensor | None = None  # the gradient check's flag and unit scale, kept between steps
         self._one: Tensor | None = None
-        self._uniform: tuple[list[nn.Parameter], int, bool] | None = None  # the parameters all of one device and dtype?
 
     # ----------------------------------------------------------------- checks
 
@@ -160,16 +159,10 @@ class Guard:
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return None
-        if self._uniform is None or self._uniform[0] is not params or self._uniform[1] != len(params):
-            # a gradient has its parameter's device and dtype: the common case (one of each) is found once
-            self._uniform = (params, len(params), len({(p.device, p.dtype) for p in params}) == 1)
         device = grads[0].device
-        if self._uniform[2]:
-            dtypes = {grads[0].dtype}
-        else:
-            if any(g.device != device for g in grads):  # a model across devices
-                return _summed(grads, device)
-            dtypes = {g.dtype for g in grads}
+        if any(g.device != device for g in grads):  # a model across devices
+            return _summed(grads, device)
+        dtypes = {g.dtype for g in grads}
         if self._found is None or self._one is None or self._found.device != device:
             self._found, self._one = torch.zeros((), device=device), torch.ones((), device=device)
         found, one = self._found.zero_(), self._one
