@@ -6,13 +6,19 @@ several epochs is compared. The plain loop is what one writes by hand: index the
 uint8 tensor, scale, add noise, forward, MSE/BCE, backward, step, and accumulate
 the loss with ``.item()`` for printing.
 
-Three Trainer configurations are timed against the plain loop, alternated:
-callbacks off (``progress=False``), the progress bar and a CSV logger on, and
+Three Trainer configurations are timed against the plain loop: callbacks off
+(``progress=False``, the headline), the progress bar and a CSV logger on, and
 (for the MLP) the data read through a ``LoaderSource`` (a ``DataLoader`` over
-the in-memory dataset, no workers) instead of the in-memory source.
+the in-memory dataset, no workers) instead of the in-memory source. Each round
+times the plain loop and the headline configuration back to back (in turn
+first); every ``--extra-every``-th round also times the other configurations.
+A ratio is the median of the rounds' ratios, and its 95 % interval is the
+binomial (order-statistic) interval of that median: on a shared 2-core machine
+one epoch's time jumps by several per cent from one epoch to the next, so the
+interval says how far the median itself can be trusted.
 
-Run: python benchmarks/throughput.py [--threads 2 1] [--repeats 11] [--mlp-repeats 31] [--n 12000] [--conv-n 3000]
-(about 6 minutes on 2 cores; ``--conv-n 12000`` gives the conv net the MLP's epoch, 4x longer)
+Run: python benchmarks/throughput.py [--threads 2 1] [--repeats 11] [--mlp-repeats 71] [--n 12000] [--conv-n 3000]
+(about 7 minutes on 2 cores; ``--conv-n 12000`` gives the conv net the MLP's epoch, 4x longer)
 Ends with the line ``time ratio (Trainer / plain): X.XX`` (for the reports' MLP
 784-400-20 at the first thread count, callbacks off; other settings are printed above it).
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import statistics
 import tempfile
 import time
@@ -53,8 +60,17 @@ def plain_epoch(model: vr.LatentVariableModel, opt: torch.optim.Optimizer, image
     return total / len(images)
 
 
-def measure(arch: str, images: torch.Tensor, repeats: int, batch_size: int) -> dict[str, float]:
-    """Median epoch seconds of the plain loop and of each Trainer configuration."""
+def median_interval(ratios: list[float]) -> tuple[float, float, float]:
+    """The median of ``ratios`` and its distribution-free 95 % interval: the order statistics ``k`` and
+    ``n - 1 - k`` of the sorted ratios, ``k`` the 2.5 % quantile of Binomial(n, 1/2) (normal approximation)."""
+    ordered, n = sorted(ratios), len(ratios)
+    k = max(0, int(n / 2 - 1.96 * math.sqrt(n) / 2))
+    return statistics.median(ordered), ordered[k], ordered[n - 1 - k]
+
+
+def measure(arch: str, images: torch.Tensor, repeats: int, batch_size: int,
+            extra_every: int) -> dict[str, tuple[float, float, float, float]]:
+    """Per configuration: the median epoch seconds and the median (low, high) of the rounds' ratios."""
     sigma, seed = 0.5, 0
     torch.manual_seed(0)
     if arch == "mlp":
@@ -83,21 +99,26 @@ def measure(arch: str, images: torch.Tensor, repeats: int, batch_size: int) -> d
         if abs(loss_plain - loss) > 1e-3 * abs(loss_plain):
             raise SystemExit(f"the loops disagree: plain {loss_plain:.4f} vs Trainer ({name}) {loss:.4f}")
     times: dict[str, list[float]] = {"plain": [], **{name: [] for name in configs}}
-    names = list(times)
+    ratios: dict[str, list[float]] = {name: [] for name in configs}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # a different order each round
+        names = ["plain", "off"] + ([name for name in configs if name != "off"] if r % extra_every == 0 else [])
+        shift = r % len(names)  # a different one first each round
+        seconds: dict[str, float] = {}
+        for name in names[shift:] + names[:shift]:
             t0 = time.perf_counter()
             if name == "plain":
                 plain_epoch(plain_model, plain_opt, images, sigma, batch_size, seed)
             else:
                 trainer, data = configs[name]
                 trainer.fit(data)
-            times[name].append(time.perf_counter() - t0)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    # the ratio within each round (the two timed minutes apart at most) cancels slow drifts of a shared machine
-    medians.update({f"{name}/round": statistics.median(t / p for t, p in zip(times[name], times["plain"], strict=True))
-                    for name in configs})
-    return medians
+            seconds[name] = time.perf_counter() - t0
+        for name, t in seconds.items():
+            times[name].append(t)
+            if name != "plain":  # the ratio within a round (seconds apart) cancels slow drifts of a shared machine
+                ratios[name].append(t / seconds["plain"])
+    out = {"plain": (statistics.median(times["plain"]), 1.0, 1.0, 1.0)}
+    out.update({name: (statistics.median(times[name]), *median_interval(ratios[name])) for name in configs})
+    return out
 
 
 def main() -> None:
@@ -105,8 +126,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--archs", nargs="+", default=["mlp", "conv"])
     parser.add_argument("--repeats", type=int, default=11, help="rounds for the conv net")
-    parser.add_argument("--mlp-repeats", type=int, default=31,
-                        help="rounds for the MLP, whose 0.4 s epochs leave more room to the run-to-run spread")
+    parser.add_argument("--mlp-repeats", type=int, default=71,
+                        help="rounds for the MLP, whose 0.4 s epochs leave more room to the epoch-to-epoch spread")
+    parser.add_argument("--extra-every", type=int, default=3,
+                        help="time the configurations other than the headline every N-th round")
     parser.add_argument("--n", type=int, default=12000, help="training images per epoch (the MLP)")
     parser.add_argument("--conv-n", type=int, default=3000,
                         help="training images per epoch of the conv net (its steps are 10x the MLP's)")
@@ -114,24 +137,26 @@ def main() -> None:
     args = parser.parse_args()
     images = vr.load("fashion-mnist", "train").images[: max(args.n, args.conv_n)]
     headline = None
-    print(f"{'arch':6}{'threads':>8}{'config':>9}{'Trainer s':>11}{'plain s':>10}{'ratio':>8}   "
-          f"(medians of {args.mlp_repeats} rounds for the MLP, {args.repeats} for the conv net; ratio: the median "
-          f"of the rounds' ratios; {args.n} images for the MLP, {args.conv_n} for the conv net, batch "
-          f"{args.batch_size})")
+    print(f"{'arch':6}{'threads':>8}{'config':>9}{'Trainer s':>11}{'plain s':>10}{'ratio':>8}  {'95 % interval':>15}   "
+          f"({args.mlp_repeats} rounds for the MLP, {args.repeats} for the conv net, the other configurations "
+          f"every {args.extra_every}th round; seconds: medians; ratio: the median of the rounds' ratios; "
+          f"{args.n} images for the MLP, {args.conv_n} for the conv net, batch {args.batch_size})")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for arch in args.archs:
             n = args.n if arch == "mlp" else args.conv_n
-            medians = measure(arch, images[:n], args.mlp_repeats if arch == "mlp" else args.repeats, args.batch_size)
-            for name, seconds in medians.items():
-                if name == "plain" or name.endswith("/round"):
+            result = measure(arch, images[:n], args.mlp_repeats if arch == "mlp" else args.repeats,
+                             args.batch_size, args.extra_every)
+            plain_seconds = result["plain"][0]
+            for name, (seconds, ratio, low, high) in result.items():
+                if name == "plain":
                     continue
-                ratio = medians[f"{name}/round"]
-                print(f"{arch:6}{threads:8d}{name:>9}{seconds:11.3f}{medians['plain']:10.3f}{ratio:8.3f}", flush=True)
+                print(f"{arch:6}{threads:8d}{name:>9}{seconds:11.3f}{plain_seconds:10.3f}{ratio:8.3f}  "
+                      f"{low:7.3f}-{high:.3f}", flush=True)
                 if headline is None:
                     headline = ratio
-            if "loader" in medians:
-                print(f"{'':14}LoaderSource / in-memory source: {medians['loader'] / medians['off']:.3f}")
+            if "loader" in result:
+                print(f"{'':14}LoaderSource / in-memory source: {result['loader'][0] / result['off'][0]:.3f}")
     print(f"time ratio (Trainer / plain): {headline:.2f}")
 
 

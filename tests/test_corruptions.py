@@ -250,3 +250,48 @@ def test_a_bar_in_a_spec_is_one_of_several_choices_per_image() -> None:
     assert 10 < int(on_grid.sum()) < 54
     with pytest.raises(ValueError, match="an empty choice"):
         C.from_spec("gaussian:0.5|")
+
+
+def test_inside_the_training_step_gaussian_noise_is_its_draws_its_arithmetic_and_a_view() -> None:
+    """What a training step pays for a corruption. With validation off (the Trainer's step) no value of the
+    images is read, and the all-True mask of a corruption that touches every pixel is a view of one True
+    stored per device, not a new tensor filled for every batch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from vaerepair.distributions import validation
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    noise, x, g = C.GaussianNoise(0.5), torch.rand(4, 1, 6, 6), torch.Generator().manual_seed(0)
+    noise(x, generator=g)  # the first call of a shape makes its mask
+    with validation(False), Ops() as ops:
+        y = noise(x, generator=g)
+    assert ops.names == ["full", "randn", "addcmul", "expand"]
+    with Ops() as ops:  # validation on (a direct call): one read of the pixels' range checks them
+        noise(x, generator=g)
+    assert ops.names[-4:] == ["full", "randn", "addcmul", "expand"] and len(ops.names) > 4
+    assert y.shape == x.shape
+
+
+def test_the_stored_true_of_full_masks_survives_inference_mode_and_callers_that_write_to_a_mask() -> None:
+    """The all-True mask is a view of one stored True per device: made under inference mode it is still a
+    plain tensor, it works in a graph, and a caller who writes through one mask does not change the next."""
+    x = torch.rand(2, 1, 5, 7)
+    with torch.inference_mode():  # the first mask on this device may come from an inference
+        first = C.GaussianNoise(0.1)(x, return_mask=True).mask
+    assert first.dtype == torch.bool and first.shape == x.shape and bool(first.all())
+    assert not first.is_inference()
+    w = torch.rand(2, 1, 5, 7, requires_grad=True)
+    torch.where(first, w, torch.zeros_like(w)).sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))
+    first[0, 0, 0, 0] = False  # a caller ignores "read-only": every position of its mask shows it
+    assert not bool(first.any())
+    after = C.PoissonGaussian(10.0, 0.1)(torch.rand(3, 1, 4, 4), return_mask=True).mask
+    assert after.shape == (3, 1, 4, 4) and bool(after.all())

@@ -77,23 +77,29 @@ class Corruption(nn.Module):
             The corrupted images ``(B, C, H, W)``, or a :class:`Corrupted`
             ``(images, mask)`` when ``return_mask`` is true.
         """
-        check_images(x, "x")
-        if validation_enabled() and x.numel():  # off inside the Trainer's step, whose data were checked once
-            lo, hi = finite_range(x, "x")
-            if lo < 0.0 or hi > 1.0:  # members of a Compose see their predecessors' output unchecked
-                raise ValueError(f"a corruption takes clean images with values in [0, 1], got values in "
-                                 f"[{lo:.4g}, {hi:.4g}]; scale 0-255 images with x / 255, or clip with "
-                                 "x.clamp(0, 1) (to chain corruptions, use Compose)")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
-                            f"({generator!r}); make one with torch.Generator(device=x.device).manual_seed(seed)")
-        if generator is not None and generator.device.type != x.device.type:
-            raise ValueError(
-                f"generator is on {generator.device} but the images are on {x.device}; "
-                f"create it with torch.Generator(device={str(x.device)!r})"
-            )
+        if validation_enabled():  # off inside the Trainer's step, whose data and generator were checked once
+            _check_call(x, generator)
         result = self.transform(x, self.make_params(x, generator))
         return result if return_mask else result.images
+
+
+def _check_call(x: Tensor, generator: torch.Generator | None) -> None:
+    """A corruption's input: float images ``(B, C, H, W)`` in ``[0, 1]`` and a generator on their device."""
+    check_images(x, "x")
+    if x.numel():
+        lo, hi = finite_range(x, "x")
+        if lo < 0.0 or hi > 1.0:  # members of a Compose see their predecessors' output unchecked
+            raise ValueError(f"a corruption takes clean images with values in [0, 1], got values in "
+                             f"[{lo:.4g}, {hi:.4g}]; scale 0-255 images with x / 255, or clip with "
+                             "x.clamp(0, 1) (to chain corruptions, use Compose)")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                        f"({generator!r}); make one with torch.Generator(device=x.device).manual_seed(seed)")
+    if generator is not None and generator.device.type != x.device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but the images are on {x.device}; "
+            f"create it with torch.Generator(device={str(x.device)!r})"
+        )
 
 
 def uniform(shape: tuple[int, ...], x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -102,9 +108,18 @@ def uniform(shape: tuple[int, ...], x: Tensor, generator: torch.Generator | None
 
 
 def full_mask(x: Tensor) -> Tensor:
-    """A ``True`` mask shaped like ``x`` (a corruption that touches every pixel): one ``True`` expanded to the
-    shape, read-only (no memory written per batch; ``.clone()`` it to write to it)."""
-    return torch.ones((), dtype=torch.bool, device=x.device).expand(x.shape)
+    """A ``True`` mask shaped like ``x`` (a corruption that touches every pixel): one stored ``True`` expanded to
+    the shape, read-only (``.clone()`` it to write to it). The stored ``True`` is made once per device, so a
+    training step pays one view, not two tensor operations, for a mask it does not ask for; if a caller wrote
+    through a mask anyway, the next call makes a new one."""
+    true = _TRUE.get(x.device)
+    if true is None or true._version:  # never made here, or written to through a mask
+        with torch.inference_mode(False), torch.no_grad():  # a plain tensor, whatever mode this call runs in
+            true = _TRUE[x.device] = torch.ones((), dtype=torch.bool, device=x.device)
+    return true.expand(x.shape)
+
+
+_TRUE: dict[torch.device, Tensor] = {}
 
 
 def parameter_range(value: float | tuple[float, float], name: str, allow_zero: bool = True) -> tuple[float, float]:

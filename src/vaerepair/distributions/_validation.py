@@ -17,11 +17,13 @@ def validation_enabled() -> bool:
 
 @contextmanager
 def validation(enabled: bool) -> Iterator[None]:
-    """Turn target checks on or off inside a ``with`` block.
+    """Turn the per-call input checks on or off inside a ``with`` block.
 
-    The checks read tensor values, which on a GPU means a host synchronisation
-    per call; the Trainer checks its data once up front and then turns them off
-    inside the training step.
+    They are the likelihoods' target checks, the objectives' batch check
+    (:func:`~vaerepair.objectives.check_batch`) and the corruptions' input and
+    generator checks. Most read tensor values, which on a GPU means a host
+    synchronisation per call; the Trainer checks its data once up front and then
+    turns them off inside the training step.
     """
     global _ENABLED
     previous, _ENABLED = _ENABLED, bool(enabled)

@@ -137,7 +137,8 @@ def latent_path(model: Any, x: Tensor, condition: Tensor | None = None, n_sample
     working with every objective."""
     path = getattr(model, "path", None)
     if callable(path):
-        return cast(LatentPath, path(x, condition, n_samples, latents=latents, mean=mean, generator=generator))
+        result: LatentPath = path(x, condition, n_samples, latents=latents, mean=mean, generator=generator)
+        return result
     q = model.encode(x, condition)
     z = _single_draw(q, n_samples, latents, mean, generator)
     level = LatentLevel(z, q, getattr(model, "prior", None), int(getattr(model, "latent_event_dims", 1)))
@@ -179,12 +180,14 @@ def check_latents(latents: Any, n_levels: int) -> None:
 def _single_draw(q: Any, n_samples: int | None, latents: Sequence[Tensor | None] | None, mean: bool,
                  generator: torch.Generator | None) -> Tensor:
     """The latent of a one-level path: given, the posterior mean (repeated ``n_samples`` times), or drawn."""
-    check_latents(latents, 1)
-    if latents is not None and latents[0] is not None:
-        return latents[0]
+    if latents is not None:
+        check_latents(latents, 1)
+        if latents[0] is not None:
+            return latents[0]
     if mean:
         return q.mean if n_samples is None else q.mean.expand(n_samples, *q.mean.shape)
-    return cast(Tensor, q.rsample(n_samples, generator=generator))
+    z: Tensor = q.rsample(n_samples, generator=generator)
+    return z
 
 
 class PathModel(nn.Module):

@@ -106,4 +106,5 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """Likelihood parameters ``(B, C * P, H, W)`` of latents ``(B, D)``."""
-        return self.net(z).unflatten(-1, self.out_shape)
+        out = self.net(z)
+        return out.view(*out.shape[:-1], *self.out_shape)  # Tensor.view is C; unflatten has a Python wrapper

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -67,9 +67,16 @@ class ObjectiveStep(nn.Module):
         self.objective = objective
 
     def forward(self, x_input: Tensor, x_target: Tensor, condition: Tensor | None = None) -> Any:
-        if condition is None:
-            return self.objective(self.model, x_input, x_target)
-        return self.objective(self.model, x_input, x_target, condition)
+        return call_objective(self.objective, self.model, x_input, x_target, condition)
+
+
+def call_objective(objective: Any, model: nn.Module, x_input: Tensor, x_target: Tensor,
+                   condition: Tensor | None = None) -> Any:
+    """``objective(model, x_input, x_target)``, and the condition for a conditional model (an objective written
+    for unconditional models need not take one)."""
+    if condition is None:
+        return objective(model, x_input, x_target)
+    return objective(model, x_input, x_target, condition)
 
 
 @dataclass
@@ -78,16 +85,16 @@ class Distributed:
 
     rank: int = 0
     world_size: int = 1
+    enabled: bool = field(init=False)  # several processes: read on every step, so an attribute, not a property
+
+    def __post_init__(self) -> None:
+        self.enabled = self.world_size > 1
 
     @classmethod
     def current(cls) -> Distributed:
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
         return cls()
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
 
     @property
     def is_main(self) -> bool:

@@ -11,7 +11,6 @@ validation runs without autocast.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -38,14 +37,16 @@ class Precision:
         self.device_type = device.type
         self.dtype = PRECISIONS[precision]
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.scaling = self.scaler.is_enabled()  # decided once, when the scaler is built
         self.compile = compile
         self._unscaled = False
 
-    def autocast(self) -> AbstractContextManager[Any]:
-        """The forward pass's context: autocast to ``dtype``, or (without a precision) autocast off."""
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, the forward pass, under autocast to ``dtype``; without a precision, with autocast off."""
         if self.dtype is None and not torch.is_autocast_enabled(self.device_type):
-            return nullcontext()  # already off: spares the per-step enter/exit of a disabled autocast
-        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+            return fn(*args)  # already off: no context to enter and leave each step
+        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None):
+            return fn(*args)
 
     def compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` compiled with the chosen backend, or ``fn`` itself."""
@@ -56,30 +57,30 @@ class Precision:
     @property
     def checks_gradients(self) -> bool:
         """Whether the NaN guard must check the gradients (an fp16 scaler skips overflowing steps itself)."""
-        return not self.scaler.is_enabled()
+        return not self.scaling
 
     def backward(self, loss: Tensor, inputs: list[torch.nn.Parameter] | None = None) -> None:
         self._unscaled = False
-        if self.scaler.is_enabled():
+        if self.scaling:
             loss = self.scaler.scale(loss)
         loss.backward(inputs=inputs)
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
         """Bring the gradients to their true scale before they are read (gradient clipping); once per step."""
-        if self.scaler.is_enabled() and not self._unscaled:
+        if self.scaling and not self._unscaled:
             self.scaler.unscale_(optimizer)
             self._unscaled = True
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler.is_enabled():
+        if self.scaling:
             self.scaler.step(optimizer)
             self.scaler.update()
         else:
             optimizer.step()
 
     def state_dict(self) -> dict[str, Any] | None:
-        return self.scaler.state_dict() if self.scaler.is_enabled() else None
+        return self.scaler.state_dict() if self.scaling else None
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        if self.scaler.is_enabled() and state:
+        if self.scaling and state:
             self.scaler.load_state_dict(state)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from vaerepair.objectives import ObjectiveResult, objective_hooks
 from vaerepair.training.arguments import build_optimizer, check_metadata, check_model, check_seed, default_optimizer
 from vaerepair.training.callbacks import Callback, EarlyStopping
 from vaerepair.training.callbacks.defaults import builtin_callbacks
-from vaerepair.training.distributed import Distributed, ObjectiveStep, init_from_env
+from vaerepair.training.distributed import Distributed, ObjectiveStep, call_objective, init_from_env
 from vaerepair.training.guard import Guard, NonFiniteLossError, TrainingInterrupted
 from vaerepair.training.history import History
 from vaerepair.training.meter import EpochMeter
@@ -125,8 +126,9 @@ class Trainer:
         self.checkpointer = Checkpointer(checkpoint_dir, checkpoint_every)
         # DDP (under torchrun) broadcasts rank 0's weights, then all-reduces gradients during backward
         self.step_module = self.dist.wrap(ObjectiveStep(self.model, self.objective), self.device)
-        # one process, eager: the objective step without nn.Module.__call__'s hook machinery (none is registered)
-        eager = self.step_module.forward if isinstance(self.step_module, ObjectiveStep) else self.step_module
+        # one process, eager: the objective step without nn.Module's call and attribute lookups (no hook is set)
+        eager = partial(call_objective, self.objective, self.model) if isinstance(
+            self.step_module, ObjectiveStep) else self.step_module
         self.forward = self.precision.compiled(self.step_module) if compile else eager
         self.optimizer = build_optimizer(optimizer, self.model, lr)
         self.trainable = [p for group in self.optimizer.param_groups for p in group["params"] if p.requires_grad]
@@ -238,8 +240,7 @@ class Trainer:
     def _step(self, batch: Batch, forced: bool, n_steps: int) -> tuple[ObjectiveResult, bool]:
         """One optimizer step on ``batch``; returns the objective's result and whether the step was checked."""
         step = self.source.step
-        with self.precision.autocast():
-            result: ObjectiveResult = self.forward(batch.input, batch.target, batch.condition)
+        result: ObjectiveResult = self.precision.run(self.forward, batch.input, batch.target, batch.condition)
         # as a hand-written loop does: the old gradients are dropped just before backward
         self.optimizer.zero_grad(set_to_none=True)
         checked = self.guard.due(step, last=step == n_steps, forced=forced)
@@ -253,7 +254,7 @@ class Trainer:
             self.precision.step(self.optimizer)
             self.objective.step()
             self.global_step += 1
-            self.meter.add(result, len(batch.target))
+            self.meter.add(result, batch.target.shape[0])
         else:
             self.meter.skip()
         return result, checked

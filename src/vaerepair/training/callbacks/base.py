@@ -102,7 +102,7 @@ class CallbackList:
         return iter(self.callbacks)
 
     def requires_check(self, trainer: Trainer) -> bool:
-        return any(cb.requires_check(trainer) for cb in self._checking)
+        return bool(self._checking) and any(cb.requires_check(trainer) for cb in self._checking)
 
     def on_before_optimizer_step(self, trainer: Trainer) -> None:
         for cb in self._before_step:
