@@ -74,6 +74,7 @@ def test_shards_cover_the_batch_once() -> None:
     for n in (1, 5, 31, 32):
         for world in (1, 2, 3):
             parts = [Distributed(rank, world).shard(n) for rank in range(world)]
+            assert all(Distributed(rank, world).enabled == (world > 1) for rank in range(world))
             covered = [i for p in parts for i in range(n)[p]]
             assert covered == list(range(n))
             sizes = [p.stop - p.start for p in parts]
