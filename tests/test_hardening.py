@@ -391,21 +391,27 @@ def test_likelihood_targets_are_checked_in_one_pass_and_non_finite_ones_named(va
 @pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), -float("inf")])
 def test_the_gradient_check_flags_any_non_finite_gradient_of_any_dtype(bad: float | None) -> None:
     """The NaN guard's one-pass check (the gradient scaler's) against the oracle isfinite().all(), with
-    gradients of two dtypes; a non-finite value in either group is found."""
+    gradients of two dtypes; a non-finite value in either group is found, and the flag it keeps between
+    checks (set to 1 by the kernel, back to 0 only after a check that found it) reads 0 on the next clean
+    step."""
     from vaerepair.training.guard import Guard
 
     params = [torch.nn.Parameter(torch.zeros(300, 7)), torch.nn.Parameter(torch.zeros(5, dtype=torch.float64)),
               torch.nn.Parameter(torch.zeros(2))]
+    model = torch.nn.ParameterList(params)
     for p in params[:2]:
         p.grad = torch.randn_like(p)
-    guard = Guard()
-    for where in (0, 1, 0):  # the flag is kept between checks: a clean check after a bad one reads 0 again
+    guard = Guard("skip")
+    loss, running = torch.tensor(1.0), torch.tensor(2.0)
+    for where in (0, 1, 0):
         if bad is not None:
             params[where].grad.view(-1)[3] = bad
         flag = guard._gradient_flags(params)
         oracle = all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
         assert flag is not None and (float(flag) == 0) == oracle == (bad is None)
+        assert guard.verify(loss, running, {}, params, model, True, "here") == oracle
         params[where].grad = torch.randn_like(params[where])
+        assert guard.verify(loss, running, {}, params, model, True, "there")  # a clean step after a bad one
         assert float(guard._gradient_flags(params)) == 0
     assert guard._gradient_flags([torch.nn.Parameter(torch.zeros(2))]) is None
 

@@ -126,6 +126,8 @@ class Guard:
                 where: str) -> bool:
         """A check found a non-finite loss (``bad_loss``) or gradient: ``False`` (skip the step) under
         ``nan_policy="skip"``, else raise :class:`NonFiniteLossError` naming the terms or parameters."""
+        if self._found is not None:  # the kept gradient flag goes back to 0 for the next check
+            self._found.zero_()
         if self.nan_policy == "skip":
             return False
         if bad_loss:
@@ -151,9 +153,11 @@ class Guard:
         One pass over every gradient in one call: the check of the gradient scaler
         (``torch._amp_foreach_non_finite_check_and_unscale_``, its scale 1; on the
         CPU it takes gradients of any floating dtypes in one list) into a flag this
-        guard keeps (zeroed in place, not allocated each step). Where torch refuses
-        the list (gradients on several devices, an older torch), a sum per gradient
-        (NaN and Inf propagate through sums)."""
+        guard keeps. The kernel only ever sets the flag to 1, so it is not zeroed
+        before each check but after a check that found it set (:meth:`_refuse`):
+        no tensor is made or written per step for it. Where torch refuses the list
+        (gradients on several devices, an older torch), a sum per gradient (NaN and
+        Inf propagate through sums)."""
         # the gradients backward wrote last (the first layers') are read last, so the optimizer finds them in cache
         grads = [p.grad for p in reversed(params) if p.grad is not None]
         if not grads:
@@ -161,7 +165,7 @@ class Guard:
         device = grads[0].device
         if self._found is None or self._one is None or self._found.device != device:
             self._found, self._one = torch.zeros((), device=device), torch.ones((), device=device)
-        found = self._found.zero_()
+        found = self._found
         try:
             torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._one)
         except (AttributeError, RuntimeError):  # a model across devices, an older or other torch

@@ -38,6 +38,8 @@ class Precision:
         self.dtype = PRECISIONS[precision]
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.scaling = self.scaler.is_enabled()  # decided once, when the scaler is built
+        # whether the NaN guard checks the gradients (an fp16 scaler skips overflowing steps itself)
+        self.checks_gradients = not self.scaling
         self.compile = compile
         self._unscaled = False
 
@@ -53,11 +55,6 @@ class Precision:
         if not self.compile:
             return fn
         return torch.compile(fn, backend=self.compile if isinstance(self.compile, str) else "inductor")
-
-    @property
-    def checks_gradients(self) -> bool:
-        """Whether the NaN guard must check the gradients (an fp16 scaler skips overflowing steps itself)."""
-        return not self.scaling
 
     def backward(self, loss: Tensor, inputs: list[torch.nn.Parameter] | None = None) -> None:
         self._unscaled = False
