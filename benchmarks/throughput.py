@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import statistics
 import tempfile
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import median_interval  # benchmarks/timing.py
 
 import vaerepair as vr
 
@@ -58,14 +58,6 @@ def plain_epoch(model: vr.LatentVariableModel, opt: torch.optim.Optimizer, image
         opt.step()
         total += loss.item() * len(x)
     return total / len(images)
-
-
-def median_interval(ratios: list[float]) -> tuple[float, float, float]:
-    """The median of ``ratios`` and its distribution-free 95 % interval: the order statistics ``k`` and
-    ``n - 1 - k`` of the sorted ratios, ``k`` the 2.5 % quantile of Binomial(n, 1/2) (normal approximation)."""
-    ordered, n = sorted(ratios), len(ratios)
-    k = max(0, int(n / 2 - 1.96 * math.sqrt(n) / 2))
-    return statistics.median(ordered), ordered[k], ordered[n - 1 - k]
 
 
 def measure(arch: str, images: torch.Tensor, repeats: int, batch_size: int,
@@ -139,7 +131,7 @@ def main() -> None:
     headline = None
     print(f"{'arch':6}{'threads':>8}{'config':>9}{'Trainer s':>11}{'plain s':>10}{'ratio':>8}  {'95 % interval':>15}   "
           f"({args.mlp_repeats} rounds for the MLP, {args.repeats} for the conv net, the other configurations "
-          f"every {args.extra_every}th round; seconds: medians; ratio: the median of the rounds' ratios; "
+          f"in one round of {args.extra_every}; seconds: medians; ratio: the median of the rounds' ratios; "
           f"{args.n} images for the MLP, {args.conv_n} for the conv net, batch {args.batch_size})")
     for threads in args.threads:
         torch.set_num_threads(threads)

@@ -10,8 +10,8 @@ of an epoch is timed seconds apart, which a slow drift of a shared machine
 does not separate).
 
 Run: python benchmarks/vae_vs_plain.py [--epochs 10] [--threads 2]
-Ends with ``nats difference (vaerepair - plain): X.XX`` and
-``time ratio (vaerepair / plain): X.XX``.
+Ends with ``nats difference (vaerepair - plain): X.XX``, the 95 % interval of the
+median ratio (more epochs narrow it) and ``time ratio (vaerepair / plain): X.XX``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from timing import median_interval  # benchmarks/timing.py
 from torch import nn
 
 import vaerepair as vr
@@ -105,12 +106,13 @@ def main() -> None:
 
     t_ours, t_plain = statistics.median(ours_times), statistics.median(plain_times)
     # each epoch's pair, timed seconds apart, cancels the slow drifts of a shared machine
-    ratio = statistics.median(o / p for o, p in zip(ours_times, plain_times, strict=True))
+    ratio, low, high = median_interval([o / p for o, p in zip(ours_times, plain_times, strict=True)])
     print(f"test negative ELBO (nats/image): vaerepair {ours:.2f}, plain {theirs:.2f}")
     print(f"median epoch time (s): vaerepair {t_ours:.3f}, plain {t_plain:.3f} ({args.threads} threads)")
     print("epoch times (s), vaerepair:", " ".join(f"{t:.2f}" for t in ours_times))
     print("epoch times (s), plain:    ", " ".join(f"{t:.2f}" for t in plain_times))
     print(f"nats difference (vaerepair - plain): {ours - theirs:.2f}")
+    print(f"95 % interval of the median ratio (order statistics of {len(ours_times)} epochs): {low:.2f}-{high:.2f}")
     print(f"time ratio (vaerepair / plain): {ratio:.2f}")
 
 

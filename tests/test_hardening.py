@@ -431,6 +431,31 @@ def test_the_gradient_check_falls_back_to_sums_where_torch_lacks_the_scaler_chec
     assert float(Guard()._gradient_flags([param])) > 0
 
 
+def test_a_refused_gradient_list_leaves_no_stale_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's kernel may set the kept flag and then refuse a later gradient (one on another device): the
+    guard falls back to sums, and the flag it keeps between checks does not carry that 1 to the next step."""
+    from vaerepair.training.guard import Guard
+
+    real = torch._amp_foreach_non_finite_check_and_unscale_
+    calls = []
+
+    def sets_then_refuses(grads: list[torch.Tensor], found: torch.Tensor, scale: torch.Tensor) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            found.fill_(1.0)
+            raise RuntimeError("one of scaled_grads was not a CPU tensor.")
+        real(grads, found, scale)
+
+    monkeypatch.setattr(torch, "_amp_foreach_non_finite_check_and_unscale_", sets_then_refuses)
+    model = torch.nn.Linear(3, 2)
+    params = list(model.parameters())
+    for p in params:
+        p.grad = torch.ones_like(p)
+    guard = Guard("skip")
+    assert guard.verify(torch.tensor(1.0), torch.tensor(1.0), {}, params, model, True, "first")  # the sums' answer
+    assert guard.verify(torch.tensor(1.0), torch.tensor(1.0), {}, params, model, True, "second")  # the kernel's
+
+
 @pytest.mark.parametrize("free_reads", [True, False])
 @pytest.mark.parametrize("bad", ["none", "loss", "running", "gradient"])
 def test_the_guard_finds_every_non_finite_value_whether_it_reads_them_apart_or_gathered(free_reads: bool,

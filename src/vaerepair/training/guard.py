@@ -169,6 +169,7 @@ class Guard:
         try:
             torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._one)
         except (AttributeError, RuntimeError):  # a model across devices, an older or other torch
+            found.zero_()  # the kernel may have set it before refusing a gradient
             return _summed(grads, device)
         return found
 
