@@ -23,7 +23,9 @@ def validation(enabled: bool) -> Iterator[None]:
     (:func:`~vaerepair.objectives.check_batch`) and the corruptions' input and
     generator checks. Most read tensor values, which on a GPU means a host
     synchronisation per call; the Trainer checks its data once up front and then
-    turns them off inside the training step.
+    turns them off inside the training step. With them off, a bad input fails
+    wherever torch first notices it (or not at all): turn them off only around
+    inputs checked before.
     """
     global _ENABLED
     previous, _ENABLED = _ENABLED, bool(enabled)
