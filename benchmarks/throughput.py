@@ -13,12 +13,12 @@ the in-memory dataset, no workers) instead of the in-memory source. Each round
 times the plain loop and the headline configuration back to back (in turn
 first); every ``--extra-every``-th round also times the other configurations.
 A ratio is the median of the rounds' ratios, and its 95 % interval is the
-binomial (order-statistic) interval of that median: on a shared 2-core machine
+exact binomial (order-statistic) interval of that median (``timing.py``): on a shared 2-core machine
 one epoch's time jumps by several per cent from one epoch to the next, so the
 interval says how far the median itself can be trusted.
 
 Run: python benchmarks/throughput.py [--threads 2 1] [--repeats 11] [--mlp-repeats 71] [--n 12000] [--conv-n 3000]
-(about 7 minutes on 2 cores; ``--conv-n 12000`` gives the conv net the MLP's epoch, 4x longer)
+(about 6.5 minutes on 2 cores; ``--conv-n 12000`` gives the conv net the MLP's epoch, 4x longer)
 Ends with the line ``time ratio (Trainer / plain): X.XX`` (for the reports' MLP
 784-400-20 at the first thread count, callbacks off; other settings are printed above it).
 """
@@ -127,6 +127,8 @@ def main() -> None:
                         help="training images per epoch of the conv net (its steps are 10x the MLP's)")
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
+    if min(args.extra_every, args.repeats, args.mlp_repeats) < 1:
+        parser.error("--extra-every, --repeats and --mlp-repeats must be at least 1")
     images = vr.load("fashion-mnist", "train").images[: max(args.n, args.conv_n)]
     headline = None
     print(f"{'arch':6}{'threads':>8}{'config':>9}{'Trainer s':>11}{'plain s':>10}{'ratio':>8}  {'95 % interval':>15}   "
