@@ -158,8 +158,6 @@ class LatentVariableModel(PathModel):
 
     def encode(self, x: Tensor, condition: Tensor | None = None) -> Any:
         """The posterior q(z | x) (or q(z | x, c)) for images ``(B, C, H, W)``."""
-        if self.condition is None and condition is None:  # unconditional: the one path a training step takes
-            return self.posterior(self.encoder(x))
         embedding = self._embed(condition)
         if embedding is not None and self.condition is not None and self.condition.joins_input:
             if len(embedding) != len(x):
@@ -177,7 +175,7 @@ class LatentVariableModel(PathModel):
         is of, ``residual_of`` ``(B, C, H, W)``: its likelihood's mean is ``residual_of - decoder(z)``.
         A condition that joins the input (a noise level) entered the code already: the decoder takes none."""
         joined = self.condition is not None and self.condition.joins_input
-        embedding = None if joined or (self.condition is None and condition is None) else self._embed(condition)
+        embedding = None if joined else self._embed(condition)
         if embedding is not None:
             z = torch.cat([z, embedding.expand(*z.shape[:-1], embedding.shape[-1])], dim=-1)
         event = self.latent_event_dims

@@ -205,9 +205,7 @@ class BatchSource:
             mask = mask[part] if mask is not None else None
             labels = labels[part] if labels is not None else None
             weight = ctx.dist.world_size * len(x) / n_global  # DDP averages over processes
-        condition = None if ctx.condition is None else condition_of(ctx.condition, x_in, mask, labels,
-                                                                     x if known_clean else None)
-        return Batch(x_in, x, condition, weight)
+        return Batch(x_in, x, condition_of(ctx.condition, x_in, mask, labels, x if known_clean else None), weight)
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self._step, "corruption": self._corrupt_gen.get_state()}
