@@ -192,8 +192,9 @@ def main() -> None:
     parser.add_argument("--model", choices=("vae", "ae"), default="vae",
                         help="vae: vae_vs_plain.py's VAE (default); ae: throughput.py's denoising autoencoder")
     args = parser.parse_args()
-    if args.steps < 6 or args.n < 128:
-        parser.error(f"--steps must be >= 6 and --n >= 128, got {args.steps} and {args.n}")
+    if args.steps < 6 or args.n < 256 or args.threads < 1:
+        parser.error(f"--steps must be >= 6, --n >= 256 (two batches) and --threads >= 1, got {args.steps}, "
+                     f"{args.n} and {args.threads}")
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
     train = vr.load("fashion-mnist", "train")[: args.n]
