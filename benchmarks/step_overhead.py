@@ -31,9 +31,9 @@ layer minus the step of the layer below it, taken in the same round) and its
 exact binomial 95 % interval (``timing.py``): side by side in one round, a
 machine's slow drifts cancel. The interval is that of one run. From one run
 (one process) to the next the layers' shares move far more than it says, the
-total less: in three default runs the autoencoder's objective layer took -22
-to 117 µs and its loop 71 to 161 µs, for totals of 192 to 281 µs; in four, the
-VAE's layers moved by 30 to 60 µs, for totals of 281 to 316 µs (where each copy's
+total less: in four default runs the autoencoder's objective layer took -22
+to 117 µs and its loop 71 to 161 µs, for totals of 190 to 281 µs; in five, the
+VAE's layers moved by 30 to 65 µs, for totals of 261 to 316 µs (where each copy's
 tensors land in memory changes what stays in cache). Read a layer over several
 runs, and the total as the figure to trust.
 
@@ -133,8 +133,11 @@ def modules_loss(model: Any, x: torch.Tensor) -> torch.Tensor:
     return (recon + q.kl_standard_normal()).mean()
 
 
+ELBO, RECONSTRUCTION = vr.ELBO(), vr.Reconstruction()  # built once, as a loop builds its objective
+
+
 def objective_loss(model: Any, x: torch.Tensor) -> torch.Tensor:
-    return vr.ELBO()(model, x, x).loss
+    return ELBO(model, x, x).loss
 
 
 def ae_plain_loss(model: Any, x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +155,7 @@ def ae_modules_loss(model: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 def ae_objective_loss(model: Any, x: torch.Tensor) -> torch.Tensor:
-    return vr.Reconstruction()(model, ae_modules_loss.noise(x), x).loss  # type: ignore[attr-defined]
+    return RECONSTRUCTION(model, ae_modules_loss.noise(x), x).loss  # type: ignore[attr-defined]
 
 
 ae_modules_loss.noise = vr.GaussianNoise(SIGMA)  # type: ignore[attr-defined]
