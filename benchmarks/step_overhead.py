@@ -133,7 +133,8 @@ def modules_loss(model: Any, x: torch.Tensor) -> torch.Tensor:
     return (recon + q.kl_standard_normal()).mean()
 
 
-ELBO, RECONSTRUCTION = vr.ELBO(), vr.Reconstruction()  # built once, as a loop builds its objective
+# built once, as a loop builds its objective and its corruption
+ELBO, RECONSTRUCTION, NOISE = vr.ELBO(), vr.Reconstruction(), vr.GaussianNoise(SIGMA)
 
 
 def objective_loss(model: Any, x: torch.Tensor) -> torch.Tensor:
@@ -149,16 +150,14 @@ def ae_plain_loss(model: Any, x: torch.Tensor) -> torch.Tensor:
 
 def ae_modules_loss(model: Any, x: torch.Tensor) -> torch.Tensor:
     """The library's corruption, encoder, posterior and decoder modules called by hand, the loss written out."""
-    noisy = ae_modules_loss.noise(x)  # type: ignore[attr-defined]
+    noisy = NOISE(x)
     logits = model.decoder(model.posterior(model.encoder(noisy)).loc)
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=(1, 2, 3)).mean()
 
 
 def ae_objective_loss(model: Any, x: torch.Tensor) -> torch.Tensor:
-    return RECONSTRUCTION(model, ae_modules_loss.noise(x), x).loss  # type: ignore[attr-defined]
+    return RECONSTRUCTION(model, NOISE(x), x).loss
 
-
-ae_modules_loss.noise = vr.GaussianNoise(SIGMA)  # type: ignore[attr-defined]
 
 
 class Rounds(vr.training.Callback):
